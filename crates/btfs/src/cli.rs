@@ -1,0 +1,268 @@
+//! The command-line tree. Each command is one typed request; `commands` runs it.
+
+use crate::output::Encoding;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "btfs",
+    version,
+    about = "A BTFS node with a complete BitTorrent client built in",
+    long_about = "A BTFS node with a complete BitTorrent client built in.\n\n\
+        Download a torrent or magnet into the local BTFS store, inspect torrents and \
+        magnets, create torrents and seed files.",
+    after_help = "Examples:\n  btfs bittorrent metainfo -t ubuntu.torrent\n  \
+        btfs bittorrent create ./photos -o photos.torrent\n  \
+        btfs --enc json bittorrent bencode -f ubuntu.torrent"
+)]
+pub struct Cli {
+    /// Output encoding: human-readable text, or JSON on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = Encoding::Text)]
+    pub enc: Encoding,
+    /// Same as `--enc json`.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub fn encoding(&self) -> Encoding {
+        if self.json {
+            Encoding::Json
+        } else {
+            self.enc
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// BitTorrent: download, inspect, create and seed torrents.
+    #[command(subcommand)]
+    Bittorrent(Bittorrent),
+    /// Create the BTFS repository ($BTFS_PATH, default ~/.btfs).
+    #[command(after_help = "Example:\n  btfs init")]
+    Init,
+    /// Add files or directories to BTFS and print their CIDs.
+    #[command(after_help = "Example:\n  btfs add -r ./photos")]
+    Add(PathsArgs),
+    /// Print the content of a file in BTFS.
+    #[command(after_help = "Example:\n  btfs cat QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN")]
+    Cat(CidArgs),
+    /// Write a file or directory from BTFS to the local filesystem.
+    #[command(
+        after_help = "Example:\n  btfs get QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o -o hello.txt"
+    )]
+    Get(CidArgs),
+    /// List the links of a BTFS directory.
+    #[command(after_help = "Example:\n  btfs ls QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o")]
+    Ls(CidArgs),
+    /// Run the node: HTTP API on 127.0.0.1:5001 and gateway on 127.0.0.1:8080.
+    #[command(after_help = "Example:\n  btfs daemon")]
+    Daemon,
+}
+
+#[derive(Args, Debug)]
+pub struct PathsArgs {
+    /// Files or directories.
+    pub paths: Vec<PathBuf>,
+    /// Add directory contents recursively.
+    #[arg(short, long)]
+    pub recursive: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CidArgs {
+    /// A CID, optionally followed by a path inside it.
+    pub cid: String,
+    /// Where to write (for `get`).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Bittorrent {
+    /// Download a torrent or magnet link and import it into BTFS.
+    #[command(
+        after_help = "Examples:\n  btfs bittorrent download -t ubuntu.torrent\n  \
+        btfs bittorrent download 'magnet:?xt=urn:btih:…'"
+    )]
+    Download(DownloadArgs),
+    /// Show what a .torrent file or a magnet link describes.
+    #[command(
+        after_help = "Examples:\n  btfs bittorrent metainfo -t ubuntu.torrent\n  \
+        btfs --enc json bittorrent metainfo -t ubuntu.torrent\n  \
+        btfs bittorrent metainfo -m 'magnet:?xt=urn:btih:…'"
+    )]
+    Metainfo(MetainfoArgs),
+    /// Ask a tracker for the seeders, leechers and completed counts of infohashes.
+    #[command(
+        after_help = "Example:\n  btfs bittorrent scrape -t udp://127.0.0.1:6969 -i 0123…,4567…"
+    )]
+    Scrape(ScrapeArgs),
+    /// Print a bencoded file as lossless JSON, or JSON back as bencode.
+    #[command(
+        long_about = "Print a bencoded file as lossless JSON, or JSON back as bencode.\n\n\
+            JSON form: integers are numbers ({\"/int\": \"digits\"} beyond 64 bits); strings \
+            that are UTF-8 text are JSON strings, others (hashes, pieces) are \
+            {\"/bytes\": \"<hex>\"}; lists are arrays; dictionaries are objects in file order. \
+            A text key starting with '/' is written with one more '/', a binary key as \
+            \"/bytes:<hex>\". `--encode` turns that JSON back into the identical bytes.",
+        after_help = "Examples:\n  btfs bittorrent bencode -f ubuntu.torrent\n  \
+            btfs bittorrent bencode ubuntu.torrent > u.json\n  \
+            btfs bittorrent bencode --encode -f u.json -o copy.torrent"
+    )]
+    Bencode(BencodeArgs),
+    /// Seed files: create a torrent per file and print one magnet link each.
+    #[command(
+        after_help = "Examples:\n  btfs bittorrent serve -f 'a.mp4,b.jpeg'\n  \
+        btfs bittorrent serve ./photos"
+    )]
+    Serve(ServeArgs),
+    /// Create a .torrent file from a file or a directory.
+    #[command(
+        long_about = "Create a .torrent file from a file or a directory.\n\n\
+            Output is deterministic: files sorted by path, no creation date unless --date. \
+            Without --piece-length the piece length is the smallest power of two from \
+            256 KiB to 16 MiB that keeps the torrent at no more than 2048 pieces. Pieces are \
+            hashed in parallel on all cores. Symbolic links inside directories are skipped.",
+        after_help = "Examples:\n  btfs bittorrent create movie.mkv -o movie.torrent\n  \
+            btfs bittorrent create ./photos -o photos.torrent --tracker udp://127.0.0.1:6969 \
+            --webseed http://127.0.0.1:8000/"
+    )]
+    Create(CreateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DownloadArgs {
+    /// A magnet link.
+    pub magnet: Option<String>,
+    /// A .torrent file.
+    #[arg(short = 't', long = "torrent", conflicts_with = "magnet")]
+    pub torrent: Option<PathBuf>,
+    /// Download folder.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct MetainfoArgs {
+    /// A .torrent file.
+    #[arg(short = 't', long = "torrent", required_unless_present = "magnet")]
+    pub torrent: Option<PathBuf>,
+    /// A magnet link (shows what the link itself holds).
+    #[arg(short = 'm', long = "magnet", conflicts_with = "torrent")]
+    pub magnet: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ScrapeArgs {
+    /// Tracker URL (udp://, http:// or https://).
+    #[arg(short = 't', long = "tracker")]
+    pub tracker: String,
+    /// Comma-separated infohashes.
+    #[arg(short = 'i', long = "infohashes", value_delimiter = ',')]
+    pub infohashes: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BencodeArgs {
+    /// The file to read ('-' for standard input).
+    #[arg(short = 'f', long = "file", conflicts_with = "path")]
+    pub file: Option<PathBuf>,
+    /// The file to read, go-btfs style.
+    pub path: Option<PathBuf>,
+    /// Read JSON in the form this command prints and write bencode.
+    #[arg(long)]
+    pub encode: bool,
+    /// Write the output here instead of standard output.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Comma-separated files to seed.
+    #[arg(short = 'f', long = "files")]
+    pub files: Option<String>,
+    /// Files or directories to seed.
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The file or directory to share (several: one torrent each).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Output .torrent file (a folder when several paths are given; default: NAME.torrent
+    /// in the current folder).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Piece length: bytes or with a unit (256KiB, 1MiB); a power of two from 16 KiB.
+    #[arg(short = 'l', long, value_parser = parse_size)]
+    pub piece_length: Option<u64>,
+    /// Tracker URL; repeat for more tiers, separate URLs of one tier with commas.
+    #[arg(short = 't', long = "tracker")]
+    pub trackers: Vec<String>,
+    /// Web seed URL (BEP 19); repeatable.
+    #[arg(short = 'w', long = "webseed")]
+    pub webseeds: Vec<String>,
+    /// Mark the torrent private (BEP 27: trackers only, no DHT or peer exchange).
+    #[arg(long)]
+    pub private: bool,
+    /// A comment stored in the torrent.
+    #[arg(short, long)]
+    pub comment: Option<String>,
+    /// Store the current time as the creation date (makes the file time-dependent;
+    /// the infohash does not change).
+    #[arg(long)]
+    pub date: bool,
+    /// Hashing threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Parses `262144`, `256K`, `256KiB`, `1M`, `1MiB` (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 262144, 256KiB, 1MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("262144"), Ok(262144));
+        assert_eq!(parse_size("256KiB"), Ok(262144));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert!(parse_size("1.5M").is_err());
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn tree_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
