@@ -1,0 +1,150 @@
+//! Helpers shared by the integration tests: running `btfs` and third-party tools with
+//! bounded time, and deterministic test data.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.status, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+/// Runs a command, killing it (by PID) if it outlives `timeout`.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Run {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!(
+                "{cmd:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("wait");
+    Run {
+        status: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+pub fn btfs(args: &[&str]) -> Run {
+    let r = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_btfs")).args(args),
+        Duration::from_secs(120),
+    );
+    assert!(
+        !r.stderr.contains("panicked"),
+        "btfs panicked on {args:?}:\n{}",
+        r.stderr
+    );
+    r
+}
+
+/// The path of a required third-party tool. A missing tool fails the test: the test
+/// command (scripts/test) installs every tool, so absence is an install bug.
+pub fn tool(name: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    for dir in ["/usr/bin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("required tool {name:?} is not installed; run scripts/test, which installs it");
+}
+
+/// Runs tests/tools/lt.py with Debian's python3-libtorrent.
+pub fn lt(args: &[&str]) -> Run {
+    let python = Path::new("/usr/bin/python3");
+    assert!(
+        python.exists(),
+        "/usr/bin/python3 is missing; run scripts/test"
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/lt.py");
+    let r = run_with_timeout(
+        Command::new(python).arg(script).args(args),
+        Duration::from_secs(120),
+    );
+    assert!(
+        !r.stderr.contains("No module named 'libtorrent'"),
+        "python3-libtorrent is not installed; run scripts/test"
+    );
+    r.ok()
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), different per seed.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A folder `root/name` with nested files, an empty file, and sizes that make pieces
+/// span file boundaries.
+pub fn sample_dir(root: &Path, name: &str) -> PathBuf {
+    let d = root.join(name);
+    write(&d.join("a.bin"), &data(100_000, 1));
+    write(&d.join("sub/b.txt"), b"hello\n");
+    write(&d.join("sub/deeper/c.bin"), &data(70_001, 2));
+    write(&d.join("empty"), b"");
+    write(&d.join("z.bin"), &data(33_333, 3));
+    d
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
