@@ -40,7 +40,12 @@ impl Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// BitTorrent: download, inspect, create and seed torrents.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  btfs bittorrent metainfo -t ubuntu.torrent\n  \
+            btfs bittorrent create ./photos -o photos.torrent\n  \
+            btfs bittorrent bencode -f ubuntu.torrent"
+    )]
     Bittorrent(Bittorrent),
     /// Create the BTFS repository ($BTFS_PATH, default ~/.btfs).
     #[command(after_help = "Example:\n  btfs init")]

@@ -1,0 +1,238 @@
+//! The `btfs` command line: help, output encodings, errors on hostile input, and the
+//! commands that later parts of btfs provide.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn help_at_every_level_has_examples() {
+    for args in [
+        &["--help"][..],
+        &["bittorrent", "--help"],
+        &["bittorrent", "download", "--help"],
+        &["bittorrent", "metainfo", "--help"],
+        &["bittorrent", "scrape", "--help"],
+        &["bittorrent", "bencode", "--help"],
+        &["bittorrent", "serve", "--help"],
+        &["bittorrent", "create", "--help"],
+        &["init", "--help"],
+        &["add", "--help"],
+        &["cat", "--help"],
+        &["get", "--help"],
+        &["ls", "--help"],
+        &["daemon", "--help"],
+    ] {
+        let r = btfs(args).ok();
+        assert!(r.stdout.contains("Example"), "{args:?}:\n{}", r.stdout);
+    }
+}
+
+#[test]
+fn later_commands_say_they_are_not_available() {
+    for args in [
+        &["bittorrent", "download", "-t", "x.torrent"][..],
+        &["bittorrent", "scrape", "-t", "udp://127.0.0.1:1", "-i", "00"],
+        &["bittorrent", "serve", "a.mp4"],
+        &["init"],
+        &["add", "x"],
+        &["cat", "Qm"],
+        &["get", "Qm"],
+        &["ls", "Qm"],
+        &["daemon"],
+    ] {
+        let r = btfs(args);
+        assert_eq!(r.status, 69, "{args:?}");
+        assert!(r.stderr.contains("not available in this build yet"), "{}", r.stderr);
+        assert!(r.stdout.is_empty());
+    }
+}
+
+fn torrent_bytes(info: &str) -> Vec<u8> {
+    format!("d4:info{info}e").into_bytes()
+}
+
+#[test]
+fn hostile_torrents_give_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pieces = format!("6:pieces20:{}", "a".repeat(20));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("truncated", b"d8:announce3:abc4:infod4:name".to_vec(), "byte 29"),
+        ("deep", {
+            let mut v = vec![b'l'; 100_000];
+            v.extend(vec![b'e'; 100_000]);
+            v
+        }, "nesting deeper than 100 levels"),
+        ("huge string", b"d4:info1099511627776:xe".to_vec(), "declares 1099511627776 bytes"),
+        (
+            "zero piece length",
+            torrent_bytes(&format!("d6:lengthi1e4:name1:x12:piece lengthi0e{pieces}e")),
+            "info.piece length",
+        ),
+        (
+            "negative piece length",
+            torrent_bytes(&format!("d6:lengthi1e4:name1:x12:piece lengthi-5e{pieces}e")),
+            "is not a positive length",
+        ),
+        (
+            "pieces not multiple of 20",
+            torrent_bytes("d6:lengthi1e4:name1:x12:piece lengthi16384e6:pieces3:abce"),
+            "not a multiple of 20",
+        ),
+        (
+            "dot dot",
+            torrent_bytes(&format!(
+                "d5:filesld6:lengthi1e4:pathl2:..6:passwdeee4:name1:x12:piece lengthi16384e{pieces}e"
+            )),
+            "info.files[0].path[0]",
+        ),
+        (
+            "absolute",
+            torrent_bytes(&format!(
+                "d5:filesld6:lengthi1e4:pathl11:/etc/passwdeee4:name1:x12:piece lengthi16384e{pieces}e"
+            )),
+            "separator",
+        ),
+        (
+            "empty component",
+            torrent_bytes(&format!(
+                "d5:filesld6:lengthi1e4:pathl1:a0:eee4:name1:x12:piece lengthi16384e{pieces}e"
+            )),
+            "empty path component",
+        ),
+        (
+            "duplicate paths",
+            torrent_bytes(&format!(
+                "d5:filesld6:lengthi1e4:pathl1:aeed6:lengthi1e4:pathl1:aeee4:name1:x12:piece lengthi16384e{pieces}e"
+            )),
+            "two files have the path",
+        ),
+        ("not a torrent", b"i42e".to_vec(), "expected a dictionary"),
+        ("empty file", Vec::new(), "input ends early"),
+    ];
+    for (what, bytes, expected) in cases {
+        let path = tmp.path().join("t.torrent");
+        std::fs::write(&path, &bytes).unwrap();
+        let r = btfs(&["bittorrent", "metainfo", "-t", s(&path)]);
+        assert_eq!(r.status, 1, "{what}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(expected) && r.stderr.contains("t.torrent"),
+            "{what}: expected {expected:?} in {:?}",
+            r.stderr
+        );
+        // The JSON form of the error is machine-readable.
+        let r = btfs(&["--enc", "json", "bittorrent", "metainfo", "-t", s(&path)]);
+        let e: Value = serde_json::from_str(r.stderr.trim()).unwrap();
+        assert_eq!(e["Type"], "error");
+        assert!(e["Message"].as_str().unwrap().contains(expected));
+        // bencode of the same bytes never panics either.
+        let r = btfs(&["bittorrent", "bencode", s(&path)]);
+        assert!(r.status == 0 || r.status == 1);
+    }
+    let r = btfs(&["bittorrent", "metainfo", "-t", "/nonexistent/file.torrent"]);
+    assert_eq!(r.status, 1);
+    assert!(r.stderr.contains("/nonexistent/file.torrent"), "{}", r.stderr);
+}
+
+#[test]
+fn metainfo_of_a_magnet_shows_what_the_link_holds() {
+    let magnet = "magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=Sample%20File\
+                  &tr=udp%3A%2F%2F127.0.0.1%3A6969&ws=http://127.0.0.1:8000/&x.pe=127.0.0.1:6881&xl=1024&so=0,2-3";
+    let r = btfs(&["bittorrent", "metainfo", "-m", magnet]).ok();
+    assert!(r.stdout.contains("Sample File"), "{}", r.stdout);
+    assert!(r.stdout.contains("c12fe1c06bba254a9dc9f519b335aa7c1367a88a"));
+    assert!(r.stdout.contains("only 0,2-3"));
+    let j = btfs(&["--json", "bittorrent", "metainfo", "-m", magnet])
+        .ok()
+        .json();
+    assert_eq!(j["InfoHash"], "c12fe1c06bba254a9dc9f519b335aa7c1367a88a");
+    assert_eq!(j["Announce"], "udp://127.0.0.1:6969");
+    assert_eq!(j["UrlList"][0], "http://127.0.0.1:8000/");
+    assert_eq!(j["Peers"][0], "127.0.0.1:6881");
+    assert_eq!(j["TotalLength"], 1024);
+    assert_eq!(j["MetadataFetched"], false);
+    let r = btfs(&["bittorrent", "metainfo", "-m", "magnet:?xt=urn:btih:1234"]);
+    assert_eq!(r.status, 1);
+    assert!(r.stderr.contains("magnet parameter xt"), "{}", r.stderr);
+}
+
+#[test]
+fn create_is_deterministic_and_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = sample_dir(tmp.path(), "set");
+    let a = tmp.path().join("a.torrent");
+    let b = tmp.path().join("b.torrent");
+    btfs(&["bittorrent", "create", s(&dir), "-o", s(&a)]).ok();
+    btfs(&["bittorrent", "create", s(&dir), "-o", s(&b), "--threads", "1"]).ok();
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    let r = btfs(&["bittorrent", "create", s(&dir), "-o", s(&a)]);
+    assert_eq!(r.status, 1);
+    assert!(r.stderr.contains("--force"), "{}", r.stderr);
+    btfs(&["bittorrent", "create", s(&dir), "-o", s(&a), "--force"]).ok();
+    // Several paths: one torrent each, into a folder.
+    let outdir = tmp.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    let one = tmp.path().join("one.bin");
+    write(&one, &data(10, 1));
+    let j = btfs(&[
+        "--json",
+        "bittorrent",
+        "create",
+        s(&dir),
+        s(&one),
+        "-o",
+        s(&outdir),
+    ])
+    .ok()
+    .json();
+    assert_eq!(j.as_array().unwrap().len(), 2);
+    assert!(outdir.join("set.torrent").exists() && outdir.join("one.bin.torrent").exists());
+    // An empty file cannot be shared, and says so.
+    let empty = tmp.path().join("empty");
+    write(&empty, b"");
+    let r = btfs(&["bittorrent", "create", s(&empty)]);
+    assert_eq!(r.status, 1);
+    assert!(r.stderr.contains("nothing to share"), "{}", r.stderr);
+}
+
+#[test]
+fn bencode_prints_lossless_json_and_encodes_it_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("x.bencode");
+    // Unsorted keys, a binary string, a key starting with '/', a huge integer.
+    let raw = b"d1:zi-3e6:pieces3:\x00\xff\x012:/a5:hello3:bigi123456789012345678901234567890ee";
+    std::fs::write(&input, raw).unwrap();
+    let r = btfs(&["bittorrent", "bencode", "-f", s(&input)]).ok();
+    let j = r.json();
+    assert_eq!(j["z"], -3);
+    assert_eq!(j["pieces"]["/bytes"], "00ff01");
+    assert_eq!(j["//a"], "hello");
+    assert_eq!(j["big"]["/int"], "123456789012345678901234567890");
+    let keys: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('"'))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    assert_eq!(keys[0], "z", "file order kept: {keys:?}");
+    let json = tmp.path().join("x.json");
+    std::fs::write(&json, &r.stdout).unwrap();
+    let back = tmp.path().join("back");
+    btfs(&[
+        "bittorrent",
+        "bencode",
+        "--encode",
+        "-f",
+        s(&json),
+        "-o",
+        s(&back),
+    ])
+    .ok();
+    assert_eq!(std::fs::read(&back).unwrap(), raw);
+    // Bad JSON is explained.
+    std::fs::write(&json, "{\"a\": 1.5}").unwrap();
+    let r = btfs(&["bittorrent", "bencode", "--encode", "-f", s(&json)]);
+    assert_eq!(r.status, 1);
+    assert!(r.stderr.contains("not an integer"), "{}", r.stderr);
+}
