@@ -509,10 +509,10 @@ fn encode_bytes(b: &[u8], out: &mut Vec<u8>) {
 /// Is `s` a canonical bencode integer text (what [`OwnedValue::Int`] must hold)?
 pub fn is_canonical_int(s: &str) -> bool {
     let digits = s.strip_prefix('-').unwrap_or(s);
-    !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !(digits.len() > 1 && digits.starts_with('0'))
-        && !(s.starts_with('-') && digits == "0")
+    let negative = digits.len() != s.len();
+    let well_formed = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    let leading_zero = digits.len() > 1 && digits.starts_with('0');
+    well_formed && !leading_zero && !(negative && digits == "0")
 }
 
 #[cfg(test)]

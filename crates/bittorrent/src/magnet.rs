@@ -134,8 +134,8 @@ fn parse_xt(m: &mut Magnet, value: &str, key: &str) -> Result<(), MagnetError> {
             }
             _ => m.info_hash = Some(hash),
         }
-    } else if lower.starts_with("urn:btmh:") {
-        let hash: InfoHashV2 = lower[9..]
+    } else if let Some(mh) = lower.strip_prefix("urn:btmh:") {
+        let hash: InfoHashV2 = mh
             .parse()
             .map_err(|e: crate::infohash::InfoHashParseError| param_err(key, e.to_string()))?;
         match m.info_hash_v2 {
