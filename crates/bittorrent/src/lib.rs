@@ -7,6 +7,8 @@
 //! - [`geometry`]: piece geometry and the piece ↔ file mapping as checked types.
 //! - [`create`]: deterministic, parallel torrent creation.
 //! - [`peer_id`]: BEP 20 peer ids.
+//! - [`tracker`]: HTTP and UDP trackers, scrape, and the BEP 12 announcer.
+//! - [`peers`]: the stream of candidate peers that every peer source feeds.
 
 pub mod bencode;
 pub mod create;
@@ -15,7 +17,16 @@ pub mod infohash;
 pub mod magnet;
 pub mod metainfo;
 pub mod peer_id;
+pub mod peers;
+pub mod tracker;
 
 pub use infohash::{InfoHash, InfoHashV2};
 pub use magnet::Magnet;
 pub use metainfo::Metainfo;
+
+/// Makes ring the process's TLS provider (the one provider btfs links). Idempotent;
+/// called before any HTTPS client is built.
+pub fn install_tls_provider() {
+    // An error means a provider is already installed, which is what is wanted.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -167,9 +167,12 @@ pub struct ScrapeArgs {
     /// Tracker URL (udp://, http:// or https://).
     #[arg(short = 't', long = "tracker")]
     pub tracker: String,
-    /// Comma-separated infohashes.
+    /// Comma-separated infohashes (40 hex or 32 base32 characters each).
     #[arg(short = 'i', long = "infohashes", value_delimiter = ',')]
     pub infohashes: Vec<String>,
+    /// Give up after this long (e.g. 15s, 500ms, 2m).
+    #[arg(long, default_value = "15s", value_parser = crate::commands::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Args, Debug)]

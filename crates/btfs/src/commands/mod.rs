@@ -3,12 +3,15 @@
 mod bencode;
 mod create;
 mod metainfo;
+mod scrape;
 
 use crate::cli::{Bittorrent, Command};
 use crate::output::{Encoding, Unavailable};
 use anyhow::Context;
 use std::io::Read;
 use std::path::Path;
+
+pub use scrape::parse_duration;
 
 pub fn run(command: Command, enc: Encoding) -> anyhow::Result<()> {
     match command {
@@ -17,7 +20,7 @@ pub fn run(command: Command, enc: Encoding) -> anyhow::Result<()> {
             Bittorrent::Bencode(a) => bencode::run(a, enc),
             Bittorrent::Create(a) => create::run(a, enc),
             Bittorrent::Download(_) => unavailable("bittorrent download", "the download engine"),
-            Bittorrent::Scrape(_) => unavailable("bittorrent scrape", "tracker support"),
+            Bittorrent::Scrape(a) => scrape::run(a, enc),
             Bittorrent::Serve(_) => unavailable("bittorrent serve", "the seeding daemon"),
         },
         Command::Init => unavailable("init", "the BTFS store"),

@@ -148,3 +148,150 @@ pub fn sample_dir(root: &Path, name: &str) -> PathBuf {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A background process that is killed (by PID) when dropped.
+pub struct Daemon {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub name: String,
+}
+
+impl Daemon {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Daemon {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon {
+            child,
+            lines,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Waits for a line of output containing `needle`.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("{} did not print {needle:?} within {timeout:?}", self.name),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free for both TCP and UDP on 127.0.0.1.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port for TCP and UDP on 127.0.0.1");
+}
+
+/// opentracker on 127.0.0.1 (HTTP and UDP on one port) with a whitelist of hashes.
+pub struct Tracker {
+    pub daemon: Daemon,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Tracker {
+    pub fn start(whitelist: &[String]) -> Tracker {
+        let bin = tool("opentracker");
+        let dir = tempfile::tempdir().unwrap();
+        // The Debian build only serves whitelisted hashes; the path is inside -d.
+        std::fs::write(
+            dir.path().join("whitelist.txt"),
+            whitelist.join("\n") + "\n",
+        )
+        .unwrap();
+        let conf = dir.path().join("opentracker.conf");
+        std::fs::write(&conf, "access.whitelist /whitelist.txt\n").unwrap();
+        let port = free_port();
+        let p = port.to_string();
+        let daemon = Daemon::spawn(
+            "opentracker",
+            Command::new(bin).args([
+                "-f",
+                s(&conf),
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &p,
+                "-P",
+                &p,
+                "-d",
+                s(dir.path()),
+                "-A",
+                "127.0.0.1",
+            ]),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "opentracker did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Tracker {
+            daemon,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://127.0.0.1:{}/announce", self.port)
+    }
+
+    pub fn udp(&self) -> String {
+        format!("udp://127.0.0.1:{}", self.port)
+    }
+}
+
+/// libtorrent seeding `torrent` from `save_path` on 127.0.0.1:`port`; returns once it
+/// seeds and has announced.
+pub fn lt_seed(torrent: &Path, save_path: &Path, port: u16) -> Daemon {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/lt.py");
+    let d = Daemon::spawn(
+        "libtorrent seeder",
+        Command::new("/usr/bin/python3").args([
+            s(&script),
+            "seed",
+            s(torrent),
+            s(save_path),
+            &port.to_string(),
+        ]),
+    );
+    d.wait_for_line("seeding", Duration::from_secs(60));
+    d
+}

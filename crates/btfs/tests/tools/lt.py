@@ -4,6 +4,9 @@
   lt.py info TORRENT                                print {"v1","v2","files":[[path,size,pad]]}
   lt.py check TORRENT SAVE_PATH [TIMEOUT]           hash-check existing data, print
                                                     {"pieces","have","seeding"}
+  lt.py seed TORRENT SAVE_PATH PORT                 seed on 127.0.0.1:PORT, announcing to
+                                                    the torrent's trackers, until killed;
+                                                    prints "seeding" once it seeds
 
 Every session binds 127.0.0.1 only, with DHT, LSD, UPnP and NAT-PMP off.
 """
@@ -39,9 +42,12 @@ def info(path):
     print(json.dumps({"v1": v1, "v2": v2, "files": files, "pieces": ti.num_pieces()}))
 
 
-def session():
+def session(port=0):
     return lt.session({
-        "listen_interfaces": "127.0.0.1:0",
+        "listen_interfaces": "127.0.0.1:%d" % int(port),
+        "allow_multiple_connections_per_ip": True,
+        "announce_to_all_trackers": True,
+        "announce_to_all_tiers": True,
         "enable_dht": False,
         "enable_lsd": False,
         "enable_upnp": False,
@@ -66,6 +72,20 @@ def check(path, save_path, timeout=60):
                       "seeding": st.is_seeding, "state": str(st.state)}))
 
 
+def seed(path, save_path, port):
+    s = session(port)
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(path)
+    params.save_path = save_path
+    h = s.add_torrent(params)
+    while not h.status().is_seeding:
+        time.sleep(0.05)
+    h.force_reannounce()
+    print("seeding", flush=True)
+    while True:
+        time.sleep(1)
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"make": make, "info": info, "check": check}[cmd](*args)
+    {"make": make, "info": info, "check": check, "seed": seed}[cmd](*args)
