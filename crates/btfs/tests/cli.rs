@@ -254,3 +254,47 @@ fn bencode_prints_lossless_json_and_encodes_it_back() {
     assert_eq!(r.status, 1);
     assert!(r.stderr.contains("not an integer"), "{}", r.stderr);
 }
+
+#[test]
+fn scrape_rejects_bad_arguments_before_any_traffic() {
+    let good = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a";
+    let short = &good[..39];
+    let zz = "zz".repeat(20);
+    for (args, expected) in [
+        (
+            vec!["-t", "udp://127.0.0.1:1", "-i", ""],
+            "at least one infohash",
+        ),
+        (vec!["-t", "udp://127.0.0.1:1"], "at least one infohash"),
+        (
+            vec!["-t", "udp://127.0.0.1:1", "-i", &format!("{good},{short}")],
+            "infohash 2 of 2",
+        ),
+        (
+            vec!["-t", "udp://127.0.0.1:1", "-i", &zz],
+            "not hexadecimal",
+        ),
+        (
+            vec!["-t", "wss://127.0.0.1:1", "-i", good],
+            "not a tracker URL",
+        ),
+        (
+            vec!["-t", "http://127.0.0.1:1/a", "-i", good],
+            "no scrape URL",
+        ),
+        (
+            vec!["-t", "udp://127.0.0.1", "-i", good],
+            "needs a host and a port",
+        ),
+    ] {
+        let mut full = vec!["bittorrent", "scrape"];
+        full.extend(args.iter().copied());
+        let r = btfs(&full);
+        assert_eq!(r.status, 1, "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(expected),
+            "{args:?}: expected {expected:?} in {}",
+            r.stderr
+        );
+    }
+}

@@ -220,3 +220,55 @@ fn announcer_falls_back_across_tiers_reports_completion_and_stops() {
         assert_eq!(stats[0].seeders, 1, "{stats:?}");
     });
 }
+
+#[test]
+fn scrape_command_prints_text_and_go_btfs_json() {
+    let (tracker, _seeder, hash, _addr, _tmp) = swarm();
+    let other = "ab".repeat(20);
+    let hashes = format!("{other},{hash}");
+    // Wait (bounded) until the tracker has the seeder.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let json = loop {
+        let j = btfs(&[
+            "--json",
+            "bittorrent",
+            "scrape",
+            "-t",
+            &tracker.udp(),
+            "-i",
+            &hashes,
+        ])
+        .ok()
+        .json();
+        if j[1]["Seeders"] == 1 || Instant::now() > deadline {
+            break j;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        json,
+        serde_json::json!([
+            {"Seeders": 0, "Completed": 0, "Leechers": 0},
+            {"Seeders": 1, "Completed": json[1]["Completed"], "Leechers": 0}
+        ])
+    );
+    let text = btfs(&["bittorrent", "scrape", "-t", &tracker.http(), "-i", &hashes]).ok();
+    let lines: Vec<&str> = text.stdout.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].starts_with(&other) && lines[1].starts_with(&hash.to_hex()));
+    assert!(lines[1].contains("seeders      1"), "{}", text.stdout);
+    // An unreachable tracker fails within the timeout, with a clear message.
+    let dead = format!("http://127.0.0.1:{}/announce", free_port());
+    let r = btfs(&[
+        "bittorrent",
+        "scrape",
+        "-t",
+        &dead,
+        "-i",
+        &other,
+        "--timeout",
+        "2s",
+    ]);
+    assert_eq!(r.status, 1);
+    assert!(r.stderr.contains("cannot connect"), "{}", r.stderr);
+}
