@@ -70,6 +70,10 @@ impl FromStr for InfoHash {
                 let bytes = data_encoding::BASE32
                     .decode(s.to_ascii_uppercase().as_bytes())
                     .map_err(|_| err("not base32"))?;
+                // Padding ('=') makes 32 characters decode to fewer than 20 bytes.
+                if bytes.len() != 20 {
+                    return Err(err("base32 infohash must decode to 20 bytes"));
+                }
                 out.copy_from_slice(&bytes);
             }
             _ => return Err(err("expected 40 hex or 32 base32 characters")),

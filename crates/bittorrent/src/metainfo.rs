@@ -339,7 +339,14 @@ impl Metainfo {
             info_hash: self.info_hash,
             info_hash_v2: self.info_hash_v2,
             display_name: Some(self.info.storage_name().to_owned()),
-            trackers: self.tracker_tiers().into_iter().flatten().collect(),
+            trackers: {
+                let mut seen = std::collections::HashSet::new();
+                self.tracker_tiers()
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| seen.insert(t.clone()))
+                    .collect()
+            },
             web_seeds: self.url_list.clone(),
             peers: Vec::new(),
             exact_length: Some(self.info.content_length()),

@@ -1,0 +1,38 @@
+//! Metainfo parsing: never panics, and an accepted torrent has safe file paths whose
+//! v1 lengths add up to the piece geometry.
+
+#![no_main]
+
+use bittorrent::Metainfo;
+use libfuzzer_sys::fuzz_target;
+
+fn check_component(c: &str) {
+    assert!(!c.is_empty() && c != "." && c != "..", "component {c:?}");
+    assert!(!c.contains(['/', '\\', '\0']), "component {c:?}");
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(m) = Metainfo::from_bytes(data) else {
+        return;
+    };
+    let info = &m.info;
+    check_component(&info.name);
+    for f in &info.files {
+        assert!(!f.path.is_empty());
+        f.path.iter().for_each(|c| check_component(c));
+        f.path_utf8
+            .iter()
+            .flatten()
+            .for_each(|c| check_component(c));
+        f.attr
+            .symlink
+            .iter()
+            .flatten()
+            .for_each(|c| check_component(c));
+    }
+    if let Some(g) = info.geometry() {
+        let sum: u128 = info.files.iter().map(|f| u128::from(f.length)).sum();
+        assert_eq!(sum, u128::from(g.total_length()));
+        assert_eq!(info.pieces.len() as u64, u64::from(g.piece_count()));
+    }
+});
