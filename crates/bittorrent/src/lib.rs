@@ -9,16 +9,23 @@
 //! - [`peer_id`]: BEP 20 peer ids.
 //! - [`tracker`]: HTTP and UDP trackers, scrape, and the BEP 12 announcer.
 //! - [`peers`]: the stream of candidate peers that every peer source feeds.
+//! - [`wire`], [`picker`], [`storage`], [`resume`], [`engine`]: the download engine.
 
 pub mod bencode;
+pub mod bitfield;
 pub mod create;
+pub mod engine;
 pub mod geometry;
 pub mod infohash;
 pub mod magnet;
 pub mod metainfo;
 pub mod peer_id;
 pub mod peers;
+pub mod picker;
+pub mod resume;
+pub mod storage;
 pub mod tracker;
+pub mod wire;
 
 pub use infohash::{InfoHash, InfoHashV2};
 pub use magnet::Magnet;

@@ -78,19 +78,33 @@ async fn reply(mut sock: tokio::net::TcpStream, status: &str, body: &[u8]) {
 #[tokio::test]
 async fn http_garbage_is_a_protocol_error() {
     let url = http_server(|s, _| reply(s, "200 OK", b"<html>hi</html>")).await;
-    let e = bounded(client().announce(&url, &request(), None)).await.unwrap_err();
+    let e = bounded(client().announce(&url, &request(), None))
+        .await
+        .unwrap_err();
     assert!(matches!(e, TrackerError::Protocol { .. }), "{e}");
     assert!(e.to_string().contains("not bencode"), "{e}");
 }
 
 #[tokio::test]
 async fn http_failure_reason_is_shown_even_with_an_error_status() {
-    let url = http_server(|s, _| reply(s, "400 Bad Request", b"d14:failure reason12:unregisterede")).await;
-    let e = bounded(client().announce(&url, &request(), None)).await.unwrap_err();
-    assert_eq!(e.to_string(), format!("{url}: the tracker refused: unregistered"));
+    let url =
+        http_server(|s, _| reply(s, "400 Bad Request", b"d14:failure reason12:unregisterede"))
+            .await;
+    let e = bounded(client().announce(&url, &request(), None))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{url}: the tracker refused: unregistered")
+    );
     let url = http_server(|s, _| reply(s, "503 Service Unavailable", b"")).await;
-    let e = bounded(client().scrape(&url, &[InfoHash([1; 20])])).await.unwrap_err();
-    assert!(matches!(e, TrackerError::HttpStatus { status: 503, .. }), "{e}");
+    let e = bounded(client().scrape(&url, &[InfoHash([1; 20])]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, TrackerError::HttpStatus { status: 503, .. }),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -100,8 +114,16 @@ async fn http_late_answer_times_out() {
         reply(s, "200 OK", b"d8:intervali60ee").await;
     })
     .await;
-    let e = bounded(client().announce(&url, &request(), None)).await.unwrap_err();
-    assert!(matches!(e, TrackerError::Timeout { .. } | TrackerError::Network { .. }), "{e}");
+    let e = bounded(client().announce(&url, &request(), None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TrackerError::Timeout { .. } | TrackerError::Network { .. }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("time"), "{e}");
 }
 
@@ -112,7 +134,9 @@ async fn http_huge_bodies_are_refused() {
         reply(s, "200 OK", &vec![b'x'; 10 << 20]).await;
     })
     .await;
-    let e = bounded(client().announce(&url, &request(), None)).await.unwrap_err();
+    let e = bounded(client().announce(&url, &request(), None))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("larger than"), "{e}");
     // No length: chunked, 10 MB of chunks.
     let url = http_server(|mut s, _| async move {
@@ -132,9 +156,12 @@ async fn http_huge_bodies_are_refused() {
         let _ = s.write_all(b"0\r\n\r\n").await;
     })
     .await;
-    let e = bounded(client().announce(&url, &request(), None)).await.unwrap_err();
+    let e = bounded(client().announce(&url, &request(), None))
+        .await
+        .unwrap_err();
     assert!(
-        e.to_string().contains(&format!("larger than {} MiB", MAX_HTTP_BODY >> 20)),
+        e.to_string()
+            .contains(&format!("larger than {} MiB", MAX_HTTP_BODY >> 20)),
         "{e}"
     );
 }
@@ -142,7 +169,9 @@ async fn http_huge_bodies_are_refused() {
 #[tokio::test]
 async fn http_closed_socket_and_redirect_loop_are_network_errors() {
     let url = http_server(|s, _| async move { drop(s) }).await;
-    let e = bounded(client().announce(&url, &request(), None)).await.unwrap_err();
+    let e = bounded(client().announce(&url, &request(), None))
+        .await
+        .unwrap_err();
     assert!(matches!(e, TrackerError::Network { .. }), "{e}");
     let url = http_server(|s, head| async move {
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
@@ -151,7 +180,9 @@ async fn http_closed_socket_and_redirect_loop_are_network_errors() {
         let _ = s.write_all(msg.as_bytes()).await;
     })
     .await;
-    let e = bounded(client().announce(&url, &request(), None)).await.unwrap_err();
+    let e = bounded(client().announce(&url, &request(), None))
+        .await
+        .unwrap_err();
     assert!(matches!(e, TrackerError::Network { .. }), "{e}");
 }
 
@@ -208,7 +239,9 @@ fn action(p: &[u8]) -> u32 {
 #[tokio::test]
 async fn udp_silence_times_out_within_the_schedule() {
     let (url, _) = udp_server(|_| vec![]).await;
-    let e = bounded(client().announce(&url, &request(), None)).await.unwrap_err();
+    let e = bounded(client().announce(&url, &request(), None))
+        .await
+        .unwrap_err();
     assert!(matches!(e, TrackerError::Timeout { .. }), "{e}");
 }
 
@@ -240,7 +273,9 @@ async fn udp_noise_is_ignored_and_the_real_answer_taken() {
         }
     })
     .await;
-    let r = bounded(client().announce(&url, &request(), None)).await.unwrap();
+    let r = bounded(client().announce(&url, &request(), None))
+        .await
+        .unwrap();
     assert_eq!(r.peers, vec!["127.0.0.1:6881".parse().unwrap()]);
     assert_eq!((r.seeders, r.leechers), (Some(2), Some(1)));
 }
@@ -257,7 +292,9 @@ async fn udp_only_wrong_answers_time_out() {
         }
     })
     .await;
-    let e = bounded(client().announce(&url, &request(), None)).await.unwrap_err();
+    let e = bounded(client().announce(&url, &request(), None))
+        .await
+        .unwrap_err();
     assert!(matches!(e, TrackerError::Timeout { .. }), "{e}");
 }
 
@@ -273,8 +310,13 @@ async fn udp_error_action_is_reported() {
         }
     })
     .await;
-    let e = bounded(client().announce(&url, &request(), None)).await.unwrap_err();
-    assert_eq!(e.to_string(), format!("{url}: the tracker refused: torrent not registered"));
+    let e = bounded(client().announce(&url, &request(), None))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{url}: the tracker refused: torrent not registered")
+    );
 }
 
 #[tokio::test]
@@ -305,7 +347,11 @@ async fn udp_connection_id_is_reused_and_scrapes_are_split() {
     let stats = bounded(c.scrape(&url, &hashes)).await.unwrap();
     assert_eq!(stats.len(), 100);
     assert!(stats.iter().enumerate().all(|(i, s)| s.seeders == i as u32));
-    assert_eq!(connects.load(Ordering::SeqCst), 1, "one connect for all requests");
+    assert_eq!(
+        connects.load(Ordering::SeqCst),
+        1,
+        "one connect for all requests"
+    );
 }
 
 #[tokio::test]
@@ -321,8 +367,14 @@ async fn unreachable_and_malformed_urls_fail_fast() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("refused"), "{e}");
-    for bad in ["udp://127.0.0.1", "ftp://x/announce", "http://127.0.0.1:1/a"] {
-        let e = bounded(c.scrape(bad, &[InfoHash([0; 20])])).await.unwrap_err();
+    for bad in [
+        "udp://127.0.0.1",
+        "ftp://x/announce",
+        "http://127.0.0.1:1/a",
+    ] {
+        let e = bounded(c.scrape(bad, &[InfoHash([0; 20])]))
+            .await
+            .unwrap_err();
         assert!(
             matches!(
                 e,
@@ -347,6 +399,8 @@ async fn udp_answers_from_another_address_are_ignored() {
             let _ = other.send_to(&connect_reply(&buf[..n]), from).await;
         }
     });
-    let e = bounded(client().announce(&url, &request(), None)).await.unwrap_err();
+    let e = bounded(client().announce(&url, &request(), None))
+        .await
+        .unwrap_err();
     assert!(matches!(e, TrackerError::Timeout { .. }), "{e}");
 }

@@ -89,10 +89,17 @@ pub struct CidArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Bittorrent {
-    /// Download a torrent or magnet link and import it into BTFS.
+    /// Download a torrent: find peers, verify every piece, write the files.
     #[command(
-        after_help = "Examples:\n  btfs bittorrent download -t ubuntu.torrent\n  \
-        btfs bittorrent download 'magnet:?xt=urn:btih:…'"
+        long_about = "Download a torrent: find peers through its trackers and --peer, \
+            verify every piece (SHA-1), and write the files into the download folder. \
+            Progress is a live line on a terminal, plain lines otherwise, and \
+            newline-delimited JSON events with --enc json. Verified pieces survive an \
+            interruption: run the same command again to resume. Exit status 0 means every \
+            selected piece is verified.",
+        after_help = "Examples:\n  btfs bittorrent download -t ubuntu.torrent -o ~/Downloads\n  \
+            btfs bittorrent download ubuntu.torrent --peer 127.0.0.1:6881 --no-trackers\n  \
+            btfs bittorrent download -t set.torrent --only-files '0,*.mkv' --seed"
     )]
     Download(DownloadArgs),
     /// Show what a .torrent file or a magnet link describes.
@@ -142,14 +149,42 @@ pub enum Bittorrent {
 
 #[derive(Args, Debug)]
 pub struct DownloadArgs {
-    /// A magnet link.
-    pub magnet: Option<String>,
+    /// A .torrent file (or, with magnet support, a magnet link).
+    pub source: Option<String>,
     /// A .torrent file.
-    #[arg(short = 't', long = "torrent", conflicts_with = "magnet")]
+    #[arg(short = 't', long = "torrent", conflicts_with = "source")]
     pub torrent: Option<PathBuf>,
-    /// Download folder.
+    /// Download folder (default: the current folder).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Port to listen on for peers (default: a random one of 49152-65535).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_ip: std::net::IpAddr,
+    /// A peer to connect to, as IP:PORT or [IPv6]:PORT; repeatable.
+    #[arg(long = "peer")]
+    pub peers: Vec<std::net::SocketAddr>,
+    /// Only these files: comma-separated indices (from 0, as `metainfo` lists them) or
+    /// glob patterns on the path inside the torrent (`*` any text, `?` one character).
+    #[arg(long, value_delimiter = ',')]
+    pub only_files: Vec<String>,
+    /// Fetch pieces in order (for streaming) instead of rarest first.
+    #[arg(long)]
+    pub sequential: bool,
+    /// Keep seeding after the download until interrupted.
+    #[arg(long)]
+    pub seed: bool,
+    /// Hash every piece already on disk, ignoring saved resume data.
+    #[arg(long)]
+    pub recheck: bool,
+    /// Do not contact the torrent's trackers (use only --peer).
+    #[arg(long)]
+    pub no_trackers: bool,
+    /// Most peer connections.
+    #[arg(long, default_value_t = 50)]
+    pub max_peers: usize,
 }
 
 #[derive(Args, Debug)]

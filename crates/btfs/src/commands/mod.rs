@@ -2,6 +2,7 @@
 
 mod bencode;
 mod create;
+mod download;
 mod metainfo;
 mod scrape;
 
@@ -19,7 +20,7 @@ pub fn run(command: Command, enc: Encoding) -> anyhow::Result<()> {
             Bittorrent::Metainfo(a) => metainfo::run(a, enc),
             Bittorrent::Bencode(a) => bencode::run(a, enc),
             Bittorrent::Create(a) => create::run(a, enc),
-            Bittorrent::Download(_) => unavailable("bittorrent download", "the download engine"),
+            Bittorrent::Download(a) => download::run(a, enc),
             Bittorrent::Scrape(a) => scrape::run(a, enc),
             Bittorrent::Serve(_) => unavailable("bittorrent serve", "the seeding daemon"),
         },

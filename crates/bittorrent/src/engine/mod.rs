@@ -1,0 +1,808 @@
+//! The download engine for one torrent.
+//!
+//! Tasks and ownership:
+//! - the **torrent loop** ([`run`]) owns the peer addresses, connection limits, the
+//!   choker, resume saving and progress; it reacts to [`Event`]s;
+//! - each peer connection has a **reader** task (parses messages, updates the shared
+//!   state, requests blocks), a **writer** task (the only one writing to the socket,
+//!   fed by a channel) and an **uploader** task (reads requested blocks from storage on
+//!   the blocking pool);
+//! - **verification** of a completed piece runs on the blocking pool, at most one job
+//!   per core at a time: SHA-1 of the in-memory buffer, then the write to storage; the
+//!   result comes back to the torrent loop as an event. Nothing hashes or touches files
+//!   on the async reactor.
+//!
+//! Lock order: there is one lock, [`Shared::state`]; it is never held across an
+//! `.await` and never taken by blocking jobs.
+//!
+//! Crash safety: a piece is marked verified only after its hash matched and its bytes
+//! were written; resume data is saved only after a storage sync, so a recorded piece is
+//! always on disk (see [`crate::resume`]).
+
+mod peer;
+
+use crate::bitfield::Bitfield;
+use crate::geometry::Geometry;
+use crate::metainfo::Metainfo;
+use crate::peers::{peer_channel, PeerSink, PeerSource, PeerStream};
+use crate::picker::{PeerKey, Picker};
+use crate::resume::ResumeData;
+use crate::storage::{FileStorage, Storage};
+use crate::tracker::announcer::{Announcer, Progress as AnnounceProgress};
+use crate::tracker::{TrackerClient, TrackerConfig};
+use crate::wire::{self, Message};
+use crate::InfoHash;
+use sha1::{Digest, Sha1};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+/// Ports tried when none is given: a random one of 49152–65535 (the dynamic range).
+pub const DEFAULT_PORT_RANGE: std::ops::RangeInclusive<u16> = 49152..=65535;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub save_path: PathBuf,
+    /// Where resume data lives; none kept when `None`.
+    pub resume_file: Option<PathBuf>,
+    /// Address to listen on; port 0 picks one from [`DEFAULT_PORT_RANGE`].
+    pub listen: SocketAddr,
+    /// Peers to connect to besides those the trackers give.
+    pub peers: Vec<SocketAddr>,
+    /// Files to download (all when `None`).
+    pub selected: Option<Vec<bool>>,
+    pub sequential: bool,
+    /// Keep seeding after the download until shut down.
+    pub seed: bool,
+    /// Hash every piece on disk first, ignoring resume data.
+    pub recheck: bool,
+    pub use_trackers: bool,
+    pub tracker: TrackerConfig,
+    /// Most peer connections for this torrent.
+    pub max_peers: usize,
+    /// Most connection attempts in flight.
+    pub max_half_open: usize,
+}
+
+impl Options {
+    pub fn new(save_path: PathBuf) -> Self {
+        Options {
+            save_path,
+            resume_file: None,
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            peers: Vec::new(),
+            selected: None,
+            sequential: false,
+            seed: false,
+            recheck: false,
+            use_trackers: true,
+            tracker: TrackerConfig::default(),
+            max_peers: 50,
+            max_half_open: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum Phase {
+    #[default]
+    Starting,
+    Checking,
+    Downloading,
+    Seeding,
+    Done,
+    Stopped,
+}
+
+/// A snapshot of the torrent, published about once a second.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Stats {
+    pub phase: Phase,
+    pub listen_port: u16,
+    pub pieces_total: u32,
+    pub pieces_wanted: u32,
+    pub pieces_have: u32,
+    pub bytes_wanted: u64,
+    pub bytes_have: u64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub wasted: u64,
+    pub download_rate: f64,
+    pub upload_rate: f64,
+    pub peers: usize,
+    pub seeds: usize,
+    pub hash_failures: u32,
+    pub banned: usize,
+    pub elapsed: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("writing a verified piece failed: {0}")]
+    Write(std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Per-peer state shared between its tasks and the torrent loop.
+struct PeerEntry {
+    addr: SocketAddr,
+    tx: mpsc::UnboundedSender<Message>,
+    bitfield: Bitfield,
+    peer_choking: bool,
+    am_interested: bool,
+    peer_interested: bool,
+    am_choking: bool,
+    fast: bool,
+    requested: HashSet<crate::picker::Block>,
+    depth: usize,
+    reqq: usize,
+    down_bytes: u64,
+    up_bytes: u64,
+    down_rate: f64,
+    up_rate: f64,
+    unwanted: u32,
+    client: Option<String>,
+    abort: Vec<tokio::task::AbortHandle>,
+}
+
+struct PieceBuf {
+    data: Vec<u8>,
+    contributors: Vec<PeerKey>,
+}
+
+struct State {
+    picker: Picker,
+    buffers: HashMap<u32, PieceBuf>,
+    peers: HashMap<PeerKey, PeerEntry>,
+    downloaded: u64,
+    uploaded: u64,
+    wasted: u64,
+}
+
+enum Event {
+    Checked {
+        piece: u32,
+        ok: bool,
+        contributors: Vec<PeerKey>,
+        error: Option<std::io::Error>,
+    },
+    Connected(TcpStream, SocketAddr, wire::Handshake),
+    ConnectFailed(SocketAddr),
+    Incoming(TcpStream, SocketAddr),
+    Closed(PeerKey, SocketAddr, String),
+    Misbehaved(PeerKey, String),
+}
+
+struct Shared {
+    meta: Arc<Metainfo>,
+    geometry: Geometry,
+    info_hash: InfoHash,
+    peer_id: [u8; 20],
+    listen_port: u16,
+    storage: Arc<FileStorage>,
+    state: Mutex<State>,
+    events: mpsc::UnboundedSender<Event>,
+    hashers: Arc<Semaphore>,
+    max_message: u32,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a bug; keep serving what is consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn piece_hash(&self, i: u32) -> [u8; 20] {
+        self.meta.info.pieces[i as usize]
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Summary {
+    pub complete: bool,
+    pub stats: Stats,
+}
+
+fn ban_key(addr: SocketAddr) -> (IpAddr, u16) {
+    // On loopback every peer shares one address: ban the address and port there.
+    if addr.ip().is_loopback() {
+        (addr.ip(), addr.port())
+    } else {
+        (addr.ip(), 0)
+    }
+}
+
+/// Which files a torrent's pieces need; a piece is wanted if it holds any byte of a
+/// selected, non-pad file.
+fn wanted_pieces(meta: &Metainfo, selected: &[bool]) -> Vec<bool> {
+    let g = meta.info.geometry().map(|g| g.piece_count()).unwrap_or(0);
+    let mut wanted = vec![false; g as usize];
+    if let Some(map) = &meta.info.v1 {
+        for (i, f) in meta.info.files.iter().enumerate() {
+            if !f.attr.pad && selected.get(i).copied().unwrap_or(true) {
+                for p in map.pieces_of_file(i) {
+                    wanted[p as usize] = true;
+                }
+            }
+        }
+    }
+    wanted
+}
+
+/// Hashes the pieces already on disk with one thread per core; returns those that match.
+fn check_existing(meta: &Metainfo, storage: &FileStorage, candidates: &[u32]) -> Bitfield {
+    let g = meta
+        .info
+        .geometry()
+        .expect("v1 geometry checked by the caller");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = candidates.len().div_ceil(threads).max(1);
+    let found: Vec<Vec<u32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = candidates
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut buf = vec![0u8; g.piece_length() as usize];
+                    part.iter()
+                        .copied()
+                        .filter(|&i| {
+                            let Some(p) = g.piece(i) else { return false };
+                            let b = &mut buf[..g.piece_size(p) as usize];
+                            storage.read_at(p, 0, b).is_ok()
+                                && <[u8; 20]>::from(Sha1::digest(&*b))
+                                    == meta.info.pieces[i as usize]
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let mut have = Bitfield::new(g.piece_count());
+    for i in found.into_iter().flatten() {
+        have.set(i);
+    }
+    have
+}
+
+async fn bind(listen: SocketAddr) -> Result<TcpListener, EngineError> {
+    if listen.port() != 0 {
+        return TcpListener::bind(listen)
+            .await
+            .map_err(|source| EngineError::Listen {
+                addr: listen,
+                source,
+            });
+    }
+    let span = u32::from(DEFAULT_PORT_RANGE.end() - DEFAULT_PORT_RANGE.start()) + 1;
+    for _ in 0..32 {
+        let port = DEFAULT_PORT_RANGE.start() + (rand::random::<u32>() % span) as u16;
+        if let Ok(l) = TcpListener::bind(SocketAddr::new(listen.ip(), port)).await {
+            return Ok(l);
+        }
+    }
+    TcpListener::bind(listen)
+        .await
+        .map_err(|source| EngineError::Listen {
+            addr: listen,
+            source,
+        })
+}
+
+/// Downloads (and optionally seeds) one torrent until it is complete, or until
+/// `shutdown` turns true. Progress is published on `stats`.
+pub async fn run(
+    meta: Arc<Metainfo>,
+    opts: Options,
+    stats: watch::Sender<Stats>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Summary, EngineError> {
+    let started = Instant::now();
+    let geometry = meta
+        .info
+        .geometry()
+        .ok_or(crate::storage::StorageError::NoV1)?;
+    let n = geometry.piece_count();
+    let selected = opts
+        .selected
+        .clone()
+        .unwrap_or_else(|| vec![true; meta.info.files.len()]);
+    let storage = Arc::new(FileStorage::create(&opts.save_path, &meta, &selected)?);
+    let wanted = wanted_pieces(&meta, &selected);
+    let info_hash = meta.wire_info_hash();
+
+    // What is already here: trusted resume data, or a check of the files on disk.
+    let publish_phase = |phase: Phase| stats.send_modify(|s| s.phase = phase);
+    let resume = opts
+        .resume_file
+        .as_deref()
+        .and_then(ResumeData::load)
+        .filter(|r| {
+            r.info_hash == info_hash
+                && r.have.len() == n
+                && r.save_path == opts.save_path
+                && r.files == storage.fingerprints()
+        });
+    let have = match resume {
+        Some(r) if !opts.recheck => r.have,
+        _ if opts.recheck || storage.has_existing_data() => {
+            publish_phase(Phase::Checking);
+            let candidates: Vec<u32> = (0..n).collect();
+            let (m, s) = (meta.clone(), storage.clone());
+            tokio::task::spawn_blocking(move || check_existing(&m, &s, &candidates))
+                .await
+                .map_err(|e| EngineError::Other(format!("checking failed: {e}")))?
+        }
+        _ => Bitfield::new(n),
+    };
+
+    let listener = bind(opts.listen).await?;
+    let listen_port = listener
+        .local_addr()
+        .map_err(|source| EngineError::Listen {
+            addr: opts.listen,
+            source,
+        })?
+        .port();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let picker = Picker::new(geometry, have, wanted.clone(), opts.sequential);
+    let shared = Arc::new(Shared {
+        geometry,
+        info_hash,
+        peer_id: crate::peer_id::generate(),
+        listen_port,
+        storage: storage.clone(),
+        state: Mutex::new(State {
+            picker,
+            buffers: HashMap::new(),
+            peers: HashMap::new(),
+            downloaded: 0,
+            uploaded: 0,
+            wasted: 0,
+        }),
+        events: events_tx.clone(),
+        hashers: Arc::new(Semaphore::new(
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+        )),
+        max_message: wire::max_message_len(n),
+        meta: meta.clone(),
+    });
+
+    // Incoming connections.
+    let accept_events = events_tx.clone();
+    let acceptor = tokio::spawn(async move {
+        while let Ok((sock, addr)) = listener.accept().await {
+            if accept_events.send(Event::Incoming(sock, addr)).is_err() {
+                break;
+            }
+        }
+    });
+
+    // Peer sources: explicit peers, then trackers.
+    let (sink, mut candidates): (PeerSink, PeerStream) = peer_channel(1024);
+    let explicit = opts.peers.clone();
+    let manual_sink = sink.clone();
+    tokio::spawn(async move {
+        manual_sink.offer(explicit, &PeerSource::Manual).await;
+    });
+    let bytes_wanted: u64 = (0..n)
+        .filter(|&i| wanted[i as usize])
+        .filter_map(|i| geometry.piece(i))
+        .map(|p| u64::from(geometry.piece_size(p)))
+        .sum();
+    let wanted_count = wanted.iter().filter(|w| **w).count() as u32;
+    let left_now = |st: &State| -> u64 {
+        (0..n)
+            .filter(|&i| wanted[i as usize] && !st.picker.have().get(i))
+            .filter_map(|i| geometry.piece(i))
+            .map(|p| u64::from(geometry.piece_size(p)))
+            .sum()
+    };
+    let (announce_tx, announce_rx) = watch::channel(AnnounceProgress {
+        uploaded: 0,
+        downloaded: 0,
+        left: left_now(&shared.lock()),
+    });
+    let (announcer_stop_tx, announcer_stop_rx) = watch::channel(false);
+    let announcer = if opts.use_trackers && !meta.tracker_tiers().is_empty() {
+        let client = Arc::new(
+            TrackerClient::new(opts.tracker.clone())
+                .map_err(|e| EngineError::Other(e.to_string()))?,
+        );
+        let a = Announcer::new(
+            client,
+            meta.tracker_tiers(),
+            info_hash,
+            shared.peer_id,
+            listen_port,
+            announce_rx,
+            sink.clone(),
+        );
+        Some(tokio::spawn(a.run(announcer_stop_rx)))
+    } else {
+        None
+    };
+    drop(sink);
+
+    let mut known: HashSet<SocketAddr> = HashSet::new();
+    let mut pending: VecDeque<SocketAddr> = VecDeque::new();
+    let mut connecting = 0usize;
+    let mut banned: HashSet<(IpAddr, u16)> = HashSet::new();
+    let mut strikes: HashMap<(IpAddr, u16), u32> = HashMap::new();
+    let mut hash_failures = 0u32;
+    let mut next_key: PeerKey = 1;
+    let mut resume_dirty = false;
+    let mut last_resume = Instant::now();
+    let mut last_choke = Instant::now() - Duration::from_secs(60);
+    let mut optimistic: Option<PeerKey> = None;
+    let mut last_optimistic = Instant::now();
+    let mut rate_at = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut completed_at: Option<Instant> = None;
+    let mut result: Result<(), EngineError> = Ok(());
+    let mut candidates_open = true;
+
+    let save_resume = {
+        let storage = storage.clone();
+        let path = opts.resume_file.clone();
+        let save_path = opts.save_path.clone();
+        move |have: Bitfield| {
+            let storage = storage.clone();
+            let path = path.clone();
+            let save_path = save_path.clone();
+            async move {
+                let Some(path) = path else { return };
+                let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    // Data first, then the record that points at it.
+                    storage.sync()?;
+                    ResumeData {
+                        info_hash,
+                        save_path,
+                        have,
+                        files: storage.fingerprints(),
+                    }
+                    .save(&path)
+                })
+                .await;
+                if let Ok(Err(e)) = r {
+                    tracing::warn!(error = %e, "saving resume data failed");
+                }
+            }
+        }
+    };
+
+    {
+        let st = shared.lock();
+        let left = left_now(&st);
+        stats.send_modify(|s| {
+            fill_stats(s, &st, wanted_count, bytes_wanted, left);
+            s.listen_port = listen_port;
+        });
+    }
+    publish_phase(if shared.lock().picker.is_complete() {
+        Phase::Seeding
+    } else {
+        Phase::Downloading
+    });
+
+    loop {
+        let complete = shared.lock().picker.is_complete();
+        if complete && completed_at.is_none() {
+            completed_at = Some(Instant::now());
+            let have = {
+                let st = shared.lock();
+                for p in st.peers.values() {
+                    if p.am_interested {
+                        let _ = p.tx.send(Message::NotInterested);
+                    }
+                }
+                st.picker.have().clone()
+            };
+            save_resume(have).await;
+            resume_dirty = false;
+            announce_tx.send_modify(|p| p.left = 0);
+            if !opts.seed {
+                break;
+            }
+            publish_phase(Phase::Seeding);
+        }
+        tokio::select! {
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
+            c = candidates.next(), if candidates_open => {
+                match c {
+                    Some(c) => {
+                        if !complete || opts.seed {
+                            if !known.contains(&c.addr) && !banned.contains(&ban_key(c.addr)) && c.addr.port() != 0 {
+                                pending.push_back(c.addr);
+                            }
+                        }
+                    }
+                    None => candidates_open = false,
+                }
+            }
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    Event::Checked { piece, ok, contributors, error } => {
+                        if let Some(e) = error {
+                            result = Err(EngineError::Write(e));
+                            break;
+                        }
+                        if ok {
+                            let mut st = shared.lock();
+                            st.picker.verified(piece);
+                            for p in st.peers.values() {
+                                let _ = p.tx.send(Message::Have(piece));
+                            }
+                            resume_dirty = true;
+                        } else {
+                            hash_failures += 1;
+                            let mut to_ban = Vec::new();
+                            let mut st = shared.lock();
+                            st.picker.failed(piece);
+                            st.wasted += u64::from(geometry.piece(piece).map_or(0, |p| geometry.piece_size(p)));
+                            for k in &contributors {
+                                if let Some(p) = st.peers.get(k) {
+                                    let s = strikes.entry(ban_key(p.addr)).or_default();
+                                    *s += 1;
+                                    if contributors.len() == 1 || *s >= 3 {
+                                        to_ban.push(*k);
+                                    }
+                                }
+                            }
+                            for k in to_ban {
+                                if let Some(p) = remove_peer(&mut st, k) {
+                                    tracing::warn!(peer = %p, piece, "banned: sent data that failed the hash check");
+                                    banned.insert(ban_key(p));
+                                }
+                            }
+                        }
+                    }
+                    Event::Connected(sock, addr, hs) => {
+                        connecting = connecting.saturating_sub(1);
+                        let key = next_key;
+                        next_key += 1;
+                        peer::start(shared.clone(), key, sock, addr, hs);
+                    }
+                    Event::ConnectFailed(addr) => {
+                        connecting = connecting.saturating_sub(1);
+                        tracing::debug!(%addr, "connection failed");
+                    }
+                    Event::Incoming(sock, addr) => {
+                        let count = shared.lock().peers.len();
+                        if count + connecting < opts.max_peers && !banned.contains(&ban_key(addr)) {
+                            connecting += 1;
+                            let sh = shared.clone();
+                            tokio::spawn(async move {
+                                match peer::accept(&sh, sock).await {
+                                    Ok((sock, hs)) => {
+                                        let _ = sh.events.send(Event::Connected(sock, addr, hs));
+                                    }
+                                    Err(e) => {
+                                        tracing::debug!(%addr, error = %e, "incoming handshake failed");
+                                        let _ = sh.events.send(Event::ConnectFailed(addr));
+                                    }
+                                }
+                            });
+                        }
+                    }
+                    Event::Closed(key, addr, why) => {
+                        tracing::debug!(%addr, reason = why, "peer closed");
+                        let mut st = shared.lock();
+                        remove_peer(&mut st, key);
+                        // Allow reconnecting later to a peer that went away cleanly.
+                        known.remove(&addr);
+                    }
+                    Event::Misbehaved(key, why) => {
+                        let mut st = shared.lock();
+                        if let Some(addr) = remove_peer(&mut st, key) {
+                            tracing::warn!(peer = %addr, reason = why, "banned");
+                            banned.insert(ban_key(addr));
+                        }
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let dt = now.duration_since(rate_at).as_secs_f64().max(0.001);
+                rate_at = now;
+                let mut st = shared.lock();
+                // Rates and pipeline depth.
+                for p in st.peers.values_mut() {
+                    p.down_rate = p.down_rate * 0.5 + (p.down_bytes as f64 / dt) * 0.5;
+                    p.up_rate = p.up_rate * 0.5 + (p.up_bytes as f64 / dt) * 0.5;
+                    p.down_bytes = 0;
+                    p.up_bytes = 0;
+                    // Enough requests in flight for half a second at the current rate.
+                    let want = (p.down_rate * 0.5 / f64::from(wire::BLOCK_SIZE)) as usize;
+                    p.depth = want.clamp(32, p.reqq.clamp(32, 1000));
+                }
+                // Requests that took too long go to other peers.
+                for (key, block) in st.picker.expire(now, Duration::from_secs(30)) {
+                    if let Some(p) = st.peers.get_mut(&key) {
+                        p.requested.remove(&block);
+                        let _ = p.tx.send(Message::Cancel { index: block.piece, begin: block.begin, length: block.len });
+                    }
+                }
+                let keys: Vec<PeerKey> = st.peers.keys().copied().collect();
+                for k in keys {
+                    peer::fill_requests(&mut st, k, now);
+                }
+                // Choker.
+                if now.duration_since(last_choke) >= Duration::from_secs(10) {
+                    last_choke = now;
+                    if now.duration_since(last_optimistic) >= Duration::from_secs(30) || optimistic.is_none_or(|k| !st.peers.contains_key(&k)) {
+                        last_optimistic = now;
+                        let choked: Vec<PeerKey> = st.peers.iter().filter(|(_, p)| p.am_choking && p.peer_interested).map(|(k, _)| *k).collect();
+                        optimistic = if choked.is_empty() { None } else { Some(choked[rand::random::<u32>() as usize % choked.len()]) };
+                    }
+                    choke_round(&mut st, complete, optimistic);
+                }
+                let left = left_now(&st);
+                let (down, up) = (st.downloaded, st.uploaded);
+                let snapshot = if resume_dirty && now.duration_since(last_resume) >= Duration::from_secs(5) {
+                    Some(st.picker.have().clone())
+                } else {
+                    None
+                };
+                stats.send_modify(|s| {
+                    fill_stats(s, &st, wanted_count, bytes_wanted, left);
+                    s.listen_port = listen_port;
+                    s.hash_failures = hash_failures;
+                    s.banned = banned.len();
+                    s.elapsed = started.elapsed().as_secs_f64();
+                });
+                drop(st);
+                announce_tx.send_modify(|p| { p.uploaded = up; p.downloaded = down; p.left = left; });
+                if let Some(have) = snapshot {
+                    last_resume = now;
+                    resume_dirty = false;
+                    save_resume(have).await;
+                }
+            }
+        }
+        // Start connections while there is room.
+        let count = shared.lock().peers.len();
+        while connecting < opts.max_half_open && count + connecting < opts.max_peers {
+            let Some(addr) = pending.pop_front() else {
+                break;
+            };
+            if known.contains(&addr) || banned.contains(&ban_key(addr)) {
+                continue;
+            }
+            known.insert(addr);
+            connecting += 1;
+            let sh = shared.clone();
+            tokio::spawn(async move {
+                match peer::connect(&sh, addr).await {
+                    Ok((sock, hs)) => {
+                        let _ = sh.events.send(Event::Connected(sock, addr, hs));
+                    }
+                    Err(e) => {
+                        tracing::debug!(%addr, error = %e, "connect failed");
+                        let _ = sh.events.send(Event::ConnectFailed(addr));
+                    }
+                }
+            });
+        }
+    }
+
+    // Shut down: peers, announcer (`stopped`), final resume save.
+    acceptor.abort();
+    let have = {
+        let mut st = shared.lock();
+        let keys: Vec<PeerKey> = st.peers.keys().copied().collect();
+        for k in keys {
+            remove_peer(&mut st, k);
+        }
+        st.picker.have().clone()
+    };
+    let _ = announcer_stop_tx.send(true);
+    if let Some(a) = announcer {
+        let _ = tokio::time::timeout(opts.tracker.timeout + Duration::from_secs(1), a).await;
+    }
+    save_resume(have).await;
+    result?;
+    let complete = {
+        let st = shared.lock();
+        let left = left_now(&st);
+        let complete = st.picker.is_complete();
+        stats.send_modify(|s| {
+            fill_stats(s, &st, wanted_count, bytes_wanted, left);
+            s.phase = if complete {
+                Phase::Done
+            } else {
+                Phase::Stopped
+            };
+            s.listen_port = listen_port;
+            s.hash_failures = hash_failures;
+            s.banned = banned.len();
+            s.elapsed = started.elapsed().as_secs_f64();
+            // Averages over the whole run, now that it is over.
+            s.download_rate = s.downloaded as f64 / s.elapsed.max(0.001);
+            s.upload_rate = s.uploaded as f64 / s.elapsed.max(0.001);
+        });
+        complete
+    };
+    Ok(Summary {
+        complete,
+        stats: stats.borrow().clone(),
+    })
+}
+
+/// Copies the shared state's counters into a stats snapshot.
+fn fill_stats(s: &mut Stats, st: &State, pieces_wanted: u32, bytes_wanted: u64, left: u64) {
+    s.pieces_total = st.picker.have().len();
+    s.pieces_wanted = pieces_wanted;
+    s.pieces_have = st.picker.have().count();
+    s.bytes_wanted = bytes_wanted;
+    s.bytes_have = bytes_wanted - left;
+    s.downloaded = st.downloaded;
+    s.uploaded = st.uploaded;
+    s.wasted = st.wasted;
+    s.download_rate = st.peers.values().map(|p| p.down_rate).sum();
+    s.upload_rate = st.peers.values().map(|p| p.up_rate).sum();
+    s.peers = st.peers.len();
+    s.seeds = st.peers.values().filter(|p| p.bitfield.is_full()).count();
+}
+
+/// Removes a peer everywhere and stops its tasks; returns its address.
+fn remove_peer(st: &mut State, key: PeerKey) -> Option<SocketAddr> {
+    let p = st.peers.remove(&key)?;
+    st.picker.peer_gone(key, &p.bitfield);
+    for a in &p.abort {
+        a.abort();
+    }
+    Some(p.addr)
+}
+
+/// Unchokes up to four interested peers with the best rates (download rate from them
+/// while downloading, upload rate to them while seeding) plus one optimistic unchoke.
+fn choke_round(st: &mut State, seeding: bool, optimistic: Option<PeerKey>) {
+    const SLOTS: usize = 4;
+    let mut ranked: Vec<(PeerKey, f64)> = st
+        .peers
+        .iter()
+        .filter(|(_, p)| p.peer_interested)
+        .map(|(k, p)| (*k, if seeding { p.up_rate } else { p.down_rate }))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut unchoke: HashSet<PeerKey> = ranked.iter().take(SLOTS).map(|(k, _)| *k).collect();
+    if let Some(o) = optimistic {
+        unchoke.insert(o);
+    }
+    for (k, p) in st.peers.iter_mut() {
+        let should_choke = !unchoke.contains(k);
+        if should_choke != p.am_choking {
+            p.am_choking = should_choke;
+            let _ = p.tx.send(if should_choke {
+                Message::Choke
+            } else {
+                Message::Unchoke
+            });
+        }
+    }
+}

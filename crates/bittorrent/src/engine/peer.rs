@@ -1,0 +1,496 @@
+//! One peer connection: handshake, then a reader, a writer and an uploader task.
+
+use super::{Event, PeerEntry, PieceBuf, Shared, State};
+use crate::bitfield::Bitfield;
+use crate::picker::{Arrival, Block, PeerKey};
+use crate::storage::Storage;
+use crate::wire::{self, Handshake, Message};
+use sha1::{Digest, Sha1};
+use std::collections::HashSet;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A peer silent for this long is dropped (keep-alives come every two minutes).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Blocks nobody asked this peer for, before it is dropped.
+const MAX_UNWANTED_BLOCKS: u32 = 64;
+/// Request queue depth assumed for peers that do not say (BEP 10 `reqq`).
+const DEFAULT_REQQ: usize = 250;
+/// Requests from a peer waiting to be served.
+const UPLOAD_QUEUE: usize = 256;
+
+fn bad(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
+}
+
+fn check_handshake(sh: &Shared, hs: &Handshake) -> io::Result<()> {
+    if hs.info_hash != sh.info_hash {
+        return Err(bad("handshake for another torrent"));
+    }
+    if hs.peer_id == sh.peer_id {
+        return Err(bad("connected to ourselves"));
+    }
+    Ok(())
+}
+
+fn ours(sh: &Shared) -> Handshake {
+    Handshake {
+        reserved: wire::our_reserved(),
+        info_hash: sh.info_hash,
+        peer_id: sh.peer_id,
+    }
+}
+
+/// Outgoing: connect, send our handshake, check theirs.
+pub(super) async fn connect(sh: &Shared, addr: SocketAddr) -> io::Result<(TcpStream, Handshake)> {
+    let mut sock = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    sock.set_nodelay(true)?;
+    let hs = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        wire::write_handshake(&mut sock, &ours(sh)).await?;
+        Handshake::read(&mut sock).await
+    })
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))??;
+    check_handshake(sh, &hs)?;
+    Ok((sock, hs))
+}
+
+/// Incoming: read their handshake, check it is for this torrent, answer with ours.
+pub(super) async fn accept(sh: &Shared, mut sock: TcpStream) -> io::Result<(TcpStream, Handshake)> {
+    sock.set_nodelay(true)?;
+    let hs = tokio::time::timeout(HANDSHAKE_TIMEOUT, Handshake::read(&mut sock))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))??;
+    check_handshake(sh, &hs)?;
+    wire::write_handshake(&mut sock, &ours(sh)).await?;
+    Ok((sock, hs))
+}
+
+/// Registers a handshaken connection and starts its tasks.
+pub(super) fn start(
+    sh: Arc<Shared>,
+    key: PeerKey,
+    sock: TcpStream,
+    addr: SocketAddr,
+    hs: Handshake,
+) {
+    let (rd, wr) = sock.into_split();
+    let (tx, ctrl_rx) = mpsc::unbounded_channel::<Message>();
+    let (data_tx, data_rx) = mpsc::channel::<Message>(8);
+    let (up_tx, up_rx) = mpsc::channel::<(u32, u32, u32)>(UPLOAD_QUEUE);
+    let mut st = sh.lock();
+    let have = st.picker.have();
+    let n = have.len();
+    if hs.supports_fast() && have.is_full() {
+        let _ = tx.send(Message::HaveAll);
+    } else if hs.supports_fast() && have.count() == 0 {
+        let _ = tx.send(Message::HaveNone);
+    } else if have.count() > 0 {
+        let _ = tx.send(Message::Bitfield(have.as_bytes().to_vec()));
+    }
+    if hs.supports_extensions() {
+        let _ = tx.send(Message::Extended {
+            id: 0,
+            payload: wire::extended_handshake(sh.listen_port, 2000),
+        });
+    }
+    let writer = tokio::spawn(writer(wr, ctrl_rx, data_rx));
+    let uploader = tokio::spawn(uploader(sh.clone(), key, up_rx, data_tx));
+    let reader = tokio::spawn(reader(sh.clone(), key, addr, rd, up_tx));
+    st.peers.insert(
+        key,
+        PeerEntry {
+            addr,
+            tx,
+            bitfield: Bitfield::new(n),
+            peer_choking: true,
+            am_interested: false,
+            peer_interested: false,
+            am_choking: true,
+            fast: hs.supports_fast(),
+            requested: HashSet::new(),
+            depth: 64,
+            reqq: DEFAULT_REQQ,
+            down_bytes: 0,
+            up_bytes: 0,
+            down_rate: 0.0,
+            up_rate: 0.0,
+            unwanted: 0,
+            client: None,
+            abort: vec![
+                reader.abort_handle(),
+                writer.abort_handle(),
+                uploader.abort_handle(),
+            ],
+        },
+    );
+}
+
+/// The only task that writes to the socket: control messages first, then blocks.
+async fn writer(
+    mut wr: OwnedWriteHalf,
+    mut ctrl: mpsc::UnboundedReceiver<Message>,
+    mut data: mpsc::Receiver<Message>,
+) {
+    let mut buf = Vec::with_capacity(256 * 1024);
+    loop {
+        let first = tokio::time::timeout(Duration::from_secs(90), async {
+            tokio::select! {
+                biased;
+                m = ctrl.recv() => m,
+                m = data.recv() => m,
+            }
+        })
+        .await;
+        let msg = match first {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(_) => Message::KeepAlive,
+        };
+        buf.clear();
+        msg.encode_into(&mut buf);
+        while buf.len() < 256 * 1024 {
+            match ctrl.try_recv().or_else(|_| data.try_recv()) {
+                Ok(m) => m.encode_into(&mut buf),
+                Err(_) => break,
+            }
+        }
+        if wr.write_all(&buf).await.is_err() {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Serves requested blocks, one storage read at a time on the blocking pool.
+async fn uploader(
+    sh: Arc<Shared>,
+    key: PeerKey,
+    mut rx: mpsc::Receiver<(u32, u32, u32)>,
+    tx: mpsc::Sender<Message>,
+) {
+    while let Some((index, begin, length)) = rx.recv().await {
+        let Some(piece) = sh.geometry.piece(index) else {
+            continue;
+        };
+        let sh2 = sh.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; length as usize];
+            sh2.storage.read_at(piece, begin, &mut buf).map(|()| buf)
+        })
+        .await;
+        let Ok(Ok(data)) = read else {
+            tracing::debug!(piece = index, "reading a block to upload failed");
+            continue;
+        };
+        {
+            let mut st = sh.lock();
+            st.uploaded += u64::from(length);
+            if let Some(p) = st.peers.get_mut(&key) {
+                p.up_bytes += u64::from(length);
+            }
+        }
+        if tx
+            .send(Message::Piece { index, begin, data })
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+async fn reader(
+    sh: Arc<Shared>,
+    key: PeerKey,
+    addr: SocketAddr,
+    rd: OwnedReadHalf,
+    up_tx: mpsc::Sender<(u32, u32, u32)>,
+) {
+    let mut r = BufReader::with_capacity(256 * 1024, rd);
+    let why = loop {
+        let msg =
+            match tokio::time::timeout(IDLE_TIMEOUT, Message::read(&mut r, sh.max_message)).await {
+                Err(_) => break "idle for 3 minutes".to_owned(),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                    let _ = sh.events.send(Event::Misbehaved(key, e.to_string()));
+                    return;
+                }
+                Ok(Err(e)) => break e.to_string(),
+                Ok(Ok(m)) => m,
+            };
+        if let Err(why) = handle(&sh, key, msg, &up_tx) {
+            let _ = sh.events.send(Event::Misbehaved(key, why));
+            return;
+        }
+    };
+    let _ = sh.events.send(Event::Closed(key, addr, why));
+}
+
+fn set_interest(p: &mut PeerEntry, want: bool) {
+    if want != p.am_interested {
+        p.am_interested = want;
+        let _ = p.tx.send(if want {
+            Message::Interested
+        } else {
+            Message::NotInterested
+        });
+    }
+}
+
+/// Handles one message; `Err` means the peer broke the protocol and is dropped.
+fn handle(
+    sh: &Arc<Shared>,
+    key: PeerKey,
+    msg: Message,
+    up_tx: &mpsc::Sender<(u32, u32, u32)>,
+) -> Result<(), String> {
+    let now = Instant::now();
+    let n = sh.geometry.piece_count();
+    let mut guard = sh.lock();
+    let st: &mut State = &mut guard;
+    let State {
+        picker,
+        peers,
+        buffers,
+        ..
+    } = st;
+    let Some(p) = peers.get_mut(&key) else {
+        return Err("connection already closed".into());
+    };
+    match msg {
+        Message::KeepAlive
+        | Message::Port(_)
+        | Message::Suggest(_)
+        | Message::AllowedFast(_)
+        | Message::Unknown(_)
+        | Message::Cancel { .. } => {}
+        Message::Choke => {
+            p.peer_choking = true;
+            if !p.fast {
+                // Without the fast extension a choke drops every pending request.
+                for b in std::mem::take(&mut p.requested) {
+                    picker.release(key, b);
+                }
+            }
+        }
+        Message::Unchoke => {
+            p.peer_choking = false;
+            fill_requests(st, key, now);
+        }
+        Message::Interested => {
+            p.peer_interested = true;
+            if p.am_choking {
+                // Unchoke at once while upload slots are free; the choker rebalances.
+                let unchoked = peers.values().filter(|q| !q.am_choking).count();
+                if let Some(p) = peers.get_mut(&key) {
+                    if unchoked < 4 {
+                        p.am_choking = false;
+                        let _ = p.tx.send(Message::Unchoke);
+                    }
+                }
+            }
+        }
+        Message::NotInterested => p.peer_interested = false,
+        Message::Have(i) => {
+            if i >= n {
+                return Err(format!("have for piece {i} of {n}"));
+            }
+            if p.bitfield.set(i) {
+                picker.peer_has(i);
+                if !p.am_interested && picker.is_wanted(i) && !picker.have().get(i) {
+                    set_interest(p, true);
+                }
+            }
+            fill_requests(st, key, now);
+        }
+        Message::Bitfield(bytes) => {
+            let b = Bitfield::from_bytes(&bytes, n).ok_or("bitfield of the wrong length")?;
+            if p.bitfield.count() > 0 {
+                return Err("a second bitfield".into());
+            }
+            picker.peer_bitfield(&b);
+            let want = picker.interesting(&b);
+            p.bitfield = b;
+            set_interest(p, want);
+            fill_requests(st, key, now);
+        }
+        Message::HaveAll => {
+            let b = Bitfield::full(n);
+            picker.peer_bitfield(&b);
+            p.bitfield = b;
+            let want = !picker.is_complete();
+            set_interest(p, want);
+            fill_requests(st, key, now);
+        }
+        Message::HaveNone => {}
+        Message::Request {
+            index,
+            begin,
+            length,
+        } => {
+            let valid = !p.am_choking
+                && picker.have().get(index)
+                && length > 0
+                && length <= wire::MAX_REQUEST
+                && sh.geometry.piece(index).is_some_and(|pc| {
+                    u64::from(begin) + u64::from(length) <= u64::from(sh.geometry.piece_size(pc))
+                });
+            if !valid || up_tx.try_send((index, begin, length)).is_err() {
+                if p.fast {
+                    let _ = p.tx.send(Message::Reject {
+                        index,
+                        begin,
+                        length,
+                    });
+                }
+            }
+        }
+        Message::Piece { index, begin, data } => {
+            let len = data.len() as u32;
+            let block = Block {
+                piece: index,
+                begin,
+                len,
+            };
+            if !p.requested.remove(&block) {
+                p.unwanted += 1;
+                st.wasted += u64::from(len);
+                if st
+                    .peers
+                    .get(&key)
+                    .is_some_and(|p| p.unwanted > MAX_UNWANTED_BLOCKS)
+                {
+                    return Err("sent too many blocks nobody asked for".into());
+                }
+                return Ok(());
+            }
+            p.down_bytes += u64::from(len);
+            match picker.received(key, block) {
+                Arrival::Unwanted => st.wasted += u64::from(len),
+                Arrival::Accepted { complete, cancel } => {
+                    for c in cancel {
+                        if let Some(o) = peers.get_mut(&c) {
+                            if o.requested.remove(&block) {
+                                let _ = o.tx.send(Message::Cancel {
+                                    index,
+                                    begin,
+                                    length: len,
+                                });
+                            }
+                        }
+                    }
+                    let size = sh
+                        .geometry
+                        .piece(index)
+                        .map_or(0, |pc| sh.geometry.piece_size(pc))
+                        as usize;
+                    let buf = buffers.entry(index).or_insert_with(|| PieceBuf {
+                        data: vec![0u8; size],
+                        contributors: Vec::new(),
+                    });
+                    buf.data[begin as usize..(begin + len) as usize].copy_from_slice(&data);
+                    if !buf.contributors.contains(&key) {
+                        buf.contributors.push(key);
+                    }
+                    if complete {
+                        if let Some(buf) = buffers.remove(&index) {
+                            verify(sh.clone(), index, buf);
+                        }
+                    }
+                }
+            }
+            st.downloaded += u64::from(len);
+            fill_requests(st, key, now);
+        }
+        Message::Reject {
+            index,
+            begin,
+            length,
+        } => {
+            let block = Block {
+                piece: index,
+                begin,
+                len: length,
+            };
+            if p.requested.remove(&block) {
+                picker.release(key, block);
+            }
+        }
+        Message::Extended { id: 0, payload } => {
+            if let Some(ext) = wire::parse_extended_handshake(&payload) {
+                if let Some(q) = ext.reqq {
+                    p.reqq = q as usize;
+                }
+                p.client = ext.client;
+            }
+        }
+        Message::Extended { .. } => {}
+    }
+    Ok(())
+}
+
+/// Tops up the requests in flight to this peer to its pipeline depth.
+pub(super) fn fill_requests(st: &mut State, key: PeerKey, now: Instant) {
+    let State { picker, peers, .. } = st;
+    let Some(p) = peers.get_mut(&key) else { return };
+    if p.peer_choking || !p.am_interested {
+        return;
+    }
+    let outstanding = p.requested.len();
+    if outstanding >= p.depth {
+        return;
+    }
+    let want = p.depth - outstanding;
+    // Batch small top-ups while plenty is in flight.
+    if outstanding > 16 && want < 8 {
+        return;
+    }
+    for b in picker.pick(key, &p.bitfield, want, now) {
+        p.requested.insert(b);
+        let _ = p.tx.send(Message::Request {
+            index: b.piece,
+            begin: b.begin,
+            length: b.len,
+        });
+    }
+    if p.requested.is_empty() && !picker.interesting(&p.bitfield) {
+        set_interest(p, false);
+    }
+}
+
+/// Hashes a completed piece on the blocking pool and writes it if it matches.
+fn verify(sh: Arc<Shared>, piece: u32, buf: PieceBuf) {
+    tokio::spawn(async move {
+        let Ok(_permit) = sh.hashers.clone().acquire_owned().await else {
+            return;
+        };
+        let job = sh.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let ok = <[u8; 20]>::from(Sha1::digest(&buf.data)) == job.piece_hash(piece);
+            let error = match (ok, job.geometry.piece(piece)) {
+                (true, Some(p)) => job.storage.write_piece(p, &buf.data).err(),
+                _ => None,
+            };
+            (ok, error, buf.contributors)
+        })
+        .await;
+        if let Ok((ok, error, contributors)) = r {
+            let _ = sh.events.send(Event::Checked {
+                piece,
+                ok,
+                contributors,
+                error,
+            });
+        }
+    });
+}

@@ -1,0 +1,533 @@
+//! The piece picker: which 16 KiB blocks to request from which peer.
+//!
+//! Policy: blocks of pieces already started come first (so pieces finish and can be
+//! verified); then new pieces, rarest first across connected peers with a random
+//! tie-break fixed per piece (or lowest index first in sequential mode); when every
+//! wanted piece is started and no block is free, endgame: a block already requested
+//! from another peer may be requested from one more, and the first copy to arrive
+//! cancels the others. Pieces of files not selected are never started.
+//!
+//! The picker holds no I/O and no clock: callers pass `now`, so timeouts are tested
+//! with virtual time.
+
+use crate::bitfield::Bitfield;
+use crate::geometry::Geometry;
+use crate::wire::BLOCK_SIZE;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// Identifies a peer connection within one torrent.
+pub type PeerKey = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Block {
+    pub piece: u32,
+    pub begin: u32,
+    pub len: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BlockState {
+    Free,
+    Requested { by: Vec<PeerKey>, at: Instant },
+    Received,
+}
+
+#[derive(Debug)]
+struct InProgress {
+    blocks: Vec<BlockState>,
+    received: u32,
+}
+
+/// The outcome of a block arriving.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Arrival {
+    /// Stored; `complete` when it was the piece's last block; `cancel` lists other
+    /// peers that were asked for the same block (endgame).
+    Accepted {
+        complete: bool,
+        cancel: Vec<PeerKey>,
+    },
+    /// Nobody asked this peer for it, or it was already received: drop the data.
+    Unwanted,
+}
+
+#[derive(Debug)]
+pub struct Picker {
+    geometry: Geometry,
+    have: Bitfield,
+    wanted: Vec<bool>,
+    availability: Vec<u32>,
+    tie: Vec<u32>,
+    /// Wanted pieces neither had nor started: (availability, tie, piece).
+    fresh: BTreeSet<(u32, u32, u32)>,
+    started: BTreeMap<u32, InProgress>,
+    sequential: bool,
+    /// Pieces wanted and not yet had.
+    missing: u32,
+}
+
+impl Picker {
+    pub fn new(geometry: Geometry, have: Bitfield, wanted: Vec<bool>, sequential: bool) -> Self {
+        let n = geometry.piece_count();
+        let mut seed = rand::random::<u64>() | 1;
+        let tie: Vec<u32> = (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u32
+            })
+            .collect();
+        let mut p = Picker {
+            geometry,
+            availability: vec![0; n as usize],
+            fresh: BTreeSet::new(),
+            started: BTreeMap::new(),
+            sequential,
+            missing: 0,
+            tie,
+            have,
+            wanted,
+        };
+        for i in 0..n {
+            if p.wanted[i as usize] && !p.have.get(i) {
+                p.missing += 1;
+                p.fresh.insert(p.key(i));
+            }
+        }
+        p
+    }
+
+    fn key(&self, i: u32) -> (u32, u32, u32) {
+        if self.sequential {
+            (0, i, i)
+        } else {
+            (self.availability[i as usize], self.tie[i as usize], i)
+        }
+    }
+
+    fn is_fresh(&self, i: u32) -> bool {
+        self.wanted[i as usize] && !self.have.get(i) && !self.started.contains_key(&i)
+    }
+
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    pub fn is_wanted(&self, i: u32) -> bool {
+        self.wanted.get(i as usize).copied().unwrap_or(false)
+    }
+
+    /// Wanted pieces not yet verified.
+    pub fn missing(&self) -> u32 {
+        self.missing
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.missing == 0
+    }
+
+    /// Does a peer with these pieces have something we want?
+    pub fn interesting(&self, peer: &Bitfield) -> bool {
+        self.fresh.iter().any(|&(_, _, i)| peer.get(i)) || self.started.keys().any(|&i| peer.get(i))
+    }
+
+    fn adjust(&mut self, i: u32, up: bool) {
+        if i >= self.geometry.piece_count() {
+            return;
+        }
+        let fresh = self.is_fresh(i);
+        if fresh {
+            self.fresh.remove(&self.key(i));
+        }
+        let a = &mut self.availability[i as usize];
+        *a = if up {
+            a.saturating_add(1)
+        } else {
+            a.saturating_sub(1)
+        };
+        if fresh {
+            self.fresh.insert(self.key(i));
+        }
+    }
+
+    pub fn peer_has(&mut self, i: u32) {
+        self.adjust(i, true);
+    }
+
+    pub fn peer_bitfield(&mut self, b: &Bitfield) {
+        for i in b.ones() {
+            self.adjust(i, true);
+        }
+    }
+
+    /// A peer went away: its pieces no longer count, its requests are freed.
+    pub fn peer_gone(&mut self, peer: PeerKey, b: &Bitfield) {
+        for i in b.ones() {
+            self.adjust(i, false);
+        }
+        self.release_all(peer);
+    }
+
+    /// Frees every block requested from `peer` (it choked us or left).
+    pub fn release_all(&mut self, peer: PeerKey) {
+        for prog in self.started.values_mut() {
+            for b in &mut prog.blocks {
+                if let BlockState::Requested { by, .. } = b {
+                    by.retain(|&p| p != peer);
+                    if by.is_empty() {
+                        *b = BlockState::Free;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frees one block requested from `peer` (it rejected the request).
+    pub fn release(&mut self, peer: PeerKey, block: Block) {
+        if let Some(state) = self.block_state(block) {
+            if let BlockState::Requested { by, .. } = state {
+                by.retain(|&p| p != peer);
+                if by.is_empty() {
+                    *state = BlockState::Free;
+                }
+            }
+        }
+    }
+
+    fn block_state(&mut self, block: Block) -> Option<&mut BlockState> {
+        if block.begin % BLOCK_SIZE != 0 {
+            return None;
+        }
+        let prog = self.started.get_mut(&block.piece)?;
+        prog.blocks.get_mut((block.begin / BLOCK_SIZE) as usize)
+    }
+
+    fn block(&self, piece: u32, idx: usize) -> Block {
+        let size = self
+            .geometry
+            .piece(piece)
+            .map_or(0, |p| self.geometry.piece_size(p));
+        let begin = idx as u32 * BLOCK_SIZE;
+        Block {
+            piece,
+            begin,
+            len: BLOCK_SIZE.min(size - begin),
+        }
+    }
+
+    fn start(&mut self, i: u32) {
+        self.fresh.remove(&self.key(i));
+        let size = self
+            .geometry
+            .piece(i)
+            .map_or(0, |p| self.geometry.piece_size(p));
+        let n = size.div_ceil(BLOCK_SIZE) as usize;
+        self.started.insert(
+            i,
+            InProgress {
+                blocks: vec![BlockState::Free; n],
+                received: 0,
+            },
+        );
+    }
+
+    /// Up to `max` blocks to request from `peer`, which has `peer_has`.
+    pub fn pick(
+        &mut self,
+        peer: PeerKey,
+        peer_has: &Bitfield,
+        max: usize,
+        now: Instant,
+    ) -> Vec<Block> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return out;
+        }
+        // 1. Free blocks of started pieces.
+        let started: Vec<u32> = self
+            .started
+            .keys()
+            .copied()
+            .filter(|&i| peer_has.get(i))
+            .collect();
+        for i in started {
+            self.take_free(i, peer, max, now, &mut out);
+            if out.len() >= max {
+                return out;
+            }
+        }
+        // 2. New pieces, rarest first (or in order).
+        while out.len() < max {
+            let Some(&(_, _, i)) = self.fresh.iter().find(|&&(_, _, i)| peer_has.get(i)) else {
+                break;
+            };
+            self.start(i);
+            self.take_free(i, peer, max, now, &mut out);
+        }
+        // 3. Endgame: nothing fresh is left anywhere; double up on outstanding blocks.
+        if out.is_empty() && self.fresh.is_empty() {
+            let ids: Vec<u32> = self
+                .started
+                .keys()
+                .copied()
+                .filter(|&i| peer_has.get(i))
+                .collect();
+            'outer: for i in ids {
+                let n = self.started[&i].blocks.len();
+                for idx in 0..n {
+                    let block = self.block(i, idx);
+                    if let Some(BlockState::Requested { by, .. }) =
+                        self.started.get_mut(&i).map(|p| &mut p.blocks[idx])
+                    {
+                        if by.len() < 2 && !by.contains(&peer) {
+                            by.push(peer);
+                            out.push(block);
+                            if out.len() >= max {
+                                break 'outer;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn take_free(&mut self, i: u32, peer: PeerKey, max: usize, now: Instant, out: &mut Vec<Block>) {
+        let n = match self.started.get(&i) {
+            Some(p) => p.blocks.len(),
+            None => return,
+        };
+        for idx in 0..n {
+            if out.len() >= max {
+                return;
+            }
+            let block = self.block(i, idx);
+            if let Some(prog) = self.started.get_mut(&i) {
+                if prog.blocks[idx] == BlockState::Free {
+                    prog.blocks[idx] = BlockState::Requested {
+                        by: vec![peer],
+                        at: now,
+                    };
+                    out.push(block);
+                }
+            }
+        }
+    }
+
+    /// Records a block that arrived from `peer`.
+    pub fn received(&mut self, peer: PeerKey, block: Block) -> Arrival {
+        let expected = match self.geometry.piece(block.piece) {
+            Some(p) => {
+                let size = self.geometry.piece_size(p);
+                block.begin % BLOCK_SIZE == 0
+                    && block.begin < size
+                    && block.len == BLOCK_SIZE.min(size - block.begin)
+            }
+            None => false,
+        };
+        if !expected {
+            return Arrival::Unwanted;
+        }
+        let Some(prog) = self.started.get_mut(&block.piece) else {
+            return Arrival::Unwanted;
+        };
+        let state = &mut prog.blocks[(block.begin / BLOCK_SIZE) as usize];
+        match state {
+            BlockState::Requested { by, .. } if by.contains(&peer) => {
+                let cancel = by.iter().copied().filter(|&p| p != peer).collect();
+                *state = BlockState::Received;
+                prog.received += 1;
+                Arrival::Accepted {
+                    complete: prog.received as usize == prog.blocks.len(),
+                    cancel,
+                }
+            }
+            _ => Arrival::Unwanted,
+        }
+    }
+
+    /// The piece hashed correctly and is stored.
+    pub fn verified(&mut self, i: u32) {
+        self.started.remove(&i);
+        if self.is_fresh(i) {
+            self.fresh.remove(&self.key(i));
+        }
+        if self.have.set(i) && self.wanted.get(i as usize).copied().unwrap_or(false) {
+            self.missing -= 1;
+        }
+    }
+
+    /// The piece failed its hash check: every block is requested again.
+    pub fn failed(&mut self, i: u32) {
+        if let Some(prog) = self.started.get_mut(&i) {
+            prog.blocks.iter_mut().for_each(|b| *b = BlockState::Free);
+            prog.received = 0;
+        }
+    }
+
+    /// Frees blocks requested longer than `limit` ago; returns them with the peers
+    /// that were asked, so those peers can be sent a cancel.
+    pub fn expire(&mut self, now: Instant, limit: Duration) -> Vec<(PeerKey, Block)> {
+        let mut out = Vec::new();
+        let ids: Vec<u32> = self.started.keys().copied().collect();
+        for i in ids {
+            let n = self.started[&i].blocks.len();
+            for idx in 0..n {
+                let block = self.block(i, idx);
+                let Some(prog) = self.started.get_mut(&i) else {
+                    continue;
+                };
+                if let BlockState::Requested { by, at } = &prog.blocks[idx] {
+                    if now.saturating_duration_since(*at) >= limit {
+                        out.extend(by.iter().map(|&p| (p, block)));
+                        prog.blocks[idx] = BlockState::Free;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picker(pieces: u32, piece_len: u64) -> Picker {
+        let g = Geometry::new(u64::from(pieces) * piece_len - 1000, piece_len).unwrap();
+        Picker::new(g, Bitfield::new(pieces), vec![true; pieces as usize], false)
+    }
+
+    #[test]
+    fn rarest_first_and_started_first() {
+        let mut p = picker(4, 32 * 1024);
+        let t = Instant::now();
+        let all = Bitfield::full(4);
+        let mut only2 = Bitfield::new(4);
+        only2.set(2);
+        p.peer_bitfield(&all);
+        p.peer_bitfield(&all);
+        p.peer_bitfield(&only2);
+        // Piece 2 has availability 3; the others 2: a new pick avoids 2.
+        let b = p.pick(1, &all, 1, t);
+        assert_ne!(b[0].piece, 2);
+        // The started piece is finished before another starts.
+        let next = p.pick(1, &all, 1, t);
+        assert_eq!(next[0].piece, b[0].piece);
+        assert_eq!(next[0].begin, BLOCK_SIZE);
+    }
+
+    #[test]
+    fn blocks_arrive_complete_and_verify() {
+        let mut p = picker(2, 32 * 1024);
+        let t = Instant::now();
+        let all = Bitfield::full(2);
+        p.peer_bitfield(&all);
+        let blocks = p.pick(7, &all, 10, t);
+        assert_eq!(blocks.len(), 4);
+        let last = blocks
+            .iter()
+            .find(|b| b.piece == 1 && b.begin == BLOCK_SIZE)
+            .unwrap();
+        assert_eq!(
+            last.len,
+            BLOCK_SIZE - 1000,
+            "last block of the odd last piece"
+        );
+        assert_eq!(
+            p.received(8, blocks[0]),
+            Arrival::Unwanted,
+            "not asked of peer 8"
+        );
+        let first_piece: Vec<_> = blocks
+            .iter()
+            .filter(|b| b.piece == blocks[0].piece)
+            .collect();
+        assert_eq!(
+            p.received(7, *first_piece[0]),
+            Arrival::Accepted {
+                complete: false,
+                cancel: vec![]
+            }
+        );
+        assert_eq!(
+            p.received(7, *first_piece[0]),
+            Arrival::Unwanted,
+            "duplicate"
+        );
+        assert_eq!(
+            p.received(7, *first_piece[1]),
+            Arrival::Accepted {
+                complete: true,
+                cancel: vec![]
+            }
+        );
+        p.verified(first_piece[0].piece);
+        assert_eq!(p.missing(), 1);
+        // Bad sizes or offsets are unwanted.
+        let mut wrong = blocks[3];
+        wrong.len += 1;
+        assert_eq!(p.received(7, wrong), Arrival::Unwanted);
+    }
+
+    #[test]
+    fn failure_and_expiry_free_blocks() {
+        let mut p = picker(1, 32 * 1024);
+        let t = Instant::now();
+        let all = Bitfield::full(1);
+        let b = p.pick(1, &all, 10, t);
+        assert_eq!(b.len(), 2);
+        assert!(p.pick(2, &all, 10, t).len() == 2, "endgame doubles up");
+        assert!(
+            p.pick(3, &all, 10, t).is_empty(),
+            "at most two requesters per block"
+        );
+        let expired = p.expire(t + Duration::from_secs(61), Duration::from_secs(60));
+        assert_eq!(expired.len(), 4);
+        assert_eq!(p.pick(3, &all, 10, t).len(), 2);
+        for blk in &b {
+            assert!(matches!(p.received(3, *blk), Arrival::Accepted { .. }));
+        }
+        p.failed(0);
+        assert_eq!(
+            p.pick(1, &all, 10, t).len(),
+            2,
+            "a failed piece is fetched again"
+        );
+    }
+
+    #[test]
+    fn endgame_cancels_the_other_copy() {
+        let mut p = picker(1, 16 * 1024);
+        let t = Instant::now();
+        let all = Bitfield::full(1);
+        let b = p.pick(1, &all, 10, t)[0];
+        assert_eq!(p.pick(2, &all, 10, t), vec![b]);
+        assert_eq!(
+            p.received(2, b),
+            Arrival::Accepted {
+                complete: true,
+                cancel: vec![1]
+            }
+        );
+    }
+
+    #[test]
+    fn unwanted_pieces_and_sequential_order() {
+        let g = Geometry::new(4 * 16384, 16384).unwrap();
+        let mut p = Picker::new(g, Bitfield::new(4), vec![false, true, false, true], true);
+        let all = Bitfield::full(4);
+        let t = Instant::now();
+        let got: Vec<u32> = p.pick(1, &all, 10, t).iter().map(|b| b.piece).collect();
+        assert_eq!(got, vec![1, 3]);
+        assert_eq!(p.missing(), 2);
+        p.release_all(1);
+        assert!(p.interesting(&all));
+        let mut none = Bitfield::new(4);
+        none.set(0);
+        assert!(!p.interesting(&none));
+    }
+}

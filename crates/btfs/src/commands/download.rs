@@ -1,0 +1,298 @@
+//! `btfs bittorrent download`: runs the engine for one torrent with live progress.
+
+use super::read_input;
+use crate::cli::DownloadArgs;
+use crate::output::{human_size, Encoding, Unavailable};
+use anyhow::{bail, Context};
+use bittorrent::engine::{self, Options, Phase, Stats};
+use bittorrent::Metainfo;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
+    let path = match (&args.torrent, &args.source) {
+        (Some(t), _) => t.clone(),
+        (None, Some(s)) if s.trim_start().to_ascii_lowercase().starts_with("magnet:") => {
+            return Err(Unavailable(
+                "downloading a magnet link is not available in this build yet: it arrives \
+                 with magnet and DHT support (use a .torrent file with -t)"
+                    .into(),
+            )
+            .into())
+        }
+        (None, Some(s)) => PathBuf::from(s),
+        (None, None) => bail!("give a .torrent file: btfs bittorrent download -t FILE.torrent"),
+    };
+    let bytes = read_input(&path)?;
+    let meta = Metainfo::from_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
+    if meta.info.v1.is_none() {
+        bail!(
+            "{}: a v2-only torrent; this build downloads v1 and hybrid torrents",
+            path.display()
+        );
+    }
+    let save_path = match &args.output {
+        Some(o) => o.clone(),
+        None => std::env::current_dir().context("the current folder")?,
+    };
+    std::fs::create_dir_all(&save_path)
+        .with_context(|| format!("creating {}", save_path.display()))?;
+    let save_path = save_path
+        .canonicalize()
+        .with_context(|| format!("{}", save_path.display()))?;
+    let selected = select_files(&meta, &args.only_files)?;
+    let mut opts = Options::new(save_path.clone());
+    opts.resume_file = Some(resume_dir()?.join(format!("{}.resume", meta.wire_info_hash())));
+    opts.listen = SocketAddr::new(args.listen_ip, args.port);
+    opts.peers = args.peers.clone();
+    opts.selected = selected;
+    opts.sequential = args.sequential;
+    opts.seed = args.seed;
+    opts.recheck = args.recheck;
+    opts.use_trackers = !args.no_trackers;
+    opts.max_peers = args.max_peers.max(1);
+    if args.no_trackers && args.peers.is_empty() {
+        bail!("--no-trackers without any --peer leaves no way to find peers");
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let meta = Arc::new(meta);
+    let name = meta.info.storage_name().to_owned();
+    let summary = runtime.block_on(async {
+        let (stats_tx, stats_rx) = watch::channel(Stats::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            let _ = stop_tx.send(true);
+        });
+        let reporter = tokio::spawn(report(stats_rx, enc, name.clone()));
+        let r = engine::run(meta.clone(), opts, stats_tx, stop_rx).await;
+        let _ = reporter.await;
+        r
+    })?;
+    let s = &summary.stats;
+    let secs = s.elapsed.max(0.001);
+    match enc {
+        Encoding::Json => {
+            let mut v = serde_json::to_value(s)?;
+            v["Type"] = "summary".into();
+            v["Complete"] = summary.complete.into();
+            v["Name"] = meta.info.storage_name().into();
+            v["InfoHash"] = meta.wire_info_hash().to_hex().into();
+            v["SavePath"] = save_path.display().to_string().into();
+            println!("{v}");
+        }
+        Encoding::Text => {
+            if summary.complete {
+                println!(
+                    "downloaded {} ({}) in {:.1} s, {}/s; saved in {}",
+                    meta.info.storage_name(),
+                    human_size(s.bytes_wanted),
+                    secs,
+                    human_size((s.downloaded as f64 / secs) as u64),
+                    save_path.display()
+                );
+            }
+        }
+    }
+    if !summary.complete {
+        bail!(
+            "stopped before the end: {} of {} pieces verified and kept in {}; run the same command to resume",
+            s.pieces_have,
+            s.pieces_wanted,
+            save_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `$BTFS_PATH/bittorrent/resume` (default `~/.btfs`).
+fn resume_dir() -> anyhow::Result<PathBuf> {
+    let base = match std::env::var_os("BTFS_PATH") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => {
+            let home = std::env::var_os("HOME").context("neither BTFS_PATH nor HOME is set")?;
+            PathBuf::from(home).join(".btfs")
+        }
+    };
+    Ok(base.join("bittorrent").join("resume"))
+}
+
+/// `--only-files`: indices and glob patterns → a selection, or `None` for all files.
+fn select_files(meta: &Metainfo, spec: &[String]) -> anyhow::Result<Option<Vec<bool>>> {
+    let spec: Vec<&str> = spec
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    let files = &meta.info.files;
+    let mut selected = vec![false; files.len()];
+    for item in spec {
+        if let Ok(i) = item.parse::<usize>() {
+            if i >= files.len() {
+                bail!(
+                    "--only-files: the torrent has {} files (0 to {})",
+                    files.len(),
+                    files.len() - 1
+                );
+            }
+            selected[i] = true;
+            continue;
+        }
+        let mut matched = false;
+        for (i, f) in files.iter().enumerate() {
+            if !f.attr.pad && glob(item, &f.storage_path().join("/")) {
+                selected[i] = true;
+                matched = true;
+            }
+        }
+        if !matched {
+            bail!("--only-files: no file matches {item:?}");
+        }
+    }
+    Ok(Some(selected))
+}
+
+/// `*` matches any text (slashes included), `?` one character.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn eta(s: &Stats) -> String {
+    let left = s.bytes_wanted.saturating_sub(s.bytes_have);
+    if left == 0 {
+        return "0:00".into();
+    }
+    if s.download_rate < 1.0 {
+        return "--:--".into();
+    }
+    let secs = (left as f64 / s.download_rate) as u64;
+    format!("{}:{:02}", secs / 60, secs % 60)
+}
+
+fn line(s: &Stats) -> String {
+    let pct = if s.bytes_wanted == 0 {
+        100.0
+    } else {
+        s.bytes_have as f64 * 100.0 / s.bytes_wanted as f64
+    };
+    let phase = match s.phase {
+        Phase::Checking => "checking ",
+        Phase::Seeding => "seeding ",
+        _ => "",
+    };
+    format!(
+        "{phase}{pct:5.1}%  {} / {}  pieces {}/{}  down {}/s  up {}/s  peers {} ({} seeds)  ETA {}",
+        human_size(s.bytes_have),
+        human_size(s.bytes_wanted),
+        s.pieces_have,
+        s.pieces_wanted,
+        human_size(s.download_rate as u64),
+        human_size(s.upload_rate as u64),
+        s.peers,
+        s.seeds,
+        eta(s)
+    )
+}
+
+/// Renders progress until the engine's stats channel closes.
+async fn report(mut rx: watch::Receiver<Stats>, enc: Encoding, name: String) {
+    let tty = std::io::stderr().is_terminal();
+    let mut last_plain = Instant::now() - Duration::from_secs(60);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { break },
+            _ = tick.tick() => {}
+        }
+        let s = rx.borrow().clone();
+        if s.phase == Phase::Starting {
+            continue;
+        }
+        match enc {
+            Encoding::Json => {
+                if last_plain.elapsed() >= Duration::from_secs(1) {
+                    last_plain = Instant::now();
+                    if let Ok(mut v) = serde_json::to_value(&s) {
+                        v["Type"] = "progress".into();
+                        println!("{v}");
+                    }
+                }
+            }
+            Encoding::Text if tty => {
+                eprint!("\r\x1b[K{name}: {}", line(&s));
+                let _ = std::io::stderr().flush();
+            }
+            Encoding::Text => {
+                if last_plain.elapsed() >= Duration::from_secs(5) {
+                    last_plain = Instant::now();
+                    eprintln!("{name}: {}", line(&s));
+                }
+            }
+        }
+        if matches!(s.phase, Phase::Done | Phase::Stopped) {
+            break;
+        }
+    }
+    if tty && enc == Encoding::Text {
+        eprintln!();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs() {
+        assert!(glob("*.mkv", "dir/a.mkv"));
+        assert!(glob("dir/*", "dir/a/b"));
+        assert!(glob("a?c", "abc"));
+        assert!(!glob("a?c", "ac"));
+        assert!(!glob("*.mkv", "a.mkv.txt"));
+        assert!(glob("*", ""));
+    }
+}
