@@ -763,8 +763,8 @@ fn fill_stats(s: &mut Stats, st: &State, pieces_wanted: u32, bytes_wanted: u64, 
     s.downloaded = st.downloaded;
     s.uploaded = st.uploaded;
     s.wasted = st.wasted;
-    s.download_rate = st.peers.values().map(|p| p.down_rate).sum();
-    s.upload_rate = st.peers.values().map(|p| p.up_rate).sum();
+    s.download_rate = st.peers.values().fold(0.0, |a, p| a + p.down_rate);
+    s.upload_rate = st.peers.values().fold(0.0, |a, p| a + p.up_rate);
     s.peers = st.peers.len();
     s.seeds = st.peers.values().filter(|p| p.bitfield.is_full()).count();
 }

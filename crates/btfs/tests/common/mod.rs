@@ -295,3 +295,101 @@ pub fn lt_seed(torrent: &Path, save_path: &Path, port: u16) -> Daemon {
     d.wait_for_line("seeding", Duration::from_secs(60));
     d
 }
+
+/// libtorrent seeding with an upload rate limit (bytes/s), so a download takes a while.
+pub fn lt_seed_limited(torrent: &Path, save_path: &Path, port: u16, rate: u64) -> Daemon {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/lt.py");
+    let d = Daemon::spawn(
+        "libtorrent seeder",
+        Command::new("/usr/bin/python3").args([
+            s(&script),
+            "seed",
+            s(torrent),
+            s(save_path),
+            &port.to_string(),
+            &rate.to_string(),
+        ]),
+    );
+    d.wait_for_line("seeding", Duration::from_secs(60));
+    d
+}
+
+/// Files of `a` and `b` (two folders, or two files) are byte for byte equal.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    if a.is_file() {
+        assert!(
+            std::fs::read(a).unwrap() == std::fs::read(b).unwrap_or_default(),
+            "{} differs from {}",
+            b.display(),
+            a.display()
+        );
+        return;
+    }
+    for entry in std::fs::read_dir(a).unwrap() {
+        let entry = entry.unwrap();
+        assert_same_tree(&entry.path(), &b.join(entry.file_name()));
+    }
+}
+
+impl Daemon {
+    /// Waits for a line for which `f` returns true.
+    pub fn wait_for(&self, what: &str, timeout: Duration, f: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if f(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("{} did not print {what} within {timeout:?}", self.name),
+            }
+        }
+    }
+
+    /// Remaining output lines, waiting for the process to end (bounded).
+    pub fn finish(mut self, timeout: Duration) -> (Option<i32>, Vec<String>) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                break Some(st.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut lines = Vec::new();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+        (status, lines)
+    }
+
+    /// Sends SIGINT, as Ctrl-C does.
+    pub fn interrupt(&self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+/// `btfs bittorrent download …` as a background process, with its own BTFS_PATH.
+pub fn btfs_download(repo: &Path, args: &[&str]) -> Daemon {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_btfs"));
+    cmd.env("BTFS_PATH", repo)
+        .args(["--json", "bittorrent", "download"])
+        .args(args);
+    Daemon::spawn("btfs download", &mut cmd)
+}
+
+/// The summary line of a finished `btfs --json bittorrent download`.
+pub fn summary(lines: &[String]) -> serde_json::Value {
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .filter(|v| v["Type"] == "summary")
+        })
+        .unwrap_or_else(|| panic!("no summary line in {lines:?}"))
+}

@@ -4,9 +4,12 @@
   lt.py info TORRENT                                print {"v1","v2","files":[[path,size,pad]]}
   lt.py check TORRENT SAVE_PATH [TIMEOUT]           hash-check existing data, print
                                                     {"pieces","have","seeding"}
-  lt.py seed TORRENT SAVE_PATH PORT                 seed on 127.0.0.1:PORT, announcing to
+  lt.py seed TORRENT SAVE_PATH PORT [RATE]          seed on 127.0.0.1:PORT, announcing to
                                                     the torrent's trackers, until killed;
-                                                    prints "seeding" once it seeds
+                                                    prints "seeding" once it seeds; RATE
+                                                    limits upload in bytes/s
+  lt.py leech TORRENT SAVE_PATH PORT PEER [TIMEOUT] download from PEER (IP:PORT) only;
+                                                    prints "done" when complete
 
 Every session binds 127.0.0.1 only, with DHT, LSD, UPnP and NAT-PMP off.
 """
@@ -46,6 +49,9 @@ def session(port=0):
     return lt.session({
         "listen_interfaces": "127.0.0.1:%d" % int(port),
         "allow_multiple_connections_per_ip": True,
+        # btfs speaks TCP only; without this libtorrent tries uTP first.
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
         "announce_to_all_trackers": True,
         "announce_to_all_tiers": True,
         "enable_dht": False,
@@ -72,8 +78,12 @@ def check(path, save_path, timeout=60):
                       "seeding": st.is_seeding, "state": str(st.state)}))
 
 
-def seed(path, save_path, port):
+def seed(path, save_path, port, rate=0):
     s = session(port)
+    if int(rate):
+        # Peers on 127.0.0.1 are in the unlimited local peer class: limit that class.
+        s.set_peer_class(lt.session.local_peer_class_id, {"upload_limit": int(rate), "label": "local"})
+        s.apply_settings({"upload_rate_limit": int(rate)})
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(path)
     params.save_path = save_path
@@ -86,6 +96,24 @@ def seed(path, save_path, port):
         time.sleep(1)
 
 
+def leech(path, save_path, port, peer, timeout=120):
+    s = session(port)
+    params = lt.add_torrent_params()
+    params.ti = lt.torrent_info(path)
+    params.save_path = save_path
+    h = s.add_torrent(params)
+    host, p = peer.rsplit(":", 1)
+    deadline = time.time() + float(timeout)
+    last_connect = 0
+    while time.time() < deadline and not h.status().is_seeding:
+        if time.time() - last_connect > 2 and h.status().num_peers == 0:
+            h.connect_peer((host, int(p)))
+            last_connect = time.time()
+        time.sleep(0.05)
+    st = h.status()
+    print("done" if st.is_seeding else "incomplete %d/%d" % (st.num_pieces, params.ti.num_pieces()), flush=True)
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"make": make, "info": info, "check": check, "seed": seed}[cmd](*args)
+    {"make": make, "info": info, "check": check, "seed": seed, "leech": leech}[cmd](*args)
