@@ -37,6 +37,8 @@ enum BlockState {
 struct InProgress {
     blocks: Vec<BlockState>,
     received: u32,
+    /// Blocks in the `Free` state, so full pieces are skipped without a scan.
+    free: u32,
 }
 
 /// The outcome of a block arriving.
@@ -178,6 +180,7 @@ impl Picker {
                     by.retain(|&p| p != peer);
                     if by.is_empty() {
                         *b = BlockState::Free;
+                        prog.free += 1;
                     }
                 }
             }
@@ -186,22 +189,21 @@ impl Picker {
 
     /// Frees one block requested from `peer` (it rejected the request).
     pub fn release(&mut self, peer: PeerKey, block: Block) {
-        if let Some(state) = self.block_state(block) {
+        if block.begin % BLOCK_SIZE != 0 {
+            return;
+        }
+        let Some(prog) = self.started.get_mut(&block.piece) else {
+            return;
+        };
+        if let Some(state) = prog.blocks.get_mut((block.begin / BLOCK_SIZE) as usize) {
             if let BlockState::Requested { by, .. } = state {
                 by.retain(|&p| p != peer);
                 if by.is_empty() {
                     *state = BlockState::Free;
+                    prog.free += 1;
                 }
             }
         }
-    }
-
-    fn block_state(&mut self, block: Block) -> Option<&mut BlockState> {
-        if block.begin % BLOCK_SIZE != 0 {
-            return None;
-        }
-        let prog = self.started.get_mut(&block.piece)?;
-        prog.blocks.get_mut((block.begin / BLOCK_SIZE) as usize)
     }
 
     fn block(&self, piece: u32, idx: usize) -> Block {
@@ -229,6 +231,7 @@ impl Picker {
             InProgress {
                 blocks: vec![BlockState::Free; n],
                 received: 0,
+                free: n as u32,
             },
         );
     }
@@ -365,6 +368,7 @@ impl Picker {
         if let Some(prog) = self.started.get_mut(&i) {
             prog.blocks.iter_mut().for_each(|b| *b = BlockState::Free);
             prog.received = 0;
+            prog.free = prog.blocks.len() as u32;
         }
     }
 
@@ -384,6 +388,7 @@ impl Picker {
                     if now.saturating_duration_since(*at) >= limit {
                         out.extend(by.iter().map(|&p| (p, block)));
                         prog.blocks[idx] = BlockState::Free;
+                        prog.free += 1;
                     }
                 }
             }

@@ -37,6 +37,9 @@ pub struct FileStorage {
     pad: Vec<bool>,
     open: Mutex<HashMap<usize, Arc<File>>>,
     dirty: Mutex<HashSet<usize>>,
+    /// One writer at a time: concurrent buffered writes to one file only spin on the
+    /// kernel's inode lock.
+    write_lock: Mutex<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +126,7 @@ impl FileStorage {
             writable,
             open: Mutex::new(HashMap::new()),
             dirty: Mutex::new(HashSet::new()),
+            write_lock: Mutex::new(()),
         })
     }
 
@@ -194,6 +198,7 @@ impl FileStorage {
 
 impl Storage for FileStorage {
     fn write_piece(&self, piece: PieceIndex, data: &[u8]) -> io::Result<()> {
+        let _one_writer = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         for s in self.map.slices(piece) {
             if !self.writable[s.file_index] {
                 continue;

@@ -160,12 +160,25 @@ struct PeerEntry {
 
 struct PieceBuf {
     data: Vec<u8>,
-    contributors: Vec<PeerKey>,
+    /// Which address sent each block.
+    from: Vec<Option<SocketAddr>>,
+    /// The piece failed a hash check before: return per-block hashes when it passes,
+    /// to find who sent the bad blocks.
+    suspect: bool,
+}
+
+/// A block of a piece that failed its hash check: who sent it and its SHA-1.
+struct SuspectBlock {
+    addr: SocketAddr,
+    block: usize,
+    hash: [u8; 20],
 }
 
 struct State {
     picker: Picker,
     buffers: HashMap<u32, PieceBuf>,
+    /// Blocks of pieces that failed, kept until the piece passes (smart ban).
+    suspects: HashMap<u32, Vec<SuspectBlock>>,
     peers: HashMap<PeerKey, PeerEntry>,
     downloaded: u64,
     uploaded: u64,
@@ -176,7 +189,9 @@ enum Event {
     Checked {
         piece: u32,
         ok: bool,
-        contributors: Vec<PeerKey>,
+        from: Vec<Option<SocketAddr>>,
+        /// SHA-1 of each block, when the piece failed or was suspect.
+        block_hashes: Option<Vec<[u8; 20]>>,
         error: Option<std::io::Error>,
     },
     Connected(TcpStream, SocketAddr, wire::Handshake),
@@ -197,7 +212,17 @@ struct Shared {
     events: mpsc::UnboundedSender<Event>,
     hashers: Arc<Semaphore>,
     max_message: u32,
+    /// Completed pieces handed to verification and not yet reported back; requests
+    /// pause above [`MAX_VERIFY_BACKLOG`] so memory stays bounded when disks are slow.
+    verifying: std::sync::atomic::AtomicUsize,
+    /// Piece buffers for reuse (no page faults and zeroing per piece).
+    pool: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Most completed pieces waiting for hashing and writing before requests pause.
+pub const MAX_VERIFY_BACKLOG: usize = 8;
+/// Most spare piece buffers kept.
+const POOL_SIZE: usize = 16;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -207,6 +232,31 @@ impl Shared {
 
     fn piece_hash(&self, i: u32) -> [u8; 20] {
         self.meta.info.pieces[i as usize]
+    }
+
+    fn backlogged(&self) -> bool {
+        self.verifying.load(std::sync::atomic::Ordering::Relaxed) >= MAX_VERIFY_BACKLOG
+    }
+
+    /// A buffer of `size` bytes, reused when one is spare. Its contents are stale: every
+    /// byte is overwritten by blocks before the piece is hashed.
+    fn buffer(&self, size: usize) -> Vec<u8> {
+        let reused = self.pool.lock().ok().and_then(|mut p| p.pop());
+        match reused {
+            Some(mut b) => {
+                b.resize(size, 0);
+                b
+            }
+            None => vec![0u8; size],
+        }
+    }
+
+    fn recycle(&self, buf: Vec<u8>) {
+        if let Ok(mut p) = self.pool.lock() {
+            if p.len() < POOL_SIZE {
+                p.push(buf);
+            }
+        }
     }
 }
 
@@ -373,6 +423,7 @@ pub async fn run(
         state: Mutex::new(State {
             picker,
             buffers: HashMap::new(),
+            suspects: HashMap::new(),
             peers: HashMap::new(),
             downloaded: 0,
             uploaded: 0,
@@ -383,6 +434,8 @@ pub async fn run(
             std::thread::available_parallelism().map_or(1, |n| n.get()),
         )),
         max_message: wire::max_message_len(n),
+        verifying: std::sync::atomic::AtomicUsize::new(0),
+        pool: Mutex::new(Vec::new()),
         meta: meta.clone(),
     });
 
@@ -446,7 +499,6 @@ pub async fn run(
     let mut pending: VecDeque<SocketAddr> = VecDeque::new();
     let mut connecting = 0usize;
     let mut banned: HashSet<(IpAddr, u16)> = HashSet::new();
-    let mut strikes: HashMap<(IpAddr, u16), u32> = HashMap::new();
     let mut hash_failures = 0u32;
     let mut next_key: PeerKey = 1;
     let mut resume_dirty = false;
@@ -534,10 +586,9 @@ pub async fn run(
             c = candidates.next(), if candidates_open => {
                 match c {
                     Some(c) => {
-                        if !complete || opts.seed {
-                            if !known.contains(&c.addr) && !banned.contains(&ban_key(c.addr)) && c.addr.port() != 0 {
-                                pending.push_back(c.addr);
-                            }
+                        let useful = !complete || opts.seed;
+                        if useful && !known.contains(&c.addr) && !banned.contains(&ban_key(c.addr)) && c.addr.port() != 0 {
+                            pending.push_back(c.addr);
                         }
                     }
                     None => candidates_open = false,
@@ -546,39 +597,60 @@ pub async fn run(
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
                 match ev {
-                    Event::Checked { piece, ok, contributors, error } => {
+                    Event::Checked { piece, ok, from, block_hashes, error } => {
+                        let was = shared.verifying.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        if was == MAX_VERIFY_BACKLOG {
+                            // Requests paused on the backlog: resume them.
+                            let mut st = shared.lock();
+                            let keys: Vec<PeerKey> = st.peers.keys().copied().collect();
+                            let now = Instant::now();
+                            for k in keys {
+                                peer::fill_requests(&mut st, k, now);
+                            }
+                        }
                         if let Some(e) = error {
                             result = Err(EngineError::Write(e));
                             break;
                         }
+                        let mut st = shared.lock();
+                        let mut culprits: Vec<SocketAddr> = Vec::new();
                         if ok {
-                            let mut st = shared.lock();
                             st.picker.verified(piece);
                             for p in st.peers.values() {
                                 let _ = p.tx.send(Message::Have(piece));
                             }
                             resume_dirty = true;
-                        } else {
-                            hash_failures += 1;
-                            let mut to_ban = Vec::new();
-                            let mut st = shared.lock();
-                            st.picker.failed(piece);
-                            st.wasted += u64::from(geometry.piece(piece).map_or(0, |p| geometry.piece_size(p)));
-                            for k in &contributors {
-                                if let Some(p) = st.peers.get(k) {
-                                    let s = strikes.entry(ban_key(p.addr)).or_default();
-                                    *s += 1;
-                                    if contributors.len() == 1 || *s >= 3 {
-                                        to_ban.push(*k);
+                            // Smart ban: whoever sent a block that differs from the good
+                            // data in an earlier failed attempt sent bad data.
+                            if let (Some(records), Some(good)) = (st.suspects.remove(&piece), &block_hashes) {
+                                for r in records {
+                                    if good.get(r.block) != Some(&r.hash) && !culprits.contains(&r.addr) {
+                                        culprits.push(r.addr);
                                     }
                                 }
                             }
-                            for k in to_ban {
-                                if let Some(p) = remove_peer(&mut st, k) {
-                                    tracing::warn!(peer = %p, piece, "banned: sent data that failed the hash check");
-                                    banned.insert(ban_key(p));
+                        } else {
+                            hash_failures += 1;
+                            st.picker.failed(piece);
+                            st.wasted += u64::from(geometry.piece(piece).map_or(0, |p| geometry.piece_size(p)));
+                            let senders: HashSet<SocketAddr> = from.iter().flatten().copied().collect();
+                            if senders.len() == 1 {
+                                // Every block came from one peer: it is the culprit.
+                                culprits.extend(senders);
+                            } else if let Some(hashes) = block_hashes {
+                                // Several senders: remember who sent what; the piece will
+                                // pass later and show which blocks were wrong.
+                                let records = st.suspects.entry(piece).or_default();
+                                for (block, (addr, hash)) in from.iter().zip(hashes).enumerate() {
+                                    if let Some(addr) = addr {
+                                        records.push(SuspectBlock { addr: *addr, block, hash });
+                                    }
                                 }
                             }
+                        }
+                        for addr in culprits {
+                            tracing::warn!(peer = %addr, piece, "banned: sent data that failed the hash check");
+                            ban(&mut st, &mut banned, addr);
                         }
                     }
                     Event::Connected(sock, addr, hs) => {
@@ -618,9 +690,9 @@ pub async fn run(
                     }
                     Event::Misbehaved(key, why) => {
                         let mut st = shared.lock();
-                        if let Some(addr) = remove_peer(&mut st, key) {
+                        if let Some(addr) = st.peers.get(&key).map(|p| p.addr) {
                             tracing::warn!(peer = %addr, reason = why, "banned");
-                            banned.insert(ban_key(addr));
+                            ban(&mut st, &mut banned, addr);
                         }
                     }
                 }
@@ -629,6 +701,7 @@ pub async fn run(
                 let now = Instant::now();
                 let dt = now.duration_since(rate_at).as_secs_f64().max(0.001);
                 rate_at = now;
+                let (left, down, up, snapshot) = {
                 let mut st = shared.lock();
                 // Rates and pipeline depth.
                 for p in st.peers.values_mut() {
@@ -675,7 +748,8 @@ pub async fn run(
                     s.banned = banned.len();
                     s.elapsed = started.elapsed().as_secs_f64();
                 });
-                drop(st);
+                (left, down, up, snapshot)
+                };
                 announce_tx.send_modify(|p| { p.uploaded = up; p.downloaded = down; p.left = left; });
                 if let Some(have) = snapshot {
                     last_resume = now;
@@ -767,6 +841,36 @@ fn fill_stats(s: &mut Stats, st: &State, pieces_wanted: u32, bytes_wanted: u64, 
     s.upload_rate = st.peers.values().fold(0.0, |a, p| a + p.up_rate);
     s.peers = st.peers.len();
     s.seeds = st.peers.values().filter(|p| p.bitfield.is_full()).count();
+}
+
+/// Bans an address: drops its connections and throws away every block it sent to
+/// pieces not yet complete, so its data can neither spoil a piece nor get an honest
+/// peer blamed for the failure.
+fn ban(st: &mut State, banned: &mut HashSet<(IpAddr, u16)>, addr: SocketAddr) {
+    let key = ban_key(addr);
+    banned.insert(key);
+    let peers: Vec<PeerKey> = st
+        .peers
+        .iter()
+        .filter(|(_, p)| ban_key(p.addr) == key)
+        .map(|(k, _)| *k)
+        .collect();
+    for k in peers {
+        remove_peer(st, k);
+    }
+    let spoiled: Vec<u32> = st
+        .buffers
+        .iter()
+        .filter(|(_, b)| b.from.iter().flatten().any(|a| ban_key(*a) == key))
+        .map(|(i, _)| *i)
+        .collect();
+    for i in spoiled {
+        st.buffers.remove(&i);
+        st.picker.failed(i);
+    }
+    for records in st.suspects.values_mut() {
+        records.retain(|r| ban_key(r.addr) != key);
+    }
 }
 
 /// Removes a peer everywhere and stops its tasks; returns its address.

@@ -262,11 +262,13 @@ fn handle(
         picker,
         peers,
         buffers,
+        suspects,
         ..
     } = st;
     let Some(p) = peers.get_mut(&key) else {
         return Err("connection already closed".into());
     };
+    let p_addr = p.addr;
     match msg {
         Message::KeepAlive
         | Message::Port(_)
@@ -345,14 +347,14 @@ fn handle(
                 && sh.geometry.piece(index).is_some_and(|pc| {
                     u64::from(begin) + u64::from(length) <= u64::from(sh.geometry.piece_size(pc))
                 });
-            if !valid || up_tx.try_send((index, begin, length)).is_err() {
-                if p.fast {
-                    let _ = p.tx.send(Message::Reject {
-                        index,
-                        begin,
-                        length,
-                    });
-                }
+            // A valid request is queued for the uploader; others are refused.
+            let queued = valid && up_tx.try_send((index, begin, length)).is_ok();
+            if !queued && p.fast {
+                let _ = p.tx.send(Message::Reject {
+                    index,
+                    begin,
+                    length,
+                });
             }
         }
         Message::Piece { index, begin, data } => {
@@ -394,23 +396,28 @@ fn handle(
                         .piece(index)
                         .map_or(0, |pc| sh.geometry.piece_size(pc))
                         as usize;
+                    let blocks = size.div_ceil(wire::BLOCK_SIZE as usize);
+                    let suspect = suspects.contains_key(&index);
                     let buf = buffers.entry(index).or_insert_with(|| PieceBuf {
-                        data: vec![0u8; size],
-                        contributors: Vec::new(),
+                        data: sh.buffer(size),
+                        from: vec![None; blocks],
+                        suspect,
                     });
                     buf.data[begin as usize..(begin + len) as usize].copy_from_slice(&data);
-                    if !buf.contributors.contains(&key) {
-                        buf.contributors.push(key);
-                    }
+                    buf.from[(begin / wire::BLOCK_SIZE) as usize] = Some(p_addr);
                     if complete {
                         if let Some(buf) = buffers.remove(&index) {
+                            sh.verifying
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             verify(sh.clone(), index, buf);
                         }
                     }
                 }
             }
             st.downloaded += u64::from(len);
-            fill_requests(st, key, now);
+            if !sh.backlogged() {
+                fill_requests(st, key, now);
+            }
         }
         Message::Reject {
             index,
@@ -481,14 +488,23 @@ fn verify(sh: Arc<Shared>, piece: u32, buf: PieceBuf) {
                 (true, Some(p)) => job.storage.write_piece(p, &buf.data).err(),
                 _ => None,
             };
-            (ok, error, buf.contributors)
+            // Per-block hashes tell good blocks from bad ones (smart ban).
+            let block_hashes = (!ok || buf.suspect).then(|| {
+                buf.data
+                    .chunks(wire::BLOCK_SIZE as usize)
+                    .map(|b| <[u8; 20]>::from(Sha1::digest(b)))
+                    .collect()
+            });
+            job.recycle(buf.data);
+            (ok, error, buf.from, block_hashes)
         })
         .await;
-        if let Ok((ok, error, contributors)) = r {
+        if let Ok((ok, error, from, block_hashes)) = r {
             let _ = sh.events.send(Event::Checked {
                 piece,
                 ok,
-                contributors,
+                from,
+                block_hashes,
                 error,
             });
         }
