@@ -395,3 +395,118 @@ fn torrents_that_escape_the_folder_are_refused_before_writing() {
         "nothing written outside"
     );
 }
+
+#[test]
+fn only_selected_files_are_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = sample_torrent(tmp.path(), None);
+    let port = free_port();
+    let _seeder = lt_seed(&torrent, &tmp.path().join("seed"), port);
+    let out = tmp.path().join("out");
+    // Files in torrent order: a.bin, empty, sub/b.txt, sub/deeper/c.bin, z.bin.
+    let sum = download(
+        &tmp.path().join("repo"),
+        &[
+            "-t",
+            s(&torrent),
+            "-o",
+            s(&out),
+            "--peer",
+            &format!("127.0.0.1:{port}"),
+            "--no-trackers",
+            "--only-files",
+            "0,*/c.bin",
+        ],
+    );
+    assert_same_tree(&data.join("a.bin"), &out.join("set/a.bin"));
+    assert_same_tree(
+        &data.join("sub/deeper/c.bin"),
+        &out.join("set/sub/deeper/c.bin"),
+    );
+    assert!(!out.join("set/z.bin").exists() && !out.join("set/sub/b.txt").exists());
+    assert!(sum["PiecesWanted"].as_u64().unwrap() < sum["PiecesTotal"].as_u64().unwrap());
+    let r = btfs(&[
+        "bittorrent",
+        "download",
+        "-t",
+        s(&torrent),
+        "-o",
+        s(&out),
+        "--only-files",
+        "*.nope",
+        "--peer",
+        "127.0.0.1:1",
+    ]);
+    assert_eq!(r.status, 1);
+    assert!(r.stderr.contains("no file matches"), "{}", r.stderr);
+}
+
+#[test]
+fn interrupt_keeps_verified_pieces_and_resumes_without_rechecking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("seed");
+    let file = src.join("big.bin");
+    let size = 6_000_000u64;
+    write(&file, &data(size as usize, 24));
+    let torrent = tmp.path().join("big.torrent");
+    btfs(&[
+        "bittorrent",
+        "create",
+        s(&file),
+        "-o",
+        s(&torrent),
+        "--piece-length",
+        "32KiB",
+    ])
+    .ok();
+    let port = free_port();
+    let _seeder = lt_seed_limited(&torrent, &src, port, 1_500_000);
+    let out = tmp.path().join("out");
+    let repo = tmp.path().join("repo");
+    let peer = format!("127.0.0.1:{port}");
+    let args = [
+        "-t",
+        s(&torrent),
+        "-o",
+        s(&out),
+        "--peer",
+        &peer,
+        "--no-trackers",
+    ];
+    let d = btfs_download(&repo, &args);
+    d.wait_for("a quarter", Duration::from_secs(60), |l| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .is_ok_and(|v| v["BytesHave"].as_u64().unwrap_or(0) >= size / 4)
+    });
+    d.interrupt();
+    let (status, lines) = d.finish(Duration::from_secs(30));
+    let first = summary(&lines);
+    assert_eq!(
+        status,
+        Some(1),
+        "an unfinished download is not a success: {first}"
+    );
+    assert_eq!(first["Complete"], false);
+    let kept = first["BytesHave"].as_u64().unwrap();
+    assert!(kept >= size / 4, "{first}");
+    // The resume data is trusted as is: no checking phase, and the first progress
+    // event already has the kept bytes.
+    let d = btfs_download(&repo, &args);
+    let (status, lines) = d.finish(Duration::from_secs(120));
+    assert_eq!(status, Some(0), "{}", summary(&lines));
+    let progress: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        progress.iter().all(|v| v["Phase"] != "Checking"),
+        "{progress:?}"
+    );
+    assert!(
+        progress[0]["BytesHave"].as_u64().unwrap() >= kept,
+        "{:?}",
+        progress[0]
+    );
+    assert!(summary(&lines)["Downloaded"].as_u64().unwrap() <= size - kept);
+    assert_same_tree(&file, &out.join("big.bin"));
+}
