@@ -495,7 +495,10 @@ pub async fn run(
     };
     drop(sink);
 
+    // Addresses dialled (or connected); failed ones come back after a back-off.
     let mut known: HashSet<SocketAddr> = HashSet::new();
+    let mut failures: HashMap<SocketAddr, u32> = HashMap::new();
+    let mut retry: Vec<(Instant, SocketAddr)> = Vec::new();
     let mut pending: VecDeque<SocketAddr> = VecDeque::new();
     let mut connecting = 0usize;
     let mut banned: HashSet<(IpAddr, u16)> = HashSet::new();
@@ -655,6 +658,7 @@ pub async fn run(
                     }
                     Event::Connected(sock, addr, hs) => {
                         connecting = connecting.saturating_sub(1);
+                        failures.remove(&addr);
                         let key = next_key;
                         next_key += 1;
                         peer::start(shared.clone(), key, sock, addr, hs);
@@ -662,6 +666,12 @@ pub async fn run(
                     Event::ConnectFailed(addr) => {
                         connecting = connecting.saturating_sub(1);
                         tracing::debug!(%addr, "connection failed");
+                        // Only addresses we dialled are worth dialling again.
+                        if known.remove(&addr) {
+                            let n = failures.entry(addr).or_default();
+                            *n += 1;
+                            retry.push((Instant::now() + retry_delay(*n), addr));
+                        }
                     }
                     Event::Incoming(sock, addr) => {
                         let count = shared.lock().peers.len();
@@ -685,8 +695,12 @@ pub async fn run(
                         tracing::debug!(%addr, reason = why, "peer closed");
                         let mut st = shared.lock();
                         remove_peer(&mut st, key);
-                        // Allow reconnecting later to a peer that went away cleanly.
-                        known.remove(&addr);
+                        // A peer we dialled that went away is dialled again later.
+                        if known.remove(&addr) {
+                            let n = failures.entry(addr).or_default();
+                            *n += 1;
+                            retry.push((Instant::now() + retry_delay(*n), addr));
+                        }
                     }
                     Event::Misbehaved(key, why) => {
                         let mut st = shared.lock();
@@ -699,6 +713,15 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 let now = Instant::now();
+                if !complete || opts.seed {
+                    retry.retain(|&(at, addr)| {
+                        let due = at <= now;
+                        if due && !banned.contains(&ban_key(addr)) {
+                            pending.push_back(addr);
+                        }
+                        !due
+                    });
+                }
                 let dt = now.duration_since(rate_at).as_secs_f64().max(0.001);
                 rate_at = now;
                 let (left, down, up, snapshot) = {
@@ -710,8 +733,10 @@ pub async fn run(
                     p.down_bytes = 0;
                     p.up_bytes = 0;
                     // Enough requests in flight for half a second at the current rate.
-                    let want = (p.down_rate * 0.5 / f64::from(wire::BLOCK_SIZE)) as usize;
-                    p.depth = want.clamp(32, p.reqq.clamp(32, 1000));
+                    // Three seconds of data at the current rate: deep enough that a peer
+                    // slow to answer still fills the pipe, so the rate can grow.
+                    let want = (p.down_rate * 3.0 / f64::from(wire::BLOCK_SIZE)) as usize;
+                    p.depth = want.clamp(64, p.reqq.clamp(64, 1000));
                 }
                 // Requests that took too long go to other peers.
                 for (key, block) in st.picker.expire(now, Duration::from_secs(30)) {
@@ -825,6 +850,12 @@ pub async fn run(
         complete,
         stats: stats.borrow().clone(),
     })
+}
+
+/// Wait before dialling an address again after its `n`th failure: 1 s, doubling, at
+/// most a minute.
+fn retry_delay(n: u32) -> Duration {
+    Duration::from_secs(1 << n.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 /// Copies the shared state's counters into a stats snapshot.

@@ -118,7 +118,7 @@ pub(super) fn start(
             am_choking: true,
             fast: hs.supports_fast(),
             requested: HashSet::new(),
-            depth: 64,
+            depth: 128,
             reqq: DEFAULT_REQQ,
             down_bytes: 0,
             up_bytes: 0,
