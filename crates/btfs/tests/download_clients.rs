@@ -611,7 +611,7 @@ fn btfs_finds_transmission_through_opentracker() {
     let tmp = tempfile::tempdir().unwrap();
     let source = sample_dir(tmp.path(), "sample");
     let probe = probe_hash(&source, tmp.path(), "32KiB");
-    let tracker = Tracker::start(&[probe.clone()]);
+    let tracker = Tracker::start(std::slice::from_ref(&probe));
     let torrent = tmp.path().join("sample.torrent");
     let hash = create_torrent(&source, &torrent, "32KiB", &[tracker.http()]);
     assert_eq!(hash, probe);
@@ -655,7 +655,7 @@ fn btfs_finds_qbittorrent_through_opentracker_over_udp() {
     let tmp = tempfile::tempdir().unwrap();
     let source = sample_dir(tmp.path(), "sample");
     let probe = probe_hash(&source, tmp.path(), "16KiB");
-    let tracker = Tracker::start(&[probe.clone()]);
+    let tracker = Tracker::start(std::slice::from_ref(&probe));
     let torrent = tmp.path().join("sample.torrent");
     let hash = create_torrent(&source, &torrent, "16KiB", &[tracker.udp()]);
     assert_eq!(hash, probe);
@@ -691,7 +691,7 @@ fn btfs_retries_a_peer_that_closed_the_first_handshake() {
         let (torrent, out) = (&torrent, &out);
         let btfs = scope.spawn(move || download(torrent, out, &["--peer", &peer, "--no-trackers"]));
         std::thread::sleep(Duration::from_secs(3));
-        qbt.seed(&torrent, tmp.path(), &hash, true);
+        qbt.seed(torrent, tmp.path(), &hash, true);
         btfs.join().unwrap()
     });
     if d.run.status != 0 {
