@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -29,6 +29,28 @@ fn sample_torrent(root: &Path, tracker: Option<&str>) -> (std::path::PathBuf, st
     }
     btfs(&args).ok();
     (data, torrent)
+}
+
+/// One file of `size` pseudo-random bytes, its torrent (32 KiB pieces) and a libtorrent
+/// seeder limited to `rate` bytes/s: (file, torrent, seeder port, seeder).
+fn slow_swarm(root: &Path, size: usize, seed: u64, rate: u64) -> (PathBuf, PathBuf, u16, Daemon) {
+    let src = root.join("seed");
+    let file = src.join("big.bin");
+    write(&file, &data(size, seed));
+    let torrent = root.join("big.torrent");
+    btfs(&[
+        "bittorrent",
+        "create",
+        s(&file),
+        "-o",
+        s(&torrent),
+        "--piece-length",
+        "32KiB",
+    ])
+    .ok();
+    let port = free_port();
+    let seeder = lt_seed_limited(&torrent, &src, port, rate);
+    (file, torrent, port, seeder)
 }
 
 fn download(repo: &Path, args: &[&str]) -> serde_json::Value {
@@ -199,23 +221,7 @@ fn from_three_seeders_at_once() {
 #[test]
 fn a_libtorrent_leecher_downloads_from_btfs_while_btfs_downloads() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("seed");
-    let file = src.join("big.bin");
-    write(&file, &data(4_000_000, 22));
-    let torrent = tmp.path().join("big.torrent");
-    btfs(&[
-        "bittorrent",
-        "create",
-        s(&file),
-        "-o",
-        s(&torrent),
-        "--piece-length",
-        "32KiB",
-    ])
-    .ok();
-    let seed_port = free_port();
-    // A slow seeder, so btfs is still downloading while the leecher takes from it.
-    let _seeder = lt_seed_limited(&torrent, &src, seed_port, 1_000_000);
+    let (file, torrent, seed_port, _seeder) = slow_swarm(tmp.path(), 4_000_000, 22, 1_000_000);
     let btfs_port = free_port();
     let out = tmp.path().join("out");
     let d = btfs_download(
@@ -274,23 +280,8 @@ fn a_libtorrent_leecher_downloads_from_btfs_while_btfs_downloads() {
 #[test]
 fn kill_9_at_random_points_then_resume() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("seed");
-    let file = src.join("big.bin");
     let size = 8_000_000u64;
-    write(&file, &data(size as usize, 23));
-    let torrent = tmp.path().join("big.torrent");
-    btfs(&[
-        "bittorrent",
-        "create",
-        s(&file),
-        "-o",
-        s(&torrent),
-        "--piece-length",
-        "32KiB",
-    ])
-    .ok();
-    let port = free_port();
-    let _seeder = lt_seed_limited(&torrent, &src, port, 2_000_000);
+    let (file, torrent, port, _seeder) = slow_swarm(tmp.path(), size as usize, 23, 2_000_000);
     let out = tmp.path().join("out");
     let repo = tmp.path().join("repo");
     let peer = format!("127.0.0.1:{port}");
@@ -444,23 +435,8 @@ fn only_selected_files_are_written() {
 #[test]
 fn interrupt_keeps_verified_pieces_and_resumes_without_rechecking() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("seed");
-    let file = src.join("big.bin");
     let size = 6_000_000u64;
-    write(&file, &data(size as usize, 24));
-    let torrent = tmp.path().join("big.torrent");
-    btfs(&[
-        "bittorrent",
-        "create",
-        s(&file),
-        "-o",
-        s(&torrent),
-        "--piece-length",
-        "32KiB",
-    ])
-    .ok();
-    let port = free_port();
-    let _seeder = lt_seed_limited(&torrent, &src, port, 1_500_000);
+    let (file, torrent, port, _seeder) = slow_swarm(tmp.path(), size as usize, 24, 1_500_000);
     let out = tmp.path().join("out");
     let repo = tmp.path().join("repo");
     let peer = format!("127.0.0.1:{port}");

@@ -94,7 +94,7 @@ pub struct ScrapeStats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrackerError {
-    #[error("{url}: no answer within {after:?}")]
+    #[error("{url}: timed out (no answer within {after:?})")]
     Timeout { url: String, after: Duration },
     #[error("{url}: the tracker refused: {reason}")]
     Failure { url: String, reason: String },

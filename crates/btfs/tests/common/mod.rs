@@ -281,22 +281,11 @@ impl Tracker {
 /// libtorrent seeding `torrent` from `save_path` on 127.0.0.1:`port`; returns once it
 /// seeds and has announced.
 pub fn lt_seed(torrent: &Path, save_path: &Path, port: u16) -> Daemon {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/lt.py");
-    let d = Daemon::spawn(
-        "libtorrent seeder",
-        Command::new("/usr/bin/python3").args([
-            s(&script),
-            "seed",
-            s(torrent),
-            s(save_path),
-            &port.to_string(),
-        ]),
-    );
-    d.wait_for_line("seeding", Duration::from_secs(60));
-    d
+    lt_seed_limited(torrent, save_path, port, 0)
 }
 
-/// libtorrent seeding with an upload rate limit (bytes/s), so a download takes a while.
+/// libtorrent seeding with an upload rate limit (bytes/s, 0 for none), so a download
+/// takes a while.
 pub fn lt_seed_limited(torrent: &Path, save_path: &Path, port: u16, rate: u64) -> Daemon {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/lt.py");
     let d = Daemon::spawn(
