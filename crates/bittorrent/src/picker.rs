@@ -320,6 +320,62 @@ impl Picker {
         }
     }
 
+    /// Up to `max` consecutive fresh pieces for a web seed, starting at the lowest fresh
+    /// piece at or after `from` (wrapping once) that `usable` accepts; every block of
+    /// them is marked requested by `key`, so peers leave them alone until endgame.
+    pub fn pick_run(
+        &mut self,
+        key: PeerKey,
+        max: usize,
+        from: u32,
+        usable: impl Fn(u32) -> bool,
+        now: Instant,
+    ) -> Vec<u32> {
+        let n = self.geometry.piece_count();
+        let start = (from..n)
+            .chain(0..from.min(n))
+            .find(|&i| self.is_fresh(i) && usable(i));
+        let Some(start) = start else {
+            return Vec::new();
+        };
+        let mut run = Vec::new();
+        let mut i = start;
+        while run.len() < max && i < n && self.is_fresh(i) && usable(i) {
+            self.start(i);
+            if let Some(prog) = self.started.get_mut(&i) {
+                for b in &mut prog.blocks {
+                    *b = BlockState::Requested {
+                        by: vec![key],
+                        at: now,
+                    };
+                }
+                prog.free = 0;
+            }
+            run.push(i);
+            i += 1;
+        }
+        run
+    }
+
+    /// A web seed delivered all of piece `i`: marks every block received if they are
+    /// all still requested from `key` (false if someone else got some of them first).
+    pub fn take_whole(&mut self, key: PeerKey, i: u32) -> bool {
+        let Some(prog) = self.started.get_mut(&i) else {
+            return false;
+        };
+        let all_ours = prog
+            .blocks
+            .iter()
+            .all(|b| matches!(b, BlockState::Requested { by, .. } if by.contains(&key)));
+        if all_ours {
+            prog.blocks
+                .iter_mut()
+                .for_each(|b| *b = BlockState::Received);
+            prog.received = prog.blocks.len() as u32;
+        }
+        all_ours
+    }
+
     /// Records a block that arrived from `peer`.
     pub fn received(&mut self, peer: PeerKey, block: Block) -> Arrival {
         let expected = match self.geometry.piece(block.piece) {
@@ -518,6 +574,24 @@ mod tests {
                 cancel: vec![1]
             }
         );
+    }
+
+    #[test]
+    fn web_seed_runs_are_consecutive_and_left_to_it() {
+        let g = Geometry::new(8 * 16384, 16384).unwrap();
+        let mut p = Picker::new(g, Bitfield::new(8), vec![true; 8], false);
+        let t = Instant::now();
+        let all = Bitfield::full(8);
+        p.peer_bitfield(&all);
+        let peer_piece = p.pick(1, &all, 1, t)[0].piece;
+        let run = p.pick_run(99, 3, 0, |i| i != 6, t);
+        assert_eq!(run.len(), 3);
+        assert!(run.windows(2).all(|w| w[1] == w[0] + 1) && !run.contains(&peer_piece));
+        // Peers do not get the web seed's blocks before endgame.
+        let got: Vec<u32> = p.pick(1, &all, 100, t).iter().map(|b| b.piece).collect();
+        assert!(run.iter().all(|r| !got.contains(r)), "{got:?} {run:?}");
+        assert!(p.take_whole(99, run[0]));
+        assert!(!p.take_whole(98, run[1]), "not asked of 98");
     }
 
     #[test]

@@ -179,9 +179,12 @@ pub struct DownloadArgs {
     /// Hash every piece already on disk, ignoring saved resume data.
     #[arg(long)]
     pub recheck: bool,
-    /// Do not contact the torrent's trackers (use only --peer).
+    /// Do not contact the torrent's trackers (use only --peer and web seeds).
     #[arg(long)]
     pub no_trackers: bool,
+    /// Do not download from the torrent's web seeds (BEP 19 url-list).
+    #[arg(long)]
+    pub no_webseeds: bool,
     /// Most peer connections.
     #[arg(long, default_value_t = 50)]
     pub max_peers: usize,

@@ -20,6 +20,7 @@
 //! always on disk (see [`crate::resume`]).
 
 mod peer;
+mod webseed;
 
 use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
@@ -61,6 +62,10 @@ pub struct Options {
     /// Hash every piece on disk first, ignoring resume data.
     pub recheck: bool,
     pub use_trackers: bool,
+    /// Download from the torrent's web seeds (BEP 19 `url-list`).
+    pub use_webseeds: bool,
+    /// Web seeds: give up on a request after this long without data.
+    pub webseed_timeout: Duration,
     pub tracker: TrackerConfig,
     /// Most peer connections for this torrent.
     pub max_peers: usize,
@@ -80,6 +85,8 @@ impl Options {
             seed: false,
             recheck: false,
             use_trackers: true,
+            use_webseeds: true,
+            webseed_timeout: Duration::from_secs(20),
             tracker: TrackerConfig::default(),
             max_peers: 50,
             max_half_open: 8,
@@ -118,6 +125,10 @@ pub struct Stats {
     pub seeds: usize,
     pub hash_failures: u32,
     pub banned: usize,
+    /// Bytes of pieces received from web seeds (also counted in `downloaded`).
+    pub web_seed_bytes: u64,
+    /// Web seeds in use (not dropped).
+    pub web_seeds: usize,
     pub elapsed: f64,
 }
 
@@ -158,10 +169,17 @@ struct PeerEntry {
     abort: Vec<tokio::task::AbortHandle>,
 }
 
+/// Who sent a block: a peer, or a web seed (its index in [`State::webseeds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Sender {
+    Peer(SocketAddr),
+    WebSeed(usize),
+}
+
 struct PieceBuf {
     data: Vec<u8>,
-    /// Which address sent each block.
-    from: Vec<Option<SocketAddr>>,
+    /// Which source sent each block.
+    from: Vec<Option<Sender>>,
     /// The piece failed a hash check before: return per-block hashes when it passes,
     /// to find who sent the bad blocks.
     suspect: bool,
@@ -169,7 +187,7 @@ struct PieceBuf {
 
 /// A block of a piece that failed its hash check: who sent it and its SHA-1.
 struct SuspectBlock {
-    addr: SocketAddr,
+    addr: Sender,
     block: usize,
     hash: [u8; 20],
 }
@@ -180,6 +198,7 @@ struct State {
     /// Blocks of pieces that failed, kept until the piece passes (smart ban).
     suspects: HashMap<u32, Vec<SuspectBlock>>,
     peers: HashMap<PeerKey, PeerEntry>,
+    webseeds: Vec<webseed::WebSeedStatus>,
     downloaded: u64,
     uploaded: u64,
     wasted: u64,
@@ -189,7 +208,7 @@ enum Event {
     Checked {
         piece: u32,
         ok: bool,
-        from: Vec<Option<SocketAddr>>,
+        from: Vec<Option<Sender>>,
         /// SHA-1 of each block, when the piece failed or was suspect.
         block_hashes: Option<Vec<[u8; 20]>>,
         error: Option<std::io::Error>,
@@ -425,6 +444,15 @@ pub async fn run(
             buffers: HashMap::new(),
             suspects: HashMap::new(),
             peers: HashMap::new(),
+            webseeds: if opts.use_webseeds {
+                meta.url_list
+                    .iter()
+                    .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+                    .map(|u| webseed::WebSeedStatus::new(u.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             downloaded: 0,
             uploaded: 0,
             wasted: 0,
@@ -448,6 +476,27 @@ pub async fn run(
             }
         }
     });
+
+    // Web seeds.
+    let mut webseed_tasks = Vec::new();
+    let seeds = shared.lock().webseeds.len();
+    if seeds > 0 {
+        crate::install_tls_provider();
+        let client = reqwest::Client::builder()
+            .user_agent(opts.tracker.user_agent.clone())
+            .connect_timeout(opts.webseed_timeout)
+            .read_timeout(opts.webseed_timeout)
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()
+            .map_err(|e| EngineError::Other(format!("cannot set up the HTTP client: {e}")))?;
+        for i in 0..seeds {
+            webseed_tasks.push(tokio::spawn(webseed::worker(
+                shared.clone(),
+                i,
+                client.clone(),
+            )));
+        }
+    }
 
     // Peer sources: explicit peers, then trackers.
     let (sink, mut candidates): (PeerSink, PeerStream) = peer_channel(1024);
@@ -616,7 +665,7 @@ pub async fn run(
                             break;
                         }
                         let mut st = shared.lock();
-                        let mut culprits: Vec<SocketAddr> = Vec::new();
+                        let mut culprits: Vec<Sender> = Vec::new();
                         if ok {
                             st.picker.verified(piece);
                             for p in st.peers.values() {
@@ -636,7 +685,7 @@ pub async fn run(
                             hash_failures += 1;
                             st.picker.failed(piece);
                             st.wasted += u64::from(geometry.piece(piece).map_or(0, |p| geometry.piece_size(p)));
-                            let senders: HashSet<SocketAddr> = from.iter().flatten().copied().collect();
+                            let senders: HashSet<Sender> = from.iter().flatten().copied().collect();
                             if senders.len() == 1 {
                                 // Every block came from one peer: it is the culprit.
                                 culprits.extend(senders);
@@ -651,9 +700,14 @@ pub async fn run(
                                 }
                             }
                         }
-                        for addr in culprits {
-                            tracing::warn!(peer = %addr, piece, "banned: sent data that failed the hash check");
-                            ban(&mut st, &mut banned, addr);
+                        for sender in culprits {
+                            match sender {
+                                Sender::Peer(addr) => {
+                                    tracing::warn!(peer = %addr, piece, "banned: sent data that failed the hash check");
+                                    ban(&mut st, &mut banned, addr);
+                                }
+                                Sender::WebSeed(i) => webseed::bad_data(&mut st, i),
+                            }
                         }
                     }
                     Event::Connected(sock, addr, hs) => {
@@ -726,6 +780,26 @@ pub async fn run(
                 rate_at = now;
                 let (left, down, up, snapshot) = {
                 let mut st = shared.lock();
+                // Nothing left to download from: say why instead of waiting forever.
+                let no_peer_source = announcer.is_none()
+                    && st.peers.is_empty()
+                    && connecting == 0
+                    && pending.is_empty()
+                    && retry.is_empty()
+                    && !candidates_open;
+                if !complete && no_peer_source && st.webseeds.iter().all(|w| w.disabled.is_some()) {
+                    let why: Vec<String> = st
+                        .webseeds
+                        .iter()
+                        .map(|w| format!("web seed {} dropped: {}", w.url, w.disabled.clone().unwrap_or_default()))
+                        .collect();
+                    result = Err(EngineError::Other(if why.is_empty() {
+                        "no peer or web seed left to download from".into()
+                    } else {
+                        format!("no peer or web seed left to download from ({})", why.join("; "))
+                    }));
+                    break;
+                }
                 // Rates and pipeline depth.
                 for p in st.peers.values_mut() {
                     p.down_rate = p.down_rate * 0.5 + (p.down_bytes as f64 / dt) * 0.5;
@@ -809,8 +883,11 @@ pub async fn run(
         }
     }
 
-    // Shut down: peers, announcer (`stopped`), final resume save.
+    // Shut down: web seeds, peers, announcer (`stopped`), final resume save.
     acceptor.abort();
+    for t in &webseed_tasks {
+        t.abort();
+    }
     let have = {
         let mut st = shared.lock();
         let keys: Vec<PeerKey> = st.peers.keys().copied().collect();
@@ -872,6 +949,8 @@ fn fill_stats(s: &mut Stats, st: &State, pieces_wanted: u32, bytes_wanted: u64, 
     s.upload_rate = st.peers.values().fold(0.0, |a, p| a + p.up_rate);
     s.peers = st.peers.len();
     s.seeds = st.peers.values().filter(|p| p.bitfield.is_full()).count();
+    s.web_seed_bytes = st.webseeds.iter().map(|w| w.bytes).sum();
+    s.web_seeds = st.webseeds.iter().filter(|w| w.disabled.is_none()).count();
 }
 
 /// Bans an address: drops its connections and throws away every block it sent to
@@ -892,7 +971,12 @@ fn ban(st: &mut State, banned: &mut HashSet<(IpAddr, u16)>, addr: SocketAddr) {
     let spoiled: Vec<u32> = st
         .buffers
         .iter()
-        .filter(|(_, b)| b.from.iter().flatten().any(|a| ban_key(*a) == key))
+        .filter(|(_, b)| {
+            b.from
+                .iter()
+                .flatten()
+                .any(|a| matches!(a, Sender::Peer(p) if ban_key(*p) == key))
+        })
         .map(|(i, _)| *i)
         .collect();
     for i in spoiled {
@@ -900,7 +984,7 @@ fn ban(st: &mut State, banned: &mut HashSet<(IpAddr, u16)>, addr: SocketAddr) {
         st.picker.failed(i);
     }
     for records in st.suspects.values_mut() {
-        records.retain(|r| ban_key(r.addr) != key);
+        records.retain(|r| !matches!(r.addr, Sender::Peer(p) if ban_key(p) == key));
     }
 }
 

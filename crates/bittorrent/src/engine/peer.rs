@@ -404,7 +404,8 @@ fn handle(
                         suspect,
                     });
                     buf.data[begin as usize..(begin + len) as usize].copy_from_slice(&data);
-                    buf.from[(begin / wire::BLOCK_SIZE) as usize] = Some(p_addr);
+                    buf.from[(begin / wire::BLOCK_SIZE) as usize] =
+                        Some(super::Sender::Peer(p_addr));
                     if complete {
                         if let Some(buf) = buffers.remove(&index) {
                             sh.verifying
@@ -476,7 +477,7 @@ pub(super) fn fill_requests(st: &mut State, key: PeerKey, now: Instant) {
 }
 
 /// Hashes a completed piece on the blocking pool and writes it if it matches.
-fn verify(sh: Arc<Shared>, piece: u32, buf: PieceBuf) {
+pub(super) fn verify(sh: Arc<Shared>, piece: u32, buf: PieceBuf) {
     tokio::spawn(async move {
         let Ok(_permit) = sh.hashers.clone().acquire_owned().await else {
             return;

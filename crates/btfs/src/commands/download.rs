@@ -54,9 +54,11 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     opts.seed = args.seed;
     opts.recheck = args.recheck;
     opts.use_trackers = !args.no_trackers;
+    opts.use_webseeds = !args.no_webseeds;
     opts.max_peers = args.max_peers.max(1);
-    if args.no_trackers && args.peers.is_empty() {
-        bail!("--no-trackers without any --peer leaves no way to find peers");
+    let webseeds = !args.no_webseeds && !meta.url_list.is_empty();
+    if args.no_trackers && args.peers.is_empty() && !webseeds {
+        bail!("--no-trackers without any --peer or web seed leaves nothing to download from");
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -225,7 +227,7 @@ fn line(s: &Stats) -> String {
         _ => "",
     };
     format!(
-        "{phase}{pct:5.1}%  {} / {}  pieces {}/{}  down {}/s  up {}/s  peers {} ({} seeds)  ETA {}",
+        "{phase}{pct:5.1}%  {} / {}  pieces {}/{}  down {}/s  up {}/s  peers {} ({} seeds){}  ETA {}",
         human_size(s.bytes_have),
         human_size(s.bytes_wanted),
         s.pieces_have,
@@ -234,6 +236,11 @@ fn line(s: &Stats) -> String {
         human_size(s.upload_rate as u64),
         s.peers,
         s.seeds,
+        if s.web_seeds > 0 {
+            format!(" web seeds {}", s.web_seeds)
+        } else {
+            String::new()
+        },
         eta(s)
     )
 }

@@ -382,3 +382,48 @@ pub fn summary(lines: &[String]) -> serde_json::Value {
         })
         .unwrap_or_else(|| panic!("no summary line in {lines:?}"))
 }
+
+/// nginx serving `root` on 127.0.0.1 (it honours Range), optionally rate-limited
+/// (`limit_rate`, e.g. "2m").
+pub struct Nginx {
+    pub daemon: Daemon,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start(root: &Path, limit_rate: Option<&str>) -> Nginx {
+        let bin = tool("nginx");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let limit = limit_rate.map_or(String::new(), |r| format!("limit_rate {r};"));
+        let conf = format!(
+            "daemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+             server {{ listen 127.0.0.1:{port}; root {}; {limit} }}\n}}\n",
+            root.display()
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let daemon = Daemon::spawn(
+            "nginx",
+            Command::new(bin).args(["-c", s(&conf_path), "-p", s(dir.path())]),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx {
+            daemon,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
