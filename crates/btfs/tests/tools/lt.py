@@ -8,8 +8,9 @@
                                                     the torrent's trackers, until killed;
                                                     prints "seeding" once it seeds; RATE
                                                     limits upload in bytes/s
-  lt.py leech TORRENT SAVE_PATH PORT PEER [TIMEOUT] download from PEER (IP:PORT) only;
-                                                    prints "done" when complete
+  lt.py leech TORRENT SAVE_PATH PORT PEER [TIMEOUT] download from PEER (IP:PORT) only, or
+                                                    with PEER "-" from the torrent's web
+                                                    seeds; prints "done" when complete
 
 Every session binds 127.0.0.1 only, with DHT, LSD, UPnP and NAT-PMP off.
 """
@@ -102,11 +103,11 @@ def leech(path, save_path, port, peer, timeout=120):
     params.ti = lt.torrent_info(path)
     params.save_path = save_path
     h = s.add_torrent(params)
-    host, p = peer.rsplit(":", 1)
+    host, p = peer.rsplit(":", 1) if peer != "-" else ("", "0")
     deadline = time.time() + float(timeout)
     last_connect = 0
     while time.time() < deadline and not h.status().is_seeding:
-        if time.time() - last_connect > 2 and h.status().num_peers == 0:
+        if peer != "-" and time.time() - last_connect > 2 and h.status().num_peers == 0:
             h.connect_peer((host, int(p)))
             last_connect = time.time()
         time.sleep(0.05)
