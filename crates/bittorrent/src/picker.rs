@@ -583,10 +583,13 @@ mod tests {
         let t = Instant::now();
         let all = Bitfield::full(8);
         p.peer_bitfield(&all);
+        assert_eq!(p.pick_run(99, 3, 0, |i| i != 6, t), vec![0, 1, 2]);
+        // The next run starts after a piece a peer has started and skips unusable ones.
         let peer_piece = p.pick(1, &all, 1, t)[0].piece;
-        let run = p.pick_run(99, 3, 0, |i| i != 6, t);
-        assert_eq!(run.len(), 3);
-        assert!(run.windows(2).all(|w| w[1] == w[0] + 1) && !run.contains(&peer_piece));
+        let run2 = p.pick_run(98, 8, 3, |i| i != 6, t);
+        assert!(!run2.is_empty() && !run2.contains(&peer_piece) && !run2.contains(&6));
+        assert!(run2.windows(2).all(|w| w[1] == w[0] + 1));
+        let run = vec![0, 1, 2];
         // Peers do not get the web seed's blocks before endgame.
         let got: Vec<u32> = p.pick(1, &all, 100, t).iter().map(|b| b.piece).collect();
         assert!(run.iter().all(|r| !got.contains(r)), "{got:?} {run:?}");

@@ -257,8 +257,7 @@ impl Message {
                 }
                 let index = r.read_u32().await?;
                 let begin = r.read_u32().await?;
-                let mut data = vec![0u8; (body - 8) as usize];
-                r.read_exact(&mut data).await?;
+                let data = read_payload(r, body - 8).await?;
                 Message::Piece { index, begin, data }
             }
             9 => {
@@ -293,6 +292,20 @@ impl Message {
             }
         })
     }
+}
+
+/// Reads exactly `len` bytes (already checked against the cap) without zero-filling
+/// the buffer first.
+async fn read_payload<R: AsyncRead + Unpin>(r: &mut R, len: u32) -> io::Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(len as usize);
+    r.take(u64::from(len)).read_to_end(&mut data).await?;
+    if data.len() != len as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed inside a message",
+        ));
+    }
+    Ok(data)
 }
 
 /// Writes a handshake.

@@ -152,11 +152,11 @@ fn hostile_server(kind: Hostile, content: Vec<u8>) -> (String, std::thread::Join
                                 return;
                             }
                             Hostile::RedirectLoop => {
-                                b"HTTP/1.1 302 Found\r\nLocation: /file.bin\r\nContent-Length: 0\r\n\r\n".to_vec()
+                                b"HTTP/1.1 302 Found\r\nLocation: /file.bin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
                             }
                             Hostile::NoRanges => {
                                 let mut r = format!(
-                                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                                     content.len()
                                 )
                                 .into_bytes();
@@ -168,7 +168,7 @@ fn hostile_server(kind: Hostile, content: Vec<u8>) -> (String, std::thread::Join
                                 let mut body = content[a..=b.min(content.len() - 1)].to_vec();
                                 body[0] ^= 0xff;
                                 let mut r = format!(
-                                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{}/{}\r\nContent-Length: {}\r\n\r\n",
+                                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                                     a + body.len() - 1,
                                     content.len(),
                                     body.len()

@@ -285,6 +285,9 @@ impl Shared {
 pub struct Summary {
     pub complete: bool,
     pub stats: Stats,
+    /// Why the download stopped before completion, when it stopped by itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
 }
 
 fn ban_key(addr: SocketAddr) -> (IpAddr, u16) {
@@ -563,6 +566,7 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut completed_at: Option<Instant> = None;
     let mut result: Result<(), EngineError> = Ok(());
+    let mut stop_reason: Option<String> = None;
     let mut candidates_open = true;
 
     let save_resume = {
@@ -788,16 +792,19 @@ pub async fn run(
                     && retry.is_empty()
                     && !candidates_open;
                 if !complete && no_peer_source && st.webseeds.iter().all(|w| w.disabled.is_some()) {
-                    let why: Vec<String> = st
+                    let mut why: Vec<String> = st
                         .webseeds
                         .iter()
                         .map(|w| format!("web seed {} dropped: {}", w.url, w.disabled.clone().unwrap_or_default()))
                         .collect();
-                    result = Err(EngineError::Other(if why.is_empty() {
+                    if !banned.is_empty() {
+                        why.push(format!("{} peer address(es) banned for bad data or protocol violations", banned.len()));
+                    }
+                    stop_reason = Some(if why.is_empty() {
                         "no peer or web seed left to download from".into()
                     } else {
                         format!("no peer or web seed left to download from ({})", why.join("; "))
-                    }));
+                    });
                     break;
                 }
                 // Rates and pipeline depth.
@@ -926,6 +933,7 @@ pub async fn run(
     Ok(Summary {
         complete,
         stats: stats.borrow().clone(),
+        stop_reason,
     })
 }
 

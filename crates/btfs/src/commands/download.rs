@@ -89,6 +89,9 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
             v["Name"] = meta.info.storage_name().into();
             v["InfoHash"] = meta.wire_info_hash().to_hex().into();
             v["SavePath"] = save_path.display().to_string().into();
+            if let Some(r) = &summary.stop_reason {
+                v["StopReason"] = r.clone().into();
+            }
             println!("{v}");
         }
         Encoding::Text => {
@@ -105,6 +108,14 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         }
     }
     if !summary.complete {
+        if let Some(reason) = &summary.stop_reason {
+            bail!(
+                "{reason}: {} of {} pieces verified and kept in {}",
+                s.pieces_have,
+                s.pieces_wanted,
+                save_path.display()
+            );
+        }
         bail!(
             "stopped before the end: {} of {} pieces verified and kept in {}; run the same command to resume",
             s.pieces_have,
