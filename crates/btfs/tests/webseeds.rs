@@ -111,8 +111,16 @@ enum Hostile {
     RedirectLoop,
 }
 
+/// What a hostile server saw, for failure messages.
+type ServerLog = Arc<std::sync::Mutex<Vec<String>>>;
+
 /// A hostile web seed for one file, on a thread with its own runtime.
-fn hostile_server(kind: Hostile, content: Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
+fn hostile_server(
+    kind: Hostile,
+    content: Vec<u8>,
+) -> (String, ServerLog, std::thread::JoinHandle<()>) {
+    let log: ServerLog = Arc::default();
+    let server_log = log.clone();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}/file.bin", listener.local_addr().unwrap());
@@ -126,8 +134,10 @@ fn hostile_server(kind: Hostile, content: Vec<u8>) -> (String, std::thread::Join
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             // Serve for a bounded time, then stop.
             let _ = tokio::time::timeout(Duration::from_secs(90), async {
-                while let Ok((mut sock, _)) = listener.accept().await {
+                while let Ok((mut sock, from)) = listener.accept().await {
                     let content = content.clone();
+                    let log = server_log.clone();
+                    log.lock().unwrap().push(format!("accepted {from}"));
                     tokio::spawn(async move {
                         // Read the whole request head.
                         let mut buf = Vec::new();
@@ -139,6 +149,9 @@ fn hostile_server(kind: Hostile, content: Vec<u8>) -> (String, std::thread::Join
                             }
                         }
                         let head = String::from_utf8_lossy(&buf).to_string();
+                        log.lock()
+                            .unwrap()
+                            .push(head.lines().find(|l| l.to_ascii_lowercase().starts_with("range")).unwrap_or("no range").to_owned());
                         let range = head
                             .lines()
                             .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_owned))
@@ -178,7 +191,8 @@ fn hostile_server(kind: Hostile, content: Vec<u8>) -> (String, std::thread::Join
                                 r
                             }
                         };
-                        let _ = sock.write_all(&reply).await;
+                        let sent = sock.write_all(&reply).await;
+                        log.lock().unwrap().push(format!("replied {} bytes: {sent:?}", reply.len()));
                         // Close gracefully: the client reads everything before EOF.
                         let _ = sock.shutdown().await;
                         let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut chunk)).await;
@@ -188,7 +202,7 @@ fn hostile_server(kind: Hostile, content: Vec<u8>) -> (String, std::thread::Join
             .await;
         });
     });
-    (url, handle)
+    (url, log, handle)
 }
 
 #[test]
@@ -204,7 +218,7 @@ fn hostile_web_seeds_with_an_honest_peer_still_give_correct_data() {
         let file = src.join("file.bin");
         let content = data(3_000_000, 33);
         write(&file, &content);
-        let (url, _server) = hostile_server(kind, content);
+        let (url, _log, _server) = hostile_server(kind, content);
         let t = torrent_with_webseed(&file, &tmp.path().join("t.torrent"), &url);
         let port = free_port();
         let _seeder = lt_seed_limited(&t, &src, port, 3_000_000);
@@ -238,24 +252,32 @@ fn hostile_web_seed_alone_is_a_clear_error() {
         // Larger than one run, so that a server ignoring Range is asked for an offset.
         let content = data(5_000_000, 34);
         write(&file, &content);
-        let (url, _server) = hostile_server(kind, content);
+        let (url, log, _server) = hostile_server(kind, content);
         let t = torrent_with_webseed(&file, &tmp.path().join("t.torrent"), &url);
         let out = tmp.path().join("out");
-        let r = run_with_timeout(
-            std::process::Command::new(env!("CARGO_BIN_EXE_btfs"))
-                .env("BTFS_PATH", tmp.path().join("repo"))
-                .args([
-                    "--json",
-                    "bittorrent",
-                    "download",
-                    "-t",
-                    s(&t),
-                    "-o",
-                    s(&out),
-                    "--no-trackers",
-                ]),
-            Duration::from_secs(120),
-        );
+        let repo = tmp.path().join("repo");
+        let args = [
+            "--json",
+            "bittorrent",
+            "download",
+            "-t",
+            s(&t),
+            "-o",
+            s(&out),
+            "--no-trackers",
+        ];
+        let r = std::panic::catch_unwind(|| {
+            run_with_timeout(
+                std::process::Command::new(env!("CARGO_BIN_EXE_btfs"))
+                    .env("BTFS_PATH", &repo)
+                    .args(args),
+                Duration::from_secs(120),
+            )
+        })
+        .unwrap_or_else(|e| {
+            eprintln!("{kind:?} server saw: {:?}", log.lock().unwrap());
+            std::panic::resume_unwind(e)
+        });
         assert_eq!(r.status, 1, "{kind:?}: {}", r.stderr);
         let err: serde_json::Value =
             serde_json::from_str(r.stderr.lines().last().unwrap_or_default())
