@@ -18,6 +18,7 @@ pub mod engine;
 pub mod geometry;
 pub mod infohash;
 pub mod magnet;
+pub mod metadata;
 pub mod metainfo;
 pub mod peer_id;
 pub mod peers;

@@ -320,20 +320,29 @@ pub fn max_message_len(pieces: u32) -> u32 {
     (MAX_REQUEST + 9).max(1 + pieces.div_ceil(8)).max(1 << 16)
 }
 
-/// BEP 10 extended handshake that we send: no extension messages yet, our request
-/// queue depth, client name and listen port.
-pub fn extended_handshake(port: u16, reqq: u32) -> Vec<u8> {
+/// BEP 10 extended handshake that we send: `ut_metadata` (BEP 9) with the metadata size
+/// when we have it, our request queue depth, client name and listen port.
+pub fn extended_handshake(port: u16, reqq: u32, metadata_size: Option<usize>) -> Vec<u8> {
     use crate::bencode::OwnedValue;
-    OwnedValue::dict([
-        ("m", OwnedValue::dict(Vec::<(&str, OwnedValue)>::new())),
+    let mut entries = vec![
+        (
+            "m",
+            OwnedValue::dict([(
+                "ut_metadata",
+                OwnedValue::int(i64::from(crate::metadata::UT_METADATA)),
+            )]),
+        ),
         ("p", OwnedValue::int(i64::from(port))),
         ("reqq", OwnedValue::int(i64::from(reqq))),
         (
             "v",
             OwnedValue::bytes(format!("btfs {}", env!("CARGO_PKG_VERSION"))),
         ),
-    ])
-    .encode()
+    ];
+    if let Some(size) = metadata_size {
+        entries.push(("metadata_size", OwnedValue::int(size as i64)));
+    }
+    OwnedValue::dict(entries).encode()
 }
 
 /// What we read from a peer's BEP 10 handshake.
@@ -341,6 +350,9 @@ pub fn extended_handshake(port: u16, reqq: u32) -> Vec<u8> {
 pub struct PeerExtensions {
     pub client: Option<String>,
     pub reqq: Option<u32>,
+    /// The id the peer wants `ut_metadata` messages sent with.
+    pub ut_metadata: Option<u8>,
+    pub metadata_size: Option<usize>,
 }
 
 pub fn parse_extended_handshake(payload: &[u8]) -> Option<PeerExtensions> {
@@ -360,6 +372,16 @@ pub fn parse_extended_handshake(payload: &[u8]) -> Option<PeerExtensions> {
             .and_then(|n| n.as_i64())
             .and_then(|n| u32::try_from(n).ok())
             .filter(|&n| n > 0),
+        ut_metadata: v
+            .get(b"m")
+            .and_then(|m| m.get(b"ut_metadata"))
+            .and_then(|n| n.as_i64())
+            .and_then(|n| u8::try_from(n).ok())
+            .filter(|&n| n > 0),
+        metadata_size: v
+            .get(b"metadata_size")
+            .and_then(|n| n.as_i64())
+            .and_then(|n| usize::try_from(n).ok()),
     })
 }
 
@@ -412,7 +434,7 @@ mod tests {
             Message::AllowedFast(5),
             Message::Extended {
                 id: 0,
-                payload: extended_handshake(6881, 500),
+                payload: extended_handshake(6881, 500, Some(100)),
             },
         ] {
             round_trip(m).await;
@@ -455,8 +477,10 @@ mod tests {
         let mut b = h.to_bytes();
         b[3] = b'x';
         assert!(Handshake::parse(&b).is_err());
-        let ext = parse_extended_handshake(&extended_handshake(1, 250)).unwrap();
+        let ext = parse_extended_handshake(&extended_handshake(1, 250, Some(77))).unwrap();
         assert_eq!(ext.reqq, Some(250));
+        assert_eq!(ext.ut_metadata, Some(crate::metadata::UT_METADATA));
+        assert_eq!(ext.metadata_size, Some(77));
         assert!(ext.client.unwrap().starts_with("btfs"));
         assert!(parse_extended_handshake(b"garbage").is_none());
     }

@@ -149,7 +149,7 @@ pub enum Bittorrent {
 
 #[derive(Args, Debug)]
 pub struct DownloadArgs {
-    /// A .torrent file (or, with magnet support, a magnet link).
+    /// A .torrent file or a magnet link.
     pub source: Option<String>,
     /// A .torrent file.
     #[arg(short = 't', long = "torrent", conflicts_with = "source")]
@@ -188,6 +188,9 @@ pub struct DownloadArgs {
     /// Most peer connections.
     #[arg(long, default_value_t = 50)]
     pub max_peers: usize,
+    /// For a magnet link: give up if no peer sends the metadata within this long.
+    #[arg(long, default_value = "5m", value_parser = crate::commands::parse_duration)]
+    pub metadata_timeout: std::time::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -195,9 +198,22 @@ pub struct MetainfoArgs {
     /// A .torrent file.
     #[arg(short = 't', long = "torrent", required_unless_present = "magnet")]
     pub torrent: Option<PathBuf>,
-    /// A magnet link (shows what the link itself holds).
+    /// A magnet link: its metadata is fetched from the peers and trackers it names
+    /// (without any, what the link itself holds is shown).
     #[arg(short = 'm', long = "magnet", conflicts_with = "torrent")]
     pub magnet: Option<String>,
+    /// With -m: also ask this peer (IP:PORT); repeatable.
+    #[arg(long = "peer")]
+    pub peers: Vec<std::net::SocketAddr>,
+    /// With -m: write the fetched torrent to this .torrent file.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// With -m: do not fetch anything; show what the link itself holds.
+    #[arg(long)]
+    pub offline: bool,
+    /// With -m: give up fetching the metadata after this long.
+    #[arg(long, default_value = "60s", value_parser = crate::commands::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Args, Debug)]

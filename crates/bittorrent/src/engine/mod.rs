@@ -166,6 +166,8 @@ struct PeerEntry {
     up_rate: f64,
     unwanted: u32,
     client: Option<String>,
+    /// The peer's id for `ut_metadata` messages (BEP 9), if it speaks it.
+    ut_metadata: Option<u8>,
     abort: Vec<tokio::task::AbortHandle>,
 }
 

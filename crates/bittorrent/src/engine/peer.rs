@@ -100,7 +100,7 @@ pub(super) fn start(
     if hs.supports_extensions() {
         let _ = tx.send(Message::Extended {
             id: 0,
-            payload: wire::extended_handshake(sh.listen_port, 2000),
+            payload: wire::extended_handshake(sh.listen_port, 2000, Some(sh.meta.info_bytes.len())),
         });
     }
     let writer = tokio::spawn(writer(wr, ctrl_rx, data_rx));
@@ -126,6 +126,7 @@ pub(super) fn start(
             up_rate: 0.0,
             unwanted: 0,
             client: None,
+            ut_metadata: None,
             abort: vec![
                 reader.abort_handle(),
                 writer.abort_handle(),
@@ -440,6 +441,22 @@ fn handle(
                     p.reqq = q as usize;
                 }
                 p.client = ext.client;
+                p.ut_metadata = ext.ut_metadata;
+            }
+        }
+        Message::Extended {
+            id: crate::metadata::UT_METADATA,
+            payload,
+        } => {
+            // BEP 9: serve our info dictionary to peers that came by magnet link.
+            if let (Some(their_id), Some(crate::metadata::MetadataMessage::Request(piece))) = (
+                p.ut_metadata,
+                crate::metadata::MetadataMessage::parse(&payload),
+            ) {
+                let _ = p.tx.send(Message::Extended {
+                    id: their_id,
+                    payload: crate::metadata::serve(&sh.meta.info_bytes, piece).encode(),
+                });
             }
         }
         Message::Extended { .. } => {}

@@ -2,7 +2,7 @@
 
 use super::read_input;
 use crate::cli::DownloadArgs;
-use crate::output::{human_size, Encoding, Unavailable};
+use crate::output::{human_size, Encoding};
 use anyhow::{bail, Context};
 use bittorrent::engine::{self, Options, Phase, Stats};
 use bittorrent::Metainfo;
@@ -14,25 +14,48 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
-    let path = match (&args.torrent, &args.source) {
-        (Some(t), _) => t.clone(),
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut extra_peers = args.peers.clone();
+    let mut magnet_selection = None;
+    let meta = match (&args.torrent, &args.source) {
         (None, Some(s)) if s.trim_start().to_ascii_lowercase().starts_with("magnet:") => {
-            return Err(Unavailable(
-                "downloading a magnet link is not available in this build yet: it arrives \
-                 with magnet and DHT support (use a .torrent file with -t)"
-                    .into(),
-            )
-            .into())
+            let magnet: bittorrent::Magnet = s.parse().context("reading the magnet link")?;
+            if enc == Encoding::Text {
+                eprintln!(
+                    "fetching the metadata of {} from peers…",
+                    magnet.display_name.as_deref().unwrap_or("the torrent")
+                );
+            }
+            let fetched = runtime.block_on(super::magnet::fetch(
+                &magnet,
+                &args.peers,
+                !args.no_trackers,
+                args.metadata_timeout,
+            ))?;
+            extra_peers.extend(magnet.peers.iter().copied());
+            extra_peers.extend(fetched.peers);
+            if !magnet.select_only.is_empty() {
+                magnet_selection = Some(
+                    (0..fetched.meta.info.files.len())
+                        .map(|i| magnet.selects(i as u32))
+                        .collect::<Vec<bool>>(),
+                );
+            }
+            fetched.meta
         }
-        (None, Some(s)) => PathBuf::from(s),
-        (None, None) => bail!("give a .torrent file: btfs bittorrent download -t FILE.torrent"),
+        (Some(t), _) => load(t)?,
+        (None, Some(s)) => load(&PathBuf::from(s))?,
+        (None, None) => {
+            bail!("give a .torrent file or a magnet link: btfs bittorrent download -t FILE.torrent")
+        }
     };
-    let bytes = read_input(&path)?;
-    let meta = Metainfo::from_bytes(&bytes).with_context(|| format!("{}", path.display()))?;
     if meta.info.v1.is_none() {
         bail!(
             "{}: a v2-only torrent; this build downloads v1 and hybrid torrents",
-            path.display()
+            meta.info.name
         );
     }
     let save_path = match &args.output {
@@ -44,11 +67,13 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     let save_path = save_path
         .canonicalize()
         .with_context(|| format!("{}", save_path.display()))?;
-    let selected = select_files(&meta, &args.only_files)?;
+    let selected = select_files(&meta, &args.only_files)?.or(magnet_selection);
     let mut opts = Options::new(save_path.clone());
     opts.resume_file = Some(resume_dir()?.join(format!("{}.resume", meta.wire_info_hash())));
     opts.listen = SocketAddr::new(args.listen_ip, args.port);
-    opts.peers = args.peers.clone();
+    extra_peers.sort();
+    extra_peers.dedup();
+    opts.peers = extra_peers.clone();
     opts.selected = selected;
     opts.sequential = args.sequential;
     opts.seed = args.seed;
@@ -57,14 +82,10 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     opts.use_webseeds = !args.no_webseeds;
     opts.max_peers = args.max_peers.max(1);
     let webseeds = !args.no_webseeds && !meta.url_list.is_empty();
-    if args.no_trackers && args.peers.is_empty() && !webseeds {
+    if args.no_trackers && extra_peers.is_empty() && !webseeds {
         bail!("--no-trackers without any --peer or web seed leaves nothing to download from");
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let meta = Arc::new(meta);
     let name = meta.info.storage_name().to_owned();
     let summary = runtime.block_on(async {
@@ -124,6 +145,11 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Metainfo> {
+    let bytes = read_input(path)?;
+    Metainfo::from_bytes(&bytes).with_context(|| format!("{}", path.display()))
 }
 
 /// `$BTFS_PATH/bittorrent/resume` (default `~/.btfs`).

@@ -15,7 +15,30 @@ use std::io::{self, Write};
 pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
     if let Some(m) = args.magnet {
         let magnet: Magnet = m.parse().context("reading the magnet link")?;
-        return emit(&MagnetReport::from(&magnet), enc);
+        if args.offline
+            || (magnet.peers.is_empty() && magnet.trackers.is_empty() && args.peers.is_empty())
+        {
+            // Nobody to ask (no DHT in this build): show what the link holds.
+            if args.save.is_some() {
+                anyhow::bail!("--save needs the metadata, and there is no peer or tracker to fetch it from (the link names none, or --offline; add --peer IP:PORT)");
+            }
+            return emit(&MagnetReport::from(&magnet), enc);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let fetched = runtime.block_on(super::magnet::fetch(
+            &magnet,
+            &args.peers,
+            true,
+            args.timeout,
+        ))?;
+        if let Some(path) = &args.save {
+            std::fs::write(path, &fetched.torrent)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return emit(&TorrentReport::from(&fetched.meta), enc);
     }
     let Some(path) = args.torrent else {
         anyhow::bail!("give a .torrent file with -t FILE or a magnet link with -m MAGNET");

@@ -3,6 +3,7 @@
 mod bencode;
 mod create;
 mod download;
+mod magnet;
 mod metainfo;
 mod scrape;
 

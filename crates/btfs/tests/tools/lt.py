@@ -8,6 +8,8 @@
                                                     the torrent's trackers, until killed;
                                                     prints "seeding" once it seeds; RATE
                                                     limits upload in bytes/s
+  lt.py magnet URI SAVE_PATH PORT PEER [TIMEOUT]     like leech, from a magnet link: the
+                                                    metadata comes from PEER too
   lt.py leech TORRENT SAVE_PATH PORT PEER [TIMEOUT] download from PEER (IP:PORT) only, or
                                                     with PEER "-" from the torrent's web
                                                     seeds; prints "done" when complete
@@ -97,10 +99,16 @@ def seed(path, save_path, port, rate=0):
         time.sleep(1)
 
 
-def leech(path, save_path, port, peer, timeout=120):
+def magnet(uri, save_path, port, peer, timeout=120):
+    params = lt.parse_magnet_uri(uri)
+    leech(None, save_path, port, peer, timeout, params)
+
+
+def leech(path, save_path, port, peer, timeout=120, params=None):
     s = session(port)
-    params = lt.add_torrent_params()
-    params.ti = lt.torrent_info(path)
+    if params is None:
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(path)
     params.save_path = save_path
     h = s.add_torrent(params)
     host, p = peer.rsplit(":", 1) if peer != "-" else ("", "0")
@@ -112,9 +120,9 @@ def leech(path, save_path, port, peer, timeout=120):
             last_connect = time.time()
         time.sleep(0.05)
     st = h.status()
-    print("done" if st.is_seeding else "incomplete %d/%d" % (st.num_pieces, params.ti.num_pieces()), flush=True)
+    print("done" if st.is_seeding else "incomplete %d pieces" % st.num_pieces, flush=True)
 
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"make": make, "info": info, "check": check, "seed": seed, "leech": leech}[cmd](*args)
+    {"make": make, "info": info, "check": check, "seed": seed, "leech": leech, "magnet": magnet}[cmd](*args)

@@ -1,0 +1,80 @@
+//! Magnet links: fetching the info dictionary from the peers a magnet names (`x.pe`,
+//! `--peer`) and from its trackers (`tr`), via BEP 9.
+
+use anyhow::{bail, Context};
+use bittorrent::metadata;
+use bittorrent::peers::{peer_channel, PeerSource};
+use bittorrent::tracker::announcer::{Announcer, Progress};
+use bittorrent::tracker::{TrackerClient, TrackerConfig};
+use bittorrent::{Magnet, Metainfo};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The torrent a magnet names, built around the fetched info dictionary (with the
+/// magnet's trackers and web seeds), its bytes, and the peers that had it.
+pub struct Fetched {
+    pub meta: Metainfo,
+    pub torrent: Vec<u8>,
+    pub peers: Vec<SocketAddr>,
+}
+
+pub async fn fetch(
+    magnet: &Magnet,
+    extra_peers: &[SocketAddr],
+    use_trackers: bool,
+    timeout: Duration,
+) -> anyhow::Result<Fetched> {
+    let has_trackers = use_trackers && !magnet.trackers.is_empty();
+    if magnet.peers.is_empty() && extra_peers.is_empty() && !has_trackers {
+        bail!(
+            "the magnet link names no peers (x.pe) and no trackers (tr), and this build has no \
+             DHT to look the infohash up: add --peer IP:PORT"
+        );
+    }
+    let info_hash = magnet.wire_info_hash();
+    let peer_id = bittorrent::peer_id::generate();
+    let (sink, stream) = peer_channel(256);
+    sink.offer(magnet.peers.iter().copied(), &PeerSource::Magnet)
+        .await;
+    sink.offer(extra_peers.iter().copied(), &PeerSource::Manual)
+        .await;
+    let (_progress_tx, progress_rx) = watch::channel(Progress {
+        uploaded: 0,
+        downloaded: 0,
+        left: 1,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let announcer = if has_trackers {
+        let client = Arc::new(TrackerClient::new(TrackerConfig::default())?);
+        let tiers = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+        let a = Announcer::new(
+            client,
+            tiers,
+            info_hash,
+            peer_id,
+            6881,
+            progress_rx,
+            sink.clone(),
+        );
+        Some(tokio::spawn(a.run(stop_rx)))
+    } else {
+        None
+    };
+    drop(sink);
+    let result = metadata::fetch(info_hash, peer_id, 0, stream, timeout).await;
+    let _ = stop_tx.send(true);
+    if let Some(a) = announcer {
+        a.abort();
+    }
+    let (info, peers) = result?;
+    let torrent = metadata::torrent_bytes(&info, &magnet.trackers, &magnet.web_seeds);
+    let meta =
+        Metainfo::from_bytes(&torrent).context("the metadata peers sent is not a valid torrent")?;
+    Ok(Fetched {
+        meta,
+        torrent,
+        peers,
+    })
+}
