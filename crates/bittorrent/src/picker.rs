@@ -332,16 +332,26 @@ impl Picker {
         now: Instant,
     ) -> Vec<u32> {
         let n = self.geometry.piece_count();
+        // Fresh pieces, or started ones whose every block is free again (a run that
+        // failed, a piece that failed its hash check).
+        let takeable = |p: &Self, i: u32| {
+            p.is_fresh(i)
+                || p.started
+                    .get(&i)
+                    .is_some_and(|g| g.received == 0 && g.free as usize == g.blocks.len())
+        };
         let start = (from..n)
             .chain(0..from.min(n))
-            .find(|&i| self.is_fresh(i) && usable(i));
+            .find(|&i| takeable(self, i) && usable(i));
         let Some(start) = start else {
             return Vec::new();
         };
         let mut run = Vec::new();
         let mut i = start;
-        while run.len() < max && i < n && self.is_fresh(i) && usable(i) {
-            self.start(i);
+        while run.len() < max && i < n && takeable(self, i) && usable(i) {
+            if self.is_fresh(i) {
+                self.start(i);
+            }
             if let Some(prog) = self.started.get_mut(&i) {
                 for b in &mut prog.blocks {
                     *b = BlockState::Requested {
@@ -428,8 +438,12 @@ impl Picker {
         }
     }
 
-    /// Frees blocks requested longer than `limit` ago; returns them with the peers
-    /// that were asked, so those peers can be sent a cancel.
+    /// Keys at or above this belong to web seeds, which hold whole runs of pieces for as
+    /// long as a run takes; their requests never expire here.
+    pub const WEB_SEED_KEYS: PeerKey = u64::MAX - (1 << 16);
+
+    /// Frees blocks requested from peers longer than `limit` ago; returns them with the
+    /// peers that were asked, so those peers can be sent a cancel.
     pub fn expire(&mut self, now: Instant, limit: Duration) -> Vec<(PeerKey, Block)> {
         let mut out = Vec::new();
         let ids: Vec<u32> = self.started.keys().copied().collect();
@@ -441,7 +455,8 @@ impl Picker {
                     continue;
                 };
                 if let BlockState::Requested { by, at } = &prog.blocks[idx] {
-                    if now.saturating_duration_since(*at) >= limit {
+                    let web_seed = by.iter().any(|&k| k >= Self::WEB_SEED_KEYS);
+                    if !web_seed && now.saturating_duration_since(*at) >= limit {
                         out.extend(by.iter().map(|&p| (p, block)));
                         prog.blocks[idx] = BlockState::Free;
                         prog.free += 1;
@@ -595,6 +610,25 @@ mod tests {
         assert!(run.iter().all(|r| !got.contains(r)), "{got:?} {run:?}");
         assert!(p.take_whole(99, run[0]));
         assert!(!p.take_whole(98, run[1]), "not asked of 98");
+    }
+
+    #[test]
+    fn web_seed_runs_do_not_expire_and_failed_pieces_come_back() {
+        let g = Geometry::new(2 * 16384, 16384).unwrap();
+        let mut p = Picker::new(g, Bitfield::new(2), vec![true; 2], false);
+        let t = Instant::now();
+        let ws = Picker::WEB_SEED_KEYS;
+        assert_eq!(p.pick_run(ws, 2, 0, |_| true, t), vec![0, 1]);
+        assert!(p
+            .expire(t + Duration::from_secs(600), Duration::from_secs(30))
+            .is_empty());
+        // The run failed: its blocks are released, and the pieces can be taken again.
+        p.release_all(ws);
+        assert_eq!(p.pick_run(ws, 2, 0, |_| true, t), vec![0, 1]);
+        assert!(p.take_whole(ws, 0));
+        p.failed(0);
+        p.release_all(ws);
+        assert_eq!(p.pick_run(ws, 2, 0, |_| true, t), vec![0, 1]);
     }
 
     #[test]

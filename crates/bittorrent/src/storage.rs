@@ -245,12 +245,19 @@ impl Storage for FileStorage {
     }
 
     fn sync(&self) -> io::Result<()> {
+        // Taken out before syncing: a write that lands meanwhile marks its file again.
         let dirty: Vec<usize> = match self.dirty.lock() {
             Ok(mut d) => d.drain().collect(),
             Err(_) => return Err(io::Error::other("storage lock poisoned")),
         };
-        for i in dirty {
-            self.handle(i)?.sync_data()?;
+        for (n, &i) in dirty.iter().enumerate() {
+            if let Err(e) = self.handle(i).and_then(|f| f.sync_data()) {
+                // Not durable: keep these files marked so no later save skips them.
+                if let Ok(mut d) = self.dirty.lock() {
+                    d.extend(&dirty[n..]);
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }

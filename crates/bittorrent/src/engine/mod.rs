@@ -158,6 +158,12 @@ struct PeerEntry {
     am_choking: bool,
     fast: bool,
     requested: HashSet<crate::picker::Block>,
+    /// Blocks cancelled or given up on recently: their late arrival is not misbehaviour.
+    cancelled: std::collections::VecDeque<crate::picker::Block>,
+    /// Control messages queued for the writer and not yet written.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// Metadata pieces served on this connection (BEP 9), capped.
+    metadata_served: u32,
     depth: usize,
     reqq: usize,
     down_bytes: u64,
@@ -176,6 +182,23 @@ struct PeerEntry {
 enum Sender {
     Peer(SocketAddr),
     WebSeed(usize),
+}
+
+/// Most control messages waiting for a peer's writer before the peer is dropped: a
+/// peer that sends requests but never reads could otherwise make the queue grow.
+const MAX_QUEUED: usize = 4096;
+
+impl PeerEntry {
+    /// Queues a control message for the writer.
+    fn send(&self, m: Message) -> bool {
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.tx.send(m).is_ok()
+    }
+
+    fn clogged(&self) -> bool {
+        self.queued.load(std::sync::atomic::Ordering::Relaxed) > MAX_QUEUED
+    }
 }
 
 struct PieceBuf {
@@ -619,10 +642,11 @@ pub async fn run(
         if complete && completed_at.is_none() {
             completed_at = Some(Instant::now());
             let have = {
-                let st = shared.lock();
-                for p in st.peers.values() {
+                let mut st = shared.lock();
+                for p in st.peers.values_mut() {
                     if p.am_interested {
-                        let _ = p.tx.send(Message::NotInterested);
+                        p.am_interested = false;
+                        let _ = p.send(Message::NotInterested);
                     }
                 }
                 st.picker.have().clone()
@@ -675,7 +699,7 @@ pub async fn run(
                         if ok {
                             st.picker.verified(piece);
                             for p in st.peers.values() {
-                                let _ = p.tx.send(Message::Have(piece));
+                                let _ = p.send(Message::Have(piece));
                             }
                             resume_dirty = true;
                             // Smart ban: whoever sent a block that differs from the good
@@ -719,6 +743,9 @@ pub async fn run(
                     Event::Connected(sock, addr, hs) => {
                         connecting = connecting.saturating_sub(1);
                         failures.remove(&addr);
+                        if banned.contains(&ban_key(addr)) || shared.lock().peers.len() >= opts.max_peers {
+                            continue;
+                        }
                         let key = next_key;
                         next_key += 1;
                         peer::start(shared.clone(), key, sock, addr, hs);
@@ -824,13 +851,17 @@ pub async fn run(
                 // Requests that took too long go to other peers.
                 for (key, block) in st.picker.expire(now, Duration::from_secs(30)) {
                     if let Some(p) = st.peers.get_mut(&key) {
-                        p.requested.remove(&block);
-                        let _ = p.tx.send(Message::Cancel { index: block.piece, begin: block.begin, length: block.len });
+                        if p.requested.remove(&block) {
+                            peer::forget(p, block);
+                            let _ = p.send(Message::Cancel { index: block.piece, begin: block.begin, length: block.len });
+                        }
                     }
                 }
-                let keys: Vec<PeerKey> = st.peers.keys().copied().collect();
-                for k in keys {
-                    peer::fill_requests(&mut st, k, now);
+                if !shared.backlogged() {
+                    let keys: Vec<PeerKey> = st.peers.keys().copied().collect();
+                    for k in keys {
+                        peer::fill_requests(&mut st, k, now);
+                    }
                 }
                 // Choker.
                 if now.duration_since(last_choke) >= Duration::from_secs(10) {
@@ -1027,7 +1058,7 @@ fn choke_round(st: &mut State, seeding: bool, optimistic: Option<PeerKey>) {
         let should_choke = !unchoke.contains(k);
         if should_choke != p.am_choking {
             p.am_choking = should_choke;
-            let _ = p.tx.send(if should_choke {
+            let _ = p.send(if should_choke {
                 Message::Choke
             } else {
                 Message::Unchoke

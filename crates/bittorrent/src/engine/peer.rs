@@ -21,6 +21,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Blocks nobody asked this peer for, before it is dropped.
 const MAX_UNWANTED_BLOCKS: u32 = 64;
+/// Cancelled blocks remembered per peer, so a late copy is not held against it.
+const CANCELLED_MEMORY: usize = 1024;
+/// A peer's writer that cannot write for this long means a dead or stuck peer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Request queue depth assumed for peers that do not say (BEP 10 `reqq`).
 const DEFAULT_REQQ: usize = 250;
 /// Requests from a peer waiting to be served.
@@ -85,6 +89,7 @@ pub(super) fn start(
 ) {
     let (rd, wr) = sock.into_split();
     let (tx, ctrl_rx) = mpsc::unbounded_channel::<Message>();
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (data_tx, data_rx) = mpsc::channel::<Message>(8);
     let (up_tx, up_rx) = mpsc::channel::<(u32, u32, u32)>(UPLOAD_QUEUE);
     let mut st = sh.lock();
@@ -103,7 +108,7 @@ pub(super) fn start(
             payload: wire::extended_handshake(sh.listen_port, 2000, Some(sh.meta.info_bytes.len())),
         });
     }
-    let writer = tokio::spawn(writer(wr, ctrl_rx, data_rx));
+    let writer = tokio::spawn(writer(wr, ctrl_rx, data_rx, queued.clone()));
     let uploader = tokio::spawn(uploader(sh.clone(), key, up_rx, data_tx));
     let reader = tokio::spawn(reader(sh.clone(), key, addr, rd, up_tx));
     st.peers.insert(
@@ -118,6 +123,9 @@ pub(super) fn start(
             am_choking: true,
             fast: hs.supports_fast(),
             requested: HashSet::new(),
+            cancelled: std::collections::VecDeque::new(),
+            queued: queued.clone(),
+            metadata_served: 0,
             depth: 128,
             reqq: DEFAULT_REQQ,
             down_bytes: 0,
@@ -141,32 +149,51 @@ async fn writer(
     mut wr: OwnedWriteHalf,
     mut ctrl: mpsc::UnboundedReceiver<Message>,
     mut data: mpsc::Receiver<Message>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 ) {
+    use std::sync::atomic::Ordering;
+    let dec = |q: &std::sync::atomic::AtomicUsize| {
+        let _ = q.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some(n.saturating_sub(1))
+        });
+    };
     let mut buf = Vec::with_capacity(256 * 1024);
     loop {
         let first = tokio::time::timeout(Duration::from_secs(90), async {
             tokio::select! {
                 biased;
-                m = ctrl.recv() => m,
-                m = data.recv() => m,
+                m = ctrl.recv() => m.map(|m| (m, true)),
+                m = data.recv() => m.map(|m| (m, false)),
             }
         })
         .await;
         let msg = match first {
-            Ok(Some(m)) => m,
+            Ok(Some((m, control))) => {
+                if control {
+                    dec(&queued);
+                }
+                m
+            }
             Ok(None) => break,
             Err(_) => Message::KeepAlive,
         };
         buf.clear();
         msg.encode_into(&mut buf);
         while buf.len() < 256 * 1024 {
-            match ctrl.try_recv().or_else(|_| data.try_recv()) {
-                Ok(m) => m.encode_into(&mut buf),
-                Err(_) => break,
+            match ctrl.try_recv() {
+                Ok(m) => {
+                    dec(&queued);
+                    m.encode_into(&mut buf);
+                }
+                Err(_) => match data.try_recv() {
+                    Ok(m) => m.encode_into(&mut buf),
+                    Err(_) => break,
+                },
             }
         }
-        if wr.write_all(&buf).await.is_err() {
-            break;
+        match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&buf)).await {
+            Ok(Ok(())) => {}
+            _ => break,
         }
     }
     let _ = wr.shutdown().await;
@@ -191,6 +218,14 @@ async fn uploader(
         .await;
         let Ok(Ok(data)) = read else {
             tracing::debug!(piece = index, "reading a block to upload failed");
+            // Fast-extension peers are told; the others simply never get it.
+            let _ = tx
+                .send(Message::Reject {
+                    index,
+                    begin,
+                    length,
+                })
+                .await;
             continue;
         };
         {
@@ -240,7 +275,7 @@ async fn reader(
 fn set_interest(p: &mut PeerEntry, want: bool) {
     if want != p.am_interested {
         p.am_interested = want;
-        let _ = p.tx.send(if want {
+        let _ = p.send(if want {
             Message::Interested
         } else {
             Message::NotInterested
@@ -270,6 +305,9 @@ fn handle(
         return Err("connection already closed".into());
     };
     let p_addr = p.addr;
+    if p.clogged() {
+        return Err("does not read what we send".into());
+    }
     match msg {
         Message::KeepAlive
         | Message::Port(_)
@@ -283,6 +321,7 @@ fn handle(
                 // Without the fast extension a choke drops every pending request.
                 for b in std::mem::take(&mut p.requested) {
                     picker.release(key, b);
+                    forget(p, b);
                 }
             }
         }
@@ -298,7 +337,7 @@ fn handle(
                 if let Some(p) = peers.get_mut(&key) {
                     if unchoked < 4 {
                         p.am_choking = false;
-                        let _ = p.tx.send(Message::Unchoke);
+                        let _ = p.send(Message::Unchoke);
                     }
                 }
             }
@@ -313,8 +352,8 @@ fn handle(
                 if !p.am_interested && picker.is_wanted(i) && !picker.have().get(i) {
                     set_interest(p, true);
                 }
+                fill_requests(st, key, now);
             }
-            fill_requests(st, key, now);
         }
         Message::Bitfield(bytes) => {
             let b = Bitfield::from_bytes(&bytes, n).ok_or("bitfield of the wrong length")?;
@@ -328,6 +367,9 @@ fn handle(
             fill_requests(st, key, now);
         }
         Message::HaveAll => {
+            if p.bitfield.count() > 0 {
+                return Err("have-all after it announced pieces".into());
+            }
             let b = Bitfield::full(n);
             picker.peer_bitfield(&b);
             p.bitfield = b;
@@ -351,7 +393,7 @@ fn handle(
             // A valid request is queued for the uploader; others are refused.
             let queued = valid && up_tx.try_send((index, begin, length)).is_ok();
             if !queued && p.fast {
-                let _ = p.tx.send(Message::Reject {
+                let _ = p.send(Message::Reject {
                     index,
                     begin,
                     length,
@@ -366,6 +408,12 @@ fn handle(
                 len,
             };
             if !p.requested.remove(&block) {
+                if let Some(pos) = p.cancelled.iter().position(|b| *b == block) {
+                    // A block we cancelled or gave up on, arriving late: not misbehaviour.
+                    p.cancelled.remove(pos);
+                    st.wasted += u64::from(len);
+                    return Ok(());
+                }
                 p.unwanted += 1;
                 st.wasted += u64::from(len);
                 if st
@@ -384,7 +432,8 @@ fn handle(
                     for c in cancel {
                         if let Some(o) = peers.get_mut(&c) {
                             if o.requested.remove(&block) {
-                                let _ = o.tx.send(Message::Cancel {
+                                forget(o, block);
+                                let _ = o.send(Message::Cancel {
                                     index,
                                     begin,
                                     length: len,
@@ -433,6 +482,7 @@ fn handle(
             };
             if p.requested.remove(&block) {
                 picker.release(key, block);
+                forget(p, block);
             }
         }
         Message::Extended { id: 0, payload } => {
@@ -449,11 +499,17 @@ fn handle(
             payload,
         } => {
             // BEP 9: serve our info dictionary to peers that came by magnet link.
+            let pieces = sh.meta.info_bytes.len().div_ceil(crate::metadata::PIECE) as u32;
             if let (Some(their_id), Some(crate::metadata::MetadataMessage::Request(piece))) = (
                 p.ut_metadata,
                 crate::metadata::MetadataMessage::parse(&payload),
             ) {
-                let _ = p.tx.send(Message::Extended {
+                // Each piece a few times at most: a peer cannot make us queue without end.
+                p.metadata_served += 1;
+                if p.metadata_served > 4 * pieces + 8 {
+                    return Err("asked for the metadata over and over".into());
+                }
+                let _ = p.send(Message::Extended {
                     id: their_id,
                     payload: crate::metadata::serve(&sh.meta.info_bytes, piece).encode(),
                 });
@@ -462,6 +518,14 @@ fn handle(
         Message::Extended { .. } => {}
     }
     Ok(())
+}
+
+/// Remembers a block no longer expected from `p`, so a late copy is not held against it.
+pub(super) fn forget(p: &mut PeerEntry, block: Block) {
+    if p.cancelled.len() >= CANCELLED_MEMORY {
+        p.cancelled.pop_front();
+    }
+    p.cancelled.push_back(block);
 }
 
 /// Tops up the requests in flight to this peer to its pipeline depth.
@@ -481,8 +545,10 @@ pub(super) fn fill_requests(st: &mut State, key: PeerKey, now: Instant) {
         return;
     }
     for b in picker.pick(key, &p.bitfield, want, now) {
-        p.requested.insert(b);
-        let _ = p.tx.send(Message::Request {
+        if !p.requested.insert(b) {
+            continue; // already asked of this peer
+        }
+        let _ = p.send(Message::Request {
             index: b.piece,
             begin: b.begin,
             length: b.len,

@@ -58,7 +58,7 @@ impl WebSeedStatus {
 
 /// Picker key of web seed `i` (peer keys count up from 1).
 fn key(i: usize) -> PeerKey {
-    u64::MAX - i as u64
+    crate::picker::Picker::WEB_SEED_KEYS + i as u64
 }
 
 /// A piece from web seed `i` failed its hash check.
