@@ -7,6 +7,7 @@
 //! - [`geometry`]: piece geometry and the piece ↔ file mapping as checked types.
 //! - [`create`]: deterministic, parallel torrent creation.
 //! - [`peer_id`]: BEP 20 peer ids.
+//! - [`dht`]: the mainline DHT (BEP 5) as a peer source.
 //! - [`tracker`]: HTTP and UDP trackers, scrape, and the BEP 12 announcer.
 //! - [`peers`]: the stream of candidate peers that every peer source feeds.
 //! - [`wire`], [`picker`], [`storage`], [`resume`], [`engine`]: the download engine.
@@ -14,6 +15,7 @@
 pub mod bencode;
 pub mod bitfield;
 pub mod create;
+pub mod dht;
 pub mod engine;
 pub mod geometry;
 pub mod infohash;

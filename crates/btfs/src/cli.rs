@@ -188,6 +188,16 @@ pub struct DownloadArgs {
     /// Most peer connections.
     #[arg(long, default_value_t = 50)]
     pub max_peers: usize,
+    /// A DHT node to join through (HOST:PORT); repeatable. None is built in: without
+    /// this (or `nodes` in the torrent) no DHT is used.
+    #[arg(long = "dht-bootstrap")]
+    pub dht_bootstrap: Vec<String>,
+    /// UDP port of our DHT node (default: any).
+    #[arg(long, default_value_t = 0)]
+    pub dht_port: u16,
+    /// Do not use the DHT, even with --dht-bootstrap or torrent nodes.
+    #[arg(long)]
+    pub no_dht: bool,
     /// For a magnet link: give up if no peer sends the metadata within this long.
     #[arg(long, default_value = "5m", value_parser = crate::commands::parse_duration)]
     pub metadata_timeout: std::time::Duration,
@@ -208,6 +218,9 @@ pub struct MetainfoArgs {
     /// With -m: write the fetched torrent to this .torrent file.
     #[arg(long)]
     pub save: Option<PathBuf>,
+    /// With -m: a DHT node to look the infohash up through (HOST:PORT); repeatable.
+    #[arg(long = "dht-bootstrap")]
+    pub dht_bootstrap: Vec<String>,
     /// With -m: do not fetch anything; show what the link itself holds.
     #[arg(long)]
     pub offline: bool,

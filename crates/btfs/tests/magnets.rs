@@ -241,3 +241,103 @@ fn a_libtorrent_client_gets_metadata_and_data_from_btfs_by_magnet() {
     d.interrupt();
     let _ = d.finish(Duration::from_secs(30));
 }
+
+/// A libtorrent DHT-only node on 127.0.0.1, the entry point of a loopback DHT.
+fn dht_node(port: u16) -> Daemon {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/lt.py");
+    let d = Daemon::spawn(
+        "libtorrent DHT node",
+        Command::new("/usr/bin/python3").args([s(&script), "dht-node", &port.to_string()]),
+    );
+    d.wait_for_line("dht node", Duration::from_secs(30));
+    d
+}
+
+#[test]
+fn bare_magnet_through_a_dht_of_libtorrent_nodes_and_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = tmp.path().join("seed");
+    let dir = sample_dir(&seed, "set");
+    let torrent = tmp.path().join("set.torrent");
+    btfs(&[
+        "bittorrent",
+        "create",
+        s(&dir),
+        "-o",
+        s(&torrent),
+        "--piece-length",
+        "16KiB",
+    ])
+    .ok();
+    // Three-node DHT: a DHT-only node, a libtorrent seeder and btfs, all joining
+    // through the first one (two libtorrent nodes alone do not find each other).
+    let node_port = free_port();
+    let _node = dht_node(node_port);
+    let bootstrap = format!("127.0.0.1:{node_port}");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/lt.py");
+    let seeder = Daemon::spawn(
+        "libtorrent seeder on the DHT",
+        Command::new("/usr/bin/python3")
+            .env("LT_DHT", &bootstrap)
+            .args([
+                s(&script),
+                "seed",
+                s(&torrent),
+                s(&seed),
+                &free_port().to_string(),
+            ]),
+    );
+    seeder.wait_for_line("seeding", Duration::from_secs(60));
+    let magnet = format!("magnet:?xt=urn:btih:{}", info_hash(&torrent));
+    let btfs_port = free_port();
+    let out = tmp.path().join("out");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_btfs"));
+    cmd.env("BTFS_PATH", tmp.path().join("repo"))
+        .env("BTFS_DHT_INTERVAL_SECS", "2")
+        .args([
+            "--json",
+            "bittorrent",
+            "download",
+            &magnet,
+            "-o",
+            s(&out),
+            "--dht-bootstrap",
+            &bootstrap,
+            "--no-trackers",
+            "--metadata-timeout",
+            "60s",
+            "--seed",
+            "--port",
+            &btfs_port.to_string(),
+            "--listen-ip",
+            "127.0.0.1",
+        ]);
+    let d = Daemon::spawn("btfs download", &mut cmd);
+    d.wait_for("seeding", Duration::from_secs(90), |l| {
+        l.contains("\"Phase\":\"Seeding\"")
+    });
+    assert_same_tree(&dir, &out.join("set"));
+    // Now only btfs has the data: a libtorrent client with nothing but the infohash
+    // finds it through the DHT.
+    drop(seeder);
+    let leech = tmp.path().join("leech");
+    std::fs::create_dir_all(&leech).unwrap();
+    let r = run_with_timeout(
+        Command::new("/usr/bin/python3")
+            .env("LT_DHT", &bootstrap)
+            .args([
+                s(&script),
+                "magnet",
+                &magnet,
+                s(&leech),
+                &free_port().to_string(),
+                "-",
+                "90",
+            ]),
+        Duration::from_secs(120),
+    );
+    assert!(r.stdout.contains("done"), "{}\n{}", r.stdout, r.stderr);
+    assert_same_tree(&dir, &leech.join("set"));
+    d.interrupt();
+    let _ = d.finish(Duration::from_secs(30));
+}

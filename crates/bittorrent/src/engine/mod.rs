@@ -71,6 +71,10 @@ pub struct Options {
     pub max_peers: usize,
     /// Most connection attempts in flight.
     pub max_half_open: usize,
+    /// A DHT node to find peers with and announce to (never for private torrents).
+    pub dht: Option<Arc<crate::dht::DhtNode>>,
+    /// How often the DHT is searched and announced to.
+    pub dht_interval: Duration,
 }
 
 impl Options {
@@ -90,6 +94,8 @@ impl Options {
             tracker: TrackerConfig::default(),
             max_peers: 50,
             max_half_open: 8,
+            dht: None,
+            dht_interval: Duration::from_secs(300),
         }
     }
 }
@@ -570,6 +576,15 @@ pub async fn run(
     } else {
         None
     };
+    let dht_task = match &opts.dht {
+        Some(d) if !meta.info.private => {
+            let (d, sink, every) = (d.clone(), sink.clone(), opts.dht_interval);
+            Some(tokio::spawn(async move {
+                d.search(info_hash, Some(listen_port), sink, every).await
+            }))
+        }
+        _ => None,
+    };
     drop(sink);
 
     // Addresses dialled (or connected); failed ones come back after a back-off.
@@ -815,6 +830,7 @@ pub async fn run(
                 let mut st = shared.lock();
                 // Nothing left to download from: say why instead of waiting forever.
                 let no_peer_source = announcer.is_none()
+                    && dht_task.is_none()
                     && st.peers.is_empty()
                     && connecting == 0
                     && pending.is_empty()
@@ -925,6 +941,9 @@ pub async fn run(
 
     // Shut down: web seeds, peers, announcer (`stopped`), final resume save.
     acceptor.abort();
+    if let Some(t) = &dht_task {
+        t.abort();
+    }
     for t in &webseed_tasks {
         t.abort();
     }

@@ -19,6 +19,17 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let mut extra_peers = args.peers.clone();
+    // The DHT node starts inside the runtime (it binds a socket); `nodes` of a torrent
+    // join the bootstrap list below.
+    let dht_bootstrap = if args.no_dht {
+        Vec::new()
+    } else {
+        args.dht_bootstrap.clone()
+    };
+    let dht = {
+        let _guard = runtime.enter();
+        super::magnet::start_dht(&dht_bootstrap, args.dht_port, args.listen_ip)?
+    };
     let mut magnet_selection = None;
     let meta = match (&args.torrent, &args.source) {
         (None, Some(s)) if s.trim_start().to_ascii_lowercase().starts_with("magnet:") => {
@@ -34,6 +45,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                 &args.peers,
                 !args.no_trackers,
                 args.metadata_timeout,
+                dht.clone(),
             ))?;
             extra_peers.extend(magnet.peers.iter().copied());
             extra_peers.extend(fetched.peers);
@@ -81,8 +93,26 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     opts.use_trackers = !args.no_trackers;
     opts.use_webseeds = !args.no_webseeds;
     opts.max_peers = args.max_peers.max(1);
+    opts.dht = match dht {
+        Some(d) => Some(d),
+        None if !args.no_dht && !meta.nodes.is_empty() => {
+            let nodes: Vec<String> = meta.nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+            let _guard = runtime.enter();
+            super::magnet::start_dht(&nodes, args.dht_port, args.listen_ip)?
+        }
+        None => None,
+    };
+    if opts.dht.is_some() && std::env::var_os("BTFS_DHT_INTERVAL_SECS").is_some() {
+        // For tests on loopback: search and announce more often than every 5 minutes.
+        if let Some(s) = std::env::var("BTFS_DHT_INTERVAL_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            opts.dht_interval = std::time::Duration::from_secs(s);
+        }
+    }
     let webseeds = !args.no_webseeds && !meta.url_list.is_empty();
-    if args.no_trackers && extra_peers.is_empty() && !webseeds {
+    if args.no_trackers && extra_peers.is_empty() && !webseeds && opts.dht.is_none() {
         bail!("--no-trackers without any --peer or web seed leaves nothing to download from");
     }
 

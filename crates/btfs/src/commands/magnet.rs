@@ -2,6 +2,7 @@
 //! `--peer`) and from its trackers (`tr`), via BEP 9.
 
 use anyhow::{bail, Context};
+use bittorrent::dht::{DhtConfig, DhtNode};
 use bittorrent::metadata;
 use bittorrent::peers::{peer_channel, PeerSource};
 use bittorrent::tracker::announcer::{Announcer, Progress};
@@ -20,17 +21,40 @@ pub struct Fetched {
     pub peers: Vec<SocketAddr>,
 }
 
+/// A DHT node joined through `bootstrap` (none when the list is empty).
+pub fn start_dht(
+    bootstrap: &[String],
+    port: u16,
+    ip: std::net::IpAddr,
+) -> anyhow::Result<Option<Arc<DhtNode>>> {
+    if bootstrap.is_empty() {
+        return Ok(None);
+    }
+    let bind = match ip {
+        std::net::IpAddr::V4(v4) => v4,
+        std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+    };
+    let node = DhtNode::start(&DhtConfig {
+        port,
+        bind,
+        bootstrap: bootstrap.to_vec(),
+    })
+    .context("starting the DHT node")?;
+    Ok(Some(Arc::new(node)))
+}
+
 pub async fn fetch(
     magnet: &Magnet,
     extra_peers: &[SocketAddr],
     use_trackers: bool,
     timeout: Duration,
+    dht: Option<Arc<DhtNode>>,
 ) -> anyhow::Result<Fetched> {
     let has_trackers = use_trackers && !magnet.trackers.is_empty();
-    if magnet.peers.is_empty() && extra_peers.is_empty() && !has_trackers {
+    if magnet.peers.is_empty() && extra_peers.is_empty() && !has_trackers && dht.is_none() {
         bail!(
-            "the magnet link names no peers (x.pe) and no trackers (tr), and this build has no \
-             DHT to look the infohash up: add --peer IP:PORT"
+            "the magnet link names no peers (x.pe) and no trackers (tr), and no DHT node to \
+             look the infohash up was given: add --peer IP:PORT or --dht-bootstrap HOST:PORT"
         );
     }
     let info_hash = magnet.wire_info_hash();
@@ -62,8 +86,18 @@ pub async fn fetch(
     } else {
         None
     };
+    let dht_task = dht.map(|d| {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            d.search(info_hash, None, sink, Duration::from_secs(5))
+                .await
+        })
+    });
     drop(sink);
     let result = metadata::fetch(info_hash, peer_id, 0, stream, timeout).await;
+    if let Some(t) = dht_task {
+        t.abort();
+    }
     let _ = stop_tx.send(true);
     if let Some(a) = announcer {
         a.abort();

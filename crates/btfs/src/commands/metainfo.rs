@@ -28,11 +28,20 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
+        let dht = {
+            let _guard = runtime.enter();
+            super::magnet::start_dht(
+                &args.dht_bootstrap,
+                0,
+                std::net::Ipv4Addr::UNSPECIFIED.into(),
+            )?
+        };
         let fetched = runtime.block_on(super::magnet::fetch(
             &magnet,
             &args.peers,
             true,
             args.timeout,
+            dht,
         ))?;
         if let Some(path) = &args.save {
             std::fs::write(path, &fetched.torrent)

@@ -14,7 +14,10 @@
                                                     with PEER "-" from the torrent's web
                                                     seeds; prints "done" when complete
 
-Every session binds 127.0.0.1 only, with DHT, LSD, UPnP and NAT-PMP off.
+Every session binds 127.0.0.1 only, with LSD, UPnP and NAT-PMP off, and DHT off unless
+the environment variable LT_DHT names a bootstrap node (HOST:PORT) on 127.0.0.1.
+
+  lt.py dht-node PORT                               a DHT-only node on 127.0.0.1:PORT
 """
 import json
 import os
@@ -48,8 +51,9 @@ def info(path):
     print(json.dumps({"v1": v1, "v2": v2, "files": files, "pieces": ti.num_pieces()}))
 
 
-def session(port=0):
-    return lt.session({
+def session(port=0, dht=None):
+    dht = dht if dht is not None else os.environ.get("LT_DHT", "")
+    settings = {
         "listen_interfaces": "127.0.0.1:%d" % int(port),
         "allow_multiple_connections_per_ip": True,
         # btfs speaks TCP only; without this libtorrent tries uTP first.
@@ -62,7 +66,18 @@ def session(port=0):
         "enable_upnp": False,
         "enable_natpmp": False,
         "alert_mask": lt.alert.category_t.status_notification,
-    })
+    }
+    if dht:
+        settings.update({
+            "enable_dht": True,
+            "dht_bootstrap_nodes": dht if dht != "-" else "",
+            "dht_restrict_routing_ips": False,
+            "dht_restrict_search_ips": False,
+            "dht_ignore_dark_internet": False,
+            "dht_prefer_verified_node_ids": False,
+            "dht_announce_interval": 2,
+        })
+    return lt.session(settings)
 
 
 def check(path, save_path, timeout=60):
@@ -123,6 +138,13 @@ def leech(path, save_path, port, peer, timeout=120, params=None):
     print("done" if st.is_seeding else "incomplete %d pieces" % st.num_pieces, flush=True)
 
 
+def dht_node(port):
+    s = session(port, dht="-")
+    print("dht node", flush=True)
+    while True:
+        time.sleep(1)
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"make": make, "info": info, "check": check, "seed": seed, "leech": leech, "magnet": magnet}[cmd](*args)
+    {"make": make, "info": info, "check": check, "seed": seed, "leech": leech, "magnet": magnet, "dht-node": dht_node}[cmd](*args)

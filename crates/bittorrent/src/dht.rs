@@ -1,0 +1,85 @@
+//! The mainline DHT (BEP 5) through the `mainline` crate: one node per process, used to
+//! find peers for an infohash and to announce ourselves.
+//!
+//! No bootstrap node is built in: the node knows only the nodes it is given (the
+//! `--dht-bootstrap` option, a torrent's `nodes`), so nothing ever contacts public DHT
+//! routers unless the user names them.
+
+use crate::infohash::InfoHash;
+use crate::peers::{PeerSink, PeerSource};
+use futures_lite::StreamExt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// A running DHT node.
+pub struct DhtNode {
+    dht: mainline::async_dht::AsyncDht,
+}
+
+impl std::fmt::Debug for DhtNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DhtNode")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DhtConfig {
+    /// UDP port (0: any).
+    pub port: u16,
+    pub bind: Ipv4Addr,
+    /// `host:port` of nodes to join through.
+    pub bootstrap: Vec<String>,
+}
+
+impl DhtNode {
+    pub fn start(cfg: &DhtConfig) -> std::io::Result<Self> {
+        let mut b = mainline::Dht::builder();
+        b.bind_address(cfg.bind).server_mode();
+        if cfg.port != 0 {
+            b.port(cfg.port);
+        }
+        if cfg.bootstrap.is_empty() {
+            b.no_bootstrap();
+        } else {
+            b.bootstrap(&cfg.bootstrap);
+        }
+        Ok(DhtNode {
+            dht: b.build()?.as_async(),
+        })
+    }
+
+    /// The UDP address the node listens on.
+    pub async fn local_addr(&self) -> SocketAddr {
+        SocketAddr::V4(self.dht.info().await.local_addr())
+    }
+
+    /// Looks `info_hash` up every `every` (the first time at once), offering the peers
+    /// found and announcing `port` when given, until the sink's receiver is gone.
+    pub async fn search(
+        &self,
+        info_hash: InfoHash,
+        port: Option<u16>,
+        sink: PeerSink,
+        every: Duration,
+    ) {
+        let id = mainline::Id::from(info_hash.0);
+        loop {
+            let mut stream = self.dht.get_peers(id);
+            while let Some(batch) = stream.next().await {
+                let addrs = batch.into_iter().map(SocketAddr::V4);
+                if sink.offer(addrs, &PeerSource::Dht).await.is_none() {
+                    return;
+                }
+            }
+            if let Some(p) = port {
+                if let Err(e) = self.dht.announce_peer(id, Some(p)).await {
+                    tracing::debug!(error = %e, "DHT announce failed");
+                }
+            }
+            if sink.is_closed() {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+}
