@@ -48,6 +48,11 @@ impl DhtNode {
         })
     }
 
+    /// Nodes of the routing table as `host:port`, to bootstrap from next time.
+    pub async fn routing_nodes(&self) -> Vec<String> {
+        self.dht.to_bootstrap().await
+    }
+
     /// The UDP address the node listens on.
     pub async fn local_addr(&self) -> SocketAddr {
         SocketAddr::V4(self.dht.info().await.local_addr())

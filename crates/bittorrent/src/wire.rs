@@ -14,12 +14,21 @@ pub const BLOCK_SIZE: u32 = 16 * 1024;
 /// Largest block a peer may ask of us; larger requests are refused.
 pub const MAX_REQUEST: u32 = 128 * 1024;
 
-/// Reserved bits we set: BEP 10 extension protocol and BEP 6 fast extension. DHT
-/// (BEP 5) is not set: this build runs no DHT node.
+/// Reserved bits we set: BEP 10 extension protocol and BEP 6 fast extension; BEP 5
+/// (DHT) only when a DHT node runs, via [`reserved_with_dht`].
 pub fn our_reserved() -> [u8; 8] {
     let mut r = [0u8; 8];
     r[5] |= 0x10; // BEP 10
     r[7] |= 0x04; // BEP 6
+    r
+}
+
+/// [`our_reserved`] plus the BEP 5 DHT bit when `dht` is true.
+pub fn reserved_with_dht(dht: bool) -> [u8; 8] {
+    let mut r = our_reserved();
+    if dht {
+        r[7] |= 0x01;
+    }
     r
 }
 
@@ -37,6 +46,10 @@ impl Handshake {
 
     pub fn supports_fast(&self) -> bool {
         self.reserved[7] & 0x04 != 0
+    }
+
+    pub fn supports_dht(&self) -> bool {
+        self.reserved[7] & 0x01 != 0
     }
 
     pub fn to_bytes(&self) -> [u8; 68] {

@@ -340,4 +340,11 @@ fn bare_magnet_through_a_dht_of_libtorrent_nodes_and_back() {
     assert_same_tree(&dir, &leech.join("set"));
     d.interrupt();
     let _ = d.finish(Duration::from_secs(30));
+    // The routing table is kept for the next run.
+    let saved =
+        std::fs::read_to_string(tmp.path().join("repo/bittorrent/dht-nodes")).unwrap_or_default();
+    assert!(
+        saved.lines().any(|l| l.starts_with("127.0.0.1:")),
+        "saved nodes: {saved:?}"
+    );
 }

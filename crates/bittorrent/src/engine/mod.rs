@@ -262,6 +262,8 @@ struct Shared {
     events: mpsc::UnboundedSender<Event>,
     hashers: Arc<Semaphore>,
     max_message: u32,
+    /// UDP port of our DHT node, sent to peers with the `port` message (BEP 5).
+    dht_port: Option<u16>,
     /// Completed pieces handed to verification and not yet reported back; requests
     /// pause above [`MAX_VERIFY_BACKLOG`] so memory stays bounded when disks are slow.
     verifying: std::sync::atomic::AtomicUsize,
@@ -496,6 +498,10 @@ pub async fn run(
             std::thread::available_parallelism().map_or(1, |n| n.get()),
         )),
         max_message: wire::max_message_len(n),
+        dht_port: match &opts.dht {
+            Some(d) if !meta.info.private => Some(d.local_addr().await.port()),
+            _ => None,
+        },
         verifying: std::sync::atomic::AtomicUsize::new(0),
         pool: Mutex::new(Vec::new()),
         meta: meta.clone(),

@@ -46,7 +46,7 @@ fn check_handshake(sh: &Shared, hs: &Handshake) -> io::Result<()> {
 
 fn ours(sh: &Shared) -> Handshake {
     Handshake {
-        reserved: wire::our_reserved(),
+        reserved: wire::reserved_with_dht(sh.dht_port.is_some()),
         info_hash: sh.info_hash,
         peer_id: sh.peer_id,
     }
@@ -101,6 +101,10 @@ pub(super) fn start(
         let _ = tx.send(Message::HaveNone);
     } else if have.count() > 0 {
         let _ = tx.send(Message::Bitfield(have.as_bytes().to_vec()));
+    }
+    if let (true, Some(port)) = (hs.supports_dht(), sh.dht_port) {
+        // BEP 5: tell DHT-capable peers where our node listens.
+        let _ = tx.send(Message::Port(port));
     }
     if hs.supports_extensions() {
         let _ = tx.send(Message::Extended {

@@ -126,8 +126,12 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
             let _ = stop_tx.send(true);
         });
         let reporter = tokio::spawn(report(stats_rx, enc, name.clone()));
+        let dht = opts.dht.clone();
         let r = engine::run(meta.clone(), opts, stats_tx, stop_rx).await;
         let _ = reporter.await;
+        if let Some(d) = dht {
+            super::magnet::save_dht(&d).await;
+        }
         r
     })?;
     let s = &summary.stats;
@@ -184,14 +188,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<Metainfo> {
 
 /// `$BTFS_PATH/bittorrent/resume` (default `~/.btfs`).
 fn resume_dir() -> anyhow::Result<PathBuf> {
-    let base = match std::env::var_os("BTFS_PATH") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => {
-            let home = std::env::var_os("HOME").context("neither BTFS_PATH nor HOME is set")?;
-            PathBuf::from(home).join(".btfs")
-        }
-    };
-    Ok(base.join("bittorrent").join("resume"))
+    Ok(super::btfs_path()?.join("bittorrent").join("resume"))
 }
 
 /// `--only-files`: indices and glob patterns → a selection, or `None` for all files.

@@ -21,7 +21,27 @@ pub struct Fetched {
     pub peers: Vec<SocketAddr>,
 }
 
-/// A DHT node joined through `bootstrap` (none when the list is empty).
+/// Where the DHT routing table is kept between runs.
+fn saved_nodes_path() -> Option<std::path::PathBuf> {
+    super::btfs_path()
+        .ok()
+        .map(|p| p.join("bittorrent").join("dht-nodes"))
+}
+
+/// Saves the node's routing table (one `host:port` per line) for the next run.
+pub async fn save_dht(node: &DhtNode) {
+    let nodes = node.routing_nodes().await;
+    if let (Some(path), false) = (saved_nodes_path(), nodes.is_empty()) {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(path, nodes.join("\n") + "\n");
+    }
+}
+
+/// A DHT node joined through `bootstrap` (none when the list is empty). The routing
+/// table saved by an earlier run is added to a given bootstrap list, never used alone,
+/// so no DHT traffic happens unless the user asked for it.
 pub fn start_dht(
     bootstrap: &[String],
     port: u16,
@@ -29,6 +49,19 @@ pub fn start_dht(
 ) -> anyhow::Result<Option<Arc<DhtNode>>> {
     if bootstrap.is_empty() {
         return Ok(None);
+    }
+    let mut bootstrap = bootstrap.to_vec();
+    if let Some(saved) = saved_nodes_path().and_then(|p| std::fs::read_to_string(p).ok()) {
+        for line in saved
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .take(200)
+        {
+            if !bootstrap.iter().any(|b| b == line) {
+                bootstrap.push(line.to_owned());
+            }
+        }
     }
     let bind = match ip {
         std::net::IpAddr::V4(v4) => v4,

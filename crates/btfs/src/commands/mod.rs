@@ -41,6 +41,17 @@ fn unavailable(command: &str, part: &str) -> anyhow::Result<()> {
     .into())
 }
 
+/// The BTFS repository folder: `$BTFS_PATH`, or `~/.btfs`.
+pub fn btfs_path() -> anyhow::Result<std::path::PathBuf> {
+    match std::env::var_os("BTFS_PATH") {
+        Some(p) if !p.is_empty() => Ok(std::path::PathBuf::from(p)),
+        _ => {
+            let home = std::env::var_os("HOME").context("neither BTFS_PATH nor HOME is set")?;
+            Ok(std::path::PathBuf::from(home).join(".btfs"))
+        }
+    }
+}
+
 /// Limit on files read whole into memory (torrents, bencode, JSON).
 const MAX_INPUT: u64 = 64 << 20;
 
