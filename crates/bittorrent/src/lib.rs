@@ -24,6 +24,7 @@ pub mod metadata;
 pub mod metainfo;
 pub mod peer_id;
 pub mod peers;
+pub mod pex;
 pub mod picker;
 pub mod resume;
 pub mod storage;

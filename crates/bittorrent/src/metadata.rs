@@ -208,7 +208,7 @@ async fn fetch_from(
     let mut out = Vec::new();
     Message::Extended {
         id: 0,
-        payload: wire::extended_handshake(port, 250, None),
+        payload: wire::extended_handshake(port, 250, None, false),
     }
     .encode_into(&mut out);
     // Interested, so that peers that want it before talking keep the connection.

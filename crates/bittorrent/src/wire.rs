@@ -335,16 +335,22 @@ pub fn max_message_len(pieces: u32) -> u32 {
 
 /// BEP 10 extended handshake that we send: `ut_metadata` (BEP 9) with the metadata size
 /// when we have it, our request queue depth, client name and listen port.
-pub fn extended_handshake(port: u16, reqq: u32, metadata_size: Option<usize>) -> Vec<u8> {
+pub fn extended_handshake(
+    port: u16,
+    reqq: u32,
+    metadata_size: Option<usize>,
+    pex: bool,
+) -> Vec<u8> {
     use crate::bencode::OwnedValue;
+    let mut m = vec![(
+        "ut_metadata",
+        OwnedValue::int(i64::from(crate::metadata::UT_METADATA)),
+    )];
+    if pex {
+        m.push(("ut_pex", OwnedValue::int(i64::from(crate::pex::UT_PEX))));
+    }
     let mut entries = vec![
-        (
-            "m",
-            OwnedValue::dict([(
-                "ut_metadata",
-                OwnedValue::int(i64::from(crate::metadata::UT_METADATA)),
-            )]),
-        ),
+        ("m", OwnedValue::dict(m)),
         ("p", OwnedValue::int(i64::from(port))),
         ("reqq", OwnedValue::int(i64::from(reqq))),
         (
@@ -365,7 +371,11 @@ pub struct PeerExtensions {
     pub reqq: Option<u32>,
     /// The id the peer wants `ut_metadata` messages sent with.
     pub ut_metadata: Option<u8>,
+    /// The id the peer wants `ut_pex` messages sent with.
+    pub ut_pex: Option<u8>,
     pub metadata_size: Option<usize>,
+    /// The peer's listen port (`p`).
+    pub port: Option<u16>,
 }
 
 pub fn parse_extended_handshake(payload: &[u8]) -> Option<PeerExtensions> {
@@ -390,6 +400,17 @@ pub fn parse_extended_handshake(payload: &[u8]) -> Option<PeerExtensions> {
             .and_then(|m| m.get(b"ut_metadata"))
             .and_then(|n| n.as_i64())
             .and_then(|n| u8::try_from(n).ok())
+            .filter(|&n| n > 0),
+        ut_pex: v
+            .get(b"m")
+            .and_then(|m| m.get(b"ut_pex"))
+            .and_then(|n| n.as_i64())
+            .and_then(|n| u8::try_from(n).ok())
+            .filter(|&n| n > 0),
+        port: v
+            .get(b"p")
+            .and_then(|n| n.as_i64())
+            .and_then(|n| u16::try_from(n).ok())
             .filter(|&n| n > 0),
         metadata_size: v
             .get(b"metadata_size")
@@ -447,7 +468,7 @@ mod tests {
             Message::AllowedFast(5),
             Message::Extended {
                 id: 0,
-                payload: extended_handshake(6881, 500, Some(100)),
+                payload: extended_handshake(6881, 500, Some(100), true),
             },
         ] {
             round_trip(m).await;
@@ -490,7 +511,9 @@ mod tests {
         let mut b = h.to_bytes();
         b[3] = b'x';
         assert!(Handshake::parse(&b).is_err());
-        let ext = parse_extended_handshake(&extended_handshake(1, 250, Some(77))).unwrap();
+        let ext = parse_extended_handshake(&extended_handshake(1, 250, Some(77), true)).unwrap();
+        assert_eq!(ext.ut_pex, Some(crate::pex::UT_PEX));
+        assert_eq!(ext.port, Some(1));
         assert_eq!(ext.reqq, Some(250));
         assert_eq!(ext.ut_metadata, Some(crate::metadata::UT_METADATA));
         assert_eq!(ext.metadata_size, Some(77));

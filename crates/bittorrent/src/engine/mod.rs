@@ -180,6 +180,15 @@ struct PeerEntry {
     client: Option<String>,
     /// The peer's id for `ut_metadata` messages (BEP 9), if it speaks it.
     ut_metadata: Option<u8>,
+    /// The peer's id for `ut_pex` messages (BEP 11), if it speaks it.
+    ut_pex: Option<u8>,
+    /// Its listen port from the BEP 10 handshake.
+    listen_port: Option<u16>,
+    /// We dialled it (so its address is where it listens).
+    outgoing: bool,
+    last_pex_in: Option<Instant>,
+    /// Addresses we told it about by PEX.
+    pex_sent: HashSet<SocketAddr>,
     abort: Vec<tokio::task::AbortHandle>,
 }
 
@@ -244,7 +253,10 @@ enum Event {
         block_hashes: Option<Vec<[u8; 20]>>,
         error: Option<std::io::Error>,
     },
-    Connected(TcpStream, SocketAddr, wire::Handshake),
+    /// A handshaken connection; the bool says whether we dialled it.
+    Connected(TcpStream, SocketAddr, wire::Handshake, bool),
+    /// Addresses a peer told us about (BEP 11).
+    Pex(Vec<SocketAddr>),
     ConnectFailed(SocketAddr),
     Incoming(TcpStream, SocketAddr),
     Closed(PeerKey, SocketAddr, String),
@@ -608,6 +620,8 @@ pub async fn run(
     let mut optimistic: Option<PeerKey> = None;
     let mut last_optimistic = Instant::now();
     let mut rate_at = Instant::now();
+    // The first exchange goes out a little after peers connect.
+    let mut last_pex = Instant::now() - Duration::from_secs(50);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut completed_at: Option<Instant> = None;
@@ -761,7 +775,16 @@ pub async fn run(
                             }
                         }
                     }
-                    Event::Connected(sock, addr, hs) => {
+                    Event::Pex(addrs) => {
+                        if !complete || opts.seed {
+                            for addr in addrs {
+                                if !known.contains(&addr) && !banned.contains(&ban_key(addr)) && crate::peers::is_dialable(&addr) {
+                                    pending.push_back(addr);
+                                }
+                            }
+                        }
+                    }
+                    Event::Connected(sock, addr, hs, outgoing) => {
                         connecting = connecting.saturating_sub(1);
                         failures.remove(&addr);
                         if banned.contains(&ban_key(addr)) || shared.lock().peers.len() >= opts.max_peers {
@@ -769,7 +792,7 @@ pub async fn run(
                         }
                         let key = next_key;
                         next_key += 1;
-                        peer::start(shared.clone(), key, sock, addr, hs);
+                        peer::start(shared.clone(), key, sock, addr, hs, outgoing);
                     }
                     Event::ConnectFailed(addr) => {
                         connecting = connecting.saturating_sub(1);
@@ -789,7 +812,7 @@ pub async fn run(
                             tokio::spawn(async move {
                                 match peer::accept(&sh, sock).await {
                                     Ok((sock, hs)) => {
-                                        let _ = sh.events.send(Event::Connected(sock, addr, hs));
+                                        let _ = sh.events.send(Event::Connected(sock, addr, hs, false));
                                     }
                                     Err(e) => {
                                         tracing::debug!(%addr, error = %e, "incoming handshake failed");
@@ -895,6 +918,10 @@ pub async fn run(
                     }
                     choke_round(&mut st, complete, optimistic);
                 }
+                if !meta.info.private && now.duration_since(last_pex) >= Duration::from_secs(60) {
+                    last_pex = now;
+                    send_pex(&mut st);
+                }
                 let left = left_now(&st);
                 let (down, up) = (st.downloaded, st.uploaded);
                 let snapshot = if resume_dirty && now.duration_since(last_resume) >= Duration::from_secs(5) {
@@ -934,7 +961,7 @@ pub async fn run(
             tokio::spawn(async move {
                 match peer::connect(&sh, addr).await {
                     Ok((sock, hs)) => {
-                        let _ = sh.events.send(Event::Connected(sock, addr, hs));
+                        let _ = sh.events.send(Event::Connected(sock, addr, hs, true));
                     }
                     Err(e) => {
                         tracing::debug!(%addr, error = %e, "connect failed");
@@ -993,6 +1020,53 @@ pub async fn run(
         stats: stats.borrow().clone(),
         stop_reason,
     })
+}
+
+/// Tells every peer that speaks BEP 11 which peers joined and left since last time
+/// (addresses where they listen: ours dialled, or the port from their handshake).
+fn send_pex(st: &mut State) {
+    let contacts: Vec<(PeerKey, SocketAddr)> = st
+        .peers
+        .iter()
+        .filter_map(|(k, q)| {
+            let addr = if q.outgoing {
+                Some(q.addr)
+            } else {
+                q.listen_port.map(|p| SocketAddr::new(q.addr.ip(), p))
+            };
+            addr.map(|a| (*k, a))
+        })
+        .collect();
+    for (k, p) in st.peers.iter_mut() {
+        let Some(id) = p.ut_pex else { continue };
+        let now: HashSet<SocketAddr> = contacts
+            .iter()
+            .filter(|(other, _)| other != k)
+            .map(|(_, a)| *a)
+            .collect();
+        let added: Vec<SocketAddr> = now
+            .difference(&p.pex_sent)
+            .copied()
+            .take(crate::pex::MAX_PEERS)
+            .collect();
+        let dropped: Vec<SocketAddr> = p
+            .pex_sent
+            .difference(&now)
+            .copied()
+            .take(crate::pex::MAX_PEERS)
+            .collect();
+        if added.is_empty() && dropped.is_empty() {
+            continue;
+        }
+        for a in &added {
+            p.pex_sent.insert(*a);
+        }
+        for d in &dropped {
+            p.pex_sent.remove(d);
+        }
+        let payload = crate::pex::PexMessage { added, dropped }.encode();
+        let _ = p.send(Message::Extended { id, payload });
+    }
 }
 
 /// Wait before dialling an address again after its `n`th failure: 1 s, doubling, at

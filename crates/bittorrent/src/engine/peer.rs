@@ -86,6 +86,7 @@ pub(super) fn start(
     sock: TcpStream,
     addr: SocketAddr,
     hs: Handshake,
+    outgoing: bool,
 ) {
     let (rd, wr) = sock.into_split();
     let (tx, ctrl_rx) = mpsc::unbounded_channel::<Message>();
@@ -109,7 +110,12 @@ pub(super) fn start(
     if hs.supports_extensions() {
         let _ = tx.send(Message::Extended {
             id: 0,
-            payload: wire::extended_handshake(sh.listen_port, 2000, Some(sh.meta.info_bytes.len())),
+            payload: wire::extended_handshake(
+                sh.listen_port,
+                2000,
+                Some(sh.meta.info_bytes.len()),
+                !sh.meta.info.private,
+            ),
         });
     }
     let writer = tokio::spawn(writer(wr, ctrl_rx, data_rx, queued.clone()));
@@ -139,6 +145,11 @@ pub(super) fn start(
             unwanted: 0,
             client: None,
             ut_metadata: None,
+            ut_pex: None,
+            listen_port: None,
+            outgoing,
+            last_pex_in: None,
+            pex_sent: HashSet::new(),
             abort: vec![
                 reader.abort_handle(),
                 writer.abort_handle(),
@@ -496,6 +507,8 @@ fn handle(
                 }
                 p.client = ext.client;
                 p.ut_metadata = ext.ut_metadata;
+                p.ut_pex = ext.ut_pex;
+                p.listen_port = ext.port;
             }
         }
         Message::Extended {
@@ -517,6 +530,23 @@ fn handle(
                     id: their_id,
                     payload: crate::metadata::serve(&sh.meta.info_bytes, piece).encode(),
                 });
+            }
+        }
+        Message::Extended {
+            id: crate::pex::UT_PEX,
+            payload,
+        } => {
+            // BEP 11; never for private torrents (BEP 27), at most one message per
+            // peer per interval, a capped list.
+            let now = Instant::now();
+            let recent = p
+                .last_pex_in
+                .is_some_and(|t| now.duration_since(t) < crate::pex::MIN_INTERVAL);
+            if !sh.meta.info.private && !recent {
+                p.last_pex_in = Some(now);
+                if let Some(m) = crate::pex::PexMessage::parse(&payload) {
+                    let _ = sh.events.send(Event::Pex(m.added));
+                }
             }
         }
         Message::Extended { .. } => {}
