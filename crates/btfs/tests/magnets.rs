@@ -348,3 +348,63 @@ fn bare_magnet_through_a_dht_of_libtorrent_nodes_and_back() {
         "saved nodes: {saved:?}"
     );
 }
+
+#[test]
+fn peer_exchange_with_libtorrent_brings_a_second_peer() {
+    // btfs is told only about a slow libtorrent seeder, and a libtorrent leecher only
+    // about the same seeder; with trackers and DHT off, the only way btfs and the leecher
+    // meet is peer exchange (BEP 11) through the seeder.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("seed");
+    let file = src.join("big.bin");
+    write(&file, &data(6_000_000, 42));
+    let torrent = tmp.path().join("big.torrent");
+    btfs(&[
+        "bittorrent",
+        "create",
+        s(&file),
+        "-o",
+        s(&torrent),
+        "--piece-length",
+        "32KiB",
+    ])
+    .ok();
+    let seed_port = free_port();
+    let _seeder = lt_seed_limited(&torrent, &src, seed_port, 60_000);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/lt.py");
+    let leech_dir = tmp.path().join("leech");
+    std::fs::create_dir_all(&leech_dir).unwrap();
+    let _leecher = Daemon::spawn(
+        "libtorrent leecher",
+        Command::new("/usr/bin/python3").args([
+            s(&script),
+            "leech",
+            s(&torrent),
+            s(&leech_dir),
+            &free_port().to_string(),
+            &format!("127.0.0.1:{seed_port}"),
+            "150",
+        ]),
+    );
+    let out = tmp.path().join("out");
+    let d = btfs_download(
+        &tmp.path().join("repo"),
+        &[
+            "-t",
+            s(&torrent),
+            "-o",
+            s(&out),
+            "--peer",
+            &format!("127.0.0.1:{seed_port}"),
+            "--no-trackers",
+        ],
+    );
+    d.wait_for(
+        "a second peer, learned by PEX",
+        Duration::from_secs(120),
+        |l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["Peers"].as_u64().unwrap_or(0) >= 2)
+        },
+    );
+}

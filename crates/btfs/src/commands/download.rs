@@ -34,11 +34,15 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     let meta = match (&args.torrent, &args.source) {
         (None, Some(s)) if s.trim_start().to_ascii_lowercase().starts_with("magnet:") => {
             let magnet: bittorrent::Magnet = s.parse().context("reading the magnet link")?;
-            if enc == Encoding::Text {
-                eprintln!(
+            match enc {
+                Encoding::Text => eprintln!(
                     "fetching the metadata of {} from peers…",
                     magnet.display_name.as_deref().unwrap_or("the torrent")
-                );
+                ),
+                Encoding::Json => println!(
+                    "{}",
+                    serde_json::json!({"Type": "metadata", "Phase": "Fetching", "InfoHash": magnet.wire_info_hash().to_hex()})
+                ),
             }
             let fetched = runtime.block_on(super::magnet::fetch(
                 &magnet,
@@ -47,6 +51,12 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                 args.metadata_timeout,
                 dht.clone(),
             ))?;
+            if enc == Encoding::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"Type": "metadata", "Phase": "Done", "Name": fetched.meta.info.storage_name(), "Peers": fetched.peers.len()})
+                );
+            }
             extra_peers.extend(magnet.peers.iter().copied());
             extra_peers.extend(fetched.peers);
             if !magnet.select_only.is_empty() {
