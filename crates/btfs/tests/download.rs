@@ -103,23 +103,7 @@ fn from_libtorrent_and_aria2_seeders_found_through_opentracker() {
     let seed_dir = tmp.path().join("seed");
     let _lt = lt_seed(&torrent, &seed_dir, free_port());
     let aria_port = free_port();
-    let _aria = Daemon::spawn(
-        "aria2 seeder",
-        Command::new(tool("aria2c")).args([
-            "--enable-dht=false",
-            "--enable-dht6=false",
-            "--bt-enable-lpd=false",
-            "--enable-peer-exchange=false",
-            "--file-allocation=none",
-            "--seed-ratio=0.0",
-            "--check-integrity=true",
-            "--console-log-level=warn",
-            "--summary-interval=0",
-            &format!("--listen-port={aria_port}"),
-            &format!("--dir={}", s(&seed_dir)),
-            s(&torrent),
-        ]),
-    );
+    let _aria = aria2_seed(&torrent, &seed_dir, aria_port);
     // Both seeders announce; wait until the tracker knows two seeders.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {

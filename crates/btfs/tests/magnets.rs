@@ -73,29 +73,7 @@ fn magnet_with_only_x_pe_from_aria2() {
     ])
     .ok();
     let port = free_port();
-    let aria = Daemon::spawn(
-        "aria2 seeder",
-        Command::new(tool("aria2c")).args([
-            "--enable-dht=false",
-            "--enable-dht6=false",
-            "--bt-enable-lpd=false",
-            "--enable-peer-exchange=false",
-            "--file-allocation=none",
-            "--seed-ratio=0.0",
-            "--check-integrity=true",
-            "--console-log-level=warn",
-            "--summary-interval=0",
-            &format!("--listen-port={port}"),
-            &format!("--dir={}", s(&seed)),
-            s(&torrent),
-        ]),
-    );
-    // aria2 listens once it has checked the files.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "aria2 did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let aria = aria2_seed(&torrent, &seed, port);
     let magnet = format!(
         "magnet:?xt=urn:btih:{}&dn=set&x.pe=127.0.0.1:{port}",
         info_hash(&torrent)

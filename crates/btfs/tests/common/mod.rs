@@ -427,3 +427,31 @@ impl Nginx {
         format!("http://127.0.0.1:{}/", self.port)
     }
 }
+
+/// aria2 seeding `torrent` from `dir` (it checks the files first) on `port`; returns once
+/// it accepts connections. Its trackers, if any, are announced to; DHT, LPD and PEX off.
+pub fn aria2_seed(torrent: &Path, dir: &Path, port: u16) -> Daemon {
+    let d = Daemon::spawn(
+        "aria2 seeder",
+        Command::new(tool("aria2c")).args([
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--file-allocation=none",
+            "--seed-ratio=0.0",
+            "--check-integrity=true",
+            "--console-log-level=warn",
+            "--summary-interval=0",
+            &format!("--listen-port={port}"),
+            &format!("--dir={}", s(dir)),
+            s(torrent),
+        ]),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "aria2 did not start listening");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    d
+}
