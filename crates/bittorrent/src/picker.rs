@@ -300,8 +300,8 @@ impl Picker {
 
     fn take_free(&mut self, i: u32, peer: PeerKey, max: usize, now: Instant, out: &mut Vec<Block>) {
         let n = match self.started.get(&i) {
-            Some(p) => p.blocks.len(),
-            None => return,
+            Some(p) if p.free > 0 => p.blocks.len(),
+            _ => return,
         };
         for idx in 0..n {
             if out.len() >= max {
@@ -309,11 +309,15 @@ impl Picker {
             }
             let block = self.block(i, idx);
             if let Some(prog) = self.started.get_mut(&i) {
+                if prog.free == 0 {
+                    return;
+                }
                 if prog.blocks[idx] == BlockState::Free {
                     prog.blocks[idx] = BlockState::Requested {
                         by: vec![peer],
                         at: now,
                     };
+                    prog.free -= 1;
                     out.push(block);
                 }
             }
@@ -602,7 +606,10 @@ mod tests {
         // The next run starts after a piece a peer has started and skips unusable ones.
         let peer_piece = p.pick(1, &all, 1, t)[0].piece;
         let run2 = p.pick_run(98, 8, 3, |i| i != 6, t);
-        assert!(!run2.is_empty() && !run2.contains(&peer_piece) && !run2.contains(&6));
+        assert!(
+            !run2.is_empty() && !run2.contains(&peer_piece) && !run2.contains(&6),
+            "{run2:?} {peer_piece}"
+        );
         assert!(run2.windows(2).all(|w| w[1] == w[0] + 1));
         let run = vec![0, 1, 2];
         // Peers do not get the web seed's blocks before endgame.
@@ -629,6 +636,45 @@ mod tests {
         p.failed(0);
         p.release_all(ws);
         assert_eq!(p.pick_run(ws, 2, 0, |_| true, t), vec![0, 1]);
+    }
+
+    /// `free` must always equal the number of blocks in the Free state.
+    fn assert_free_counts(p: &Picker) {
+        for (i, prog) in &p.started {
+            let actual = prog
+                .blocks
+                .iter()
+                .filter(|b| **b == BlockState::Free)
+                .count();
+            assert_eq!(prog.free as usize, actual, "piece {i}");
+        }
+    }
+
+    #[test]
+    fn free_block_counts_stay_exact() {
+        let g = Geometry::new(6 * 32768 - 100, 32768).unwrap();
+        let mut p = Picker::new(g, Bitfield::new(6), vec![true; 6], false);
+        let t = Instant::now();
+        let all = Bitfield::full(6);
+        p.peer_bitfield(&all);
+        let a = p.pick(1, &all, 3, t);
+        assert_free_counts(&p);
+        p.pick(2, &all, 2, t);
+        assert_free_counts(&p);
+        p.release(1, a[0]);
+        assert_free_counts(&p);
+        p.pick_run(Picker::WEB_SEED_KEYS, 2, 0, |_| true, t);
+        assert_free_counts(&p);
+        p.expire(t + Duration::from_secs(60), Duration::from_secs(30));
+        assert_free_counts(&p);
+        let b = p.pick(3, &all, 20, t);
+        assert_free_counts(&p);
+        p.received(3, b[0]);
+        p.failed(b[0].piece);
+        assert_free_counts(&p);
+        p.release_all(3);
+        p.release_all(Picker::WEB_SEED_KEYS);
+        assert_free_counts(&p);
     }
 
     #[test]
