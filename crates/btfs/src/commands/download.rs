@@ -122,7 +122,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         }
     }
     let webseeds = !args.no_webseeds && !meta.url_list.is_empty();
-    if args.no_trackers && extra_peers.is_empty() && !webseeds && opts.dht.is_none() {
+    if args.no_trackers && extra_peers.is_empty() && !webseeds && opts.dht.is_none() && !args.seed {
         bail!("--no-trackers without any --peer or web seed leaves nothing to download from");
     }
 
