@@ -67,6 +67,9 @@ pub struct Picker {
     sequential: bool,
     /// Pieces wanted and not yet had.
     missing: u32,
+    /// Most pieces in progress at once: each holds a piece buffer, so this bounds memory
+    /// whatever peers do (see [`Picker::set_max_started`]).
+    max_started: usize,
 }
 
 impl Picker {
@@ -91,6 +94,7 @@ impl Picker {
             tie,
             have,
             wanted,
+            max_started: usize::MAX,
         };
         for i in 0..n {
             if p.wanted[i as usize] && !p.have.get(i) {
@@ -99,6 +103,11 @@ impl Picker {
             }
         }
         p
+    }
+
+    /// Bounds the number of pieces in progress (new pieces are not started above it).
+    pub fn set_max_started(&mut self, max: usize) {
+        self.max_started = max.max(1);
     }
 
     fn key(&self, i: u32) -> (u32, u32, u32) {
@@ -261,8 +270,8 @@ impl Picker {
                 return out;
             }
         }
-        // 2. New pieces, rarest first (or in order).
-        while out.len() < max {
+        // 2. New pieces, rarest first (or in order), while under the cap.
+        while out.len() < max && self.started.len() < self.max_started {
             let Some(&(_, _, i)) = self.fresh.iter().find(|&&(_, _, i)| peer_has.get(i)) else {
                 break;
             };
@@ -636,6 +645,22 @@ mod tests {
         p.failed(0);
         p.release_all(ws);
         assert_eq!(p.pick_run(ws, 2, 0, |_| true, t), vec![0, 1]);
+    }
+
+    #[test]
+    fn pieces_in_progress_are_capped() {
+        let g = Geometry::new(10 * 32768, 32768).unwrap();
+        let mut p = Picker::new(g, Bitfield::new(10), vec![true; 10], false);
+        p.set_max_started(3);
+        let t = Instant::now();
+        let all = Bitfield::full(10);
+        let pieces: std::collections::BTreeSet<u32> =
+            p.pick(1, &all, 100, t).iter().map(|b| b.piece).collect();
+        assert_eq!(pieces.len(), 3);
+        assert!(
+            p.pick(2, &all, 100, t).is_empty(),
+            "no fourth piece while three are open"
+        );
     }
 
     /// `free` must always equal the number of blocks in the Free state.

@@ -480,7 +480,10 @@ pub async fn run(
         })?
         .port();
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let picker = Picker::new(geometry, have, wanted.clone(), opts.sequential);
+    let mut picker = Picker::new(geometry, have, wanted.clone(), opts.sequential);
+    // Each piece in progress holds a buffer: at most 256 MiB of them (and at least 16
+    // pieces), so peers that each send a block of a different piece cannot hold more.
+    picker.set_max_started(((256u64 << 20) / u64::from(geometry.piece_length())).max(16) as usize);
     let shared = Arc::new(Shared {
         geometry,
         info_hash,
