@@ -9,28 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// A multi-file torrent of `common::sample_dir` (odd last piece, empty file, nested
-/// folders) with 16 KiB pieces, optionally announcing to `tracker`.
-fn sample_torrent(root: &Path, tracker: Option<&str>) -> (std::path::PathBuf, std::path::PathBuf) {
-    let data = sample_dir(&root.join("seed"), "set");
-    let torrent = root.join("set.torrent");
-    let mut args = vec![
-        "bittorrent",
-        "create",
-        s(&data),
-        "-o",
-        s(&torrent),
-        "--piece-length",
-        "16KiB",
-        "--force",
-    ];
-    if let Some(t) = tracker {
-        args.extend(["--tracker", t]);
-    }
-    btfs(&args).ok();
-    (data, torrent)
-}
-
 /// One file of `size` pseudo-random bytes, its torrent (32 KiB pieces) and a libtorrent
 /// seeder limited to `rate` bytes/s: (file, torrent, seeder port, seeder).
 fn slow_swarm(root: &Path, size: usize, seed: u64, rate: u64) -> (PathBuf, PathBuf, u16, Daemon) {

@@ -59,19 +59,8 @@ fn magnet_with_only_x_pe_from_libtorrent_single_and_multi_file() {
 #[test]
 fn magnet_with_only_x_pe_from_aria2() {
     let tmp = tempfile::tempdir().unwrap();
+    let (dir, torrent) = sample_torrent(tmp.path(), None);
     let seed = tmp.path().join("seed");
-    let dir = sample_dir(&seed, "set");
-    let torrent = tmp.path().join("set.torrent");
-    btfs(&[
-        "bittorrent",
-        "create",
-        s(&dir),
-        "-o",
-        s(&torrent),
-        "--piece-length",
-        "16KiB",
-    ])
-    .ok();
     let port = free_port();
     let aria = aria2_seed(&torrent, &seed, port);
     let magnet = format!(
@@ -87,19 +76,8 @@ fn magnet_with_only_x_pe_from_aria2() {
 #[test]
 fn metainfo_of_a_magnet_fetches_and_saves_the_torrent() {
     let tmp = tempfile::tempdir().unwrap();
+    let (_, torrent) = sample_torrent(tmp.path(), None);
     let seed = tmp.path().join("seed");
-    let dir = sample_dir(&seed, "set");
-    let torrent = tmp.path().join("set.torrent");
-    btfs(&[
-        "bittorrent",
-        "create",
-        s(&dir),
-        "-o",
-        s(&torrent),
-        "--piece-length",
-        "16KiB",
-    ])
-    .ok();
     let port = free_port();
     let _seeder = lt_seed(&torrent, &seed, port);
     let hash = info_hash(&torrent);
@@ -160,19 +138,8 @@ fn metainfo_of_a_magnet_fetches_and_saves_the_torrent() {
 #[test]
 fn a_libtorrent_client_gets_metadata_and_data_from_btfs_by_magnet() {
     let tmp = tempfile::tempdir().unwrap();
+    let (dir, torrent) = sample_torrent(tmp.path(), None);
     let seed = tmp.path().join("seed");
-    let dir = sample_dir(&seed, "set");
-    let torrent = tmp.path().join("set.torrent");
-    btfs(&[
-        "bittorrent",
-        "create",
-        s(&dir),
-        "-o",
-        s(&torrent),
-        "--piece-length",
-        "16KiB",
-    ])
-    .ok();
     let seed_port = free_port();
     let _seeder = lt_seed(&torrent, &seed, seed_port);
     // btfs downloads, then keeps seeding on a known port.
@@ -234,19 +201,8 @@ fn dht_node(port: u16) -> Daemon {
 #[test]
 fn bare_magnet_through_a_dht_of_libtorrent_nodes_and_back() {
     let tmp = tempfile::tempdir().unwrap();
+    let (dir, torrent) = sample_torrent(tmp.path(), None);
     let seed = tmp.path().join("seed");
-    let dir = sample_dir(&seed, "set");
-    let torrent = tmp.path().join("set.torrent");
-    btfs(&[
-        "bittorrent",
-        "create",
-        s(&dir),
-        "-o",
-        s(&torrent),
-        "--piece-length",
-        "16KiB",
-    ])
-    .ok();
     // Three-node DHT: a DHT-only node, a libtorrent seeder and btfs, all joining
     // through the first one (two libtorrent nodes alone do not find each other).
     let node_port = free_port();

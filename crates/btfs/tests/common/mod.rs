@@ -455,3 +455,25 @@ pub fn aria2_seed(torrent: &Path, dir: &Path, port: u16) -> Daemon {
     }
     d
 }
+
+/// A multi-file torrent of [`sample_dir`] (`root/seed/set`) (odd last piece, empty file, nested
+/// folders) with 16 KiB pieces, optionally announcing to `tracker`.
+pub fn sample_torrent(root: &Path, tracker: Option<&str>) -> (PathBuf, PathBuf) {
+    let data = sample_dir(&root.join("seed"), "set");
+    let torrent = root.join("set.torrent");
+    let mut args = vec![
+        "bittorrent",
+        "create",
+        s(&data),
+        "-o",
+        s(&torrent),
+        "--piece-length",
+        "16KiB",
+        "--force",
+    ];
+    if let Some(t) = tracker {
+        args.extend(["--tracker", t]);
+    }
+    btfs(&args).ok();
+    (data, torrent)
+}
