@@ -1,0 +1,290 @@
+//! UnixFS import with `btfs add`'s defaults: fixed-size chunks (256 KiB), a balanced DAG
+//! of at most 174 links per node, DAG-PB leaves and CIDv0 — the same CIDs kubo gives.
+
+use crate::cid::{put_varint, Cid, DAG_PB, RAW};
+use crate::dagpb::{Link, PbNode, UnixFs};
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+
+pub const DEFAULT_CHUNK: usize = 256 * 1024;
+pub const MAX_LINKS: usize = 174;
+/// Chunks larger than this make blocks other nodes refuse (kubo's limit too).
+pub const MAX_CHUNK: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportOptions {
+    pub cid_version: u8,
+    pub raw_leaves: bool,
+    pub chunk_size: usize,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            cid_version: 0,
+            raw_leaves: false,
+            chunk_size: DEFAULT_CHUNK,
+        }
+    }
+}
+
+/// A node of an imported DAG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node {
+    pub cid: Cid,
+    /// Bytes of file content below this node.
+    pub size: u64,
+    /// Cumulative size of the blocks (what a parent's link records).
+    pub tsize: u64,
+}
+
+/// Where new blocks go.
+pub trait BlockSink: Sync {
+    fn put(&self, cid: &Cid, block: &[u8]) -> io::Result<()>;
+}
+
+/// `--only-hash`: blocks are computed and dropped.
+pub struct Discard;
+
+impl BlockSink for Discard {
+    fn put(&self, _: &Cid, _: &[u8]) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl BlockSink for crate::blockstore::Blockstore {
+    fn put(&self, cid: &Cid, block: &[u8]) -> io::Result<()> {
+        crate::blockstore::Blockstore::put(self, cid, block).map(|_| ())
+    }
+}
+
+impl ImportOptions {
+    fn node_cid(&self, block: &[u8]) -> Cid {
+        Cid::hash(self.cid_version, DAG_PB, block)
+    }
+
+    /// The leaf block for one chunk of file content.
+    pub fn leaf(&self, chunk: &[u8]) -> (Cid, Vec<u8>) {
+        if self.raw_leaves {
+            return (Cid::hash(1, RAW, chunk), chunk.to_vec());
+        }
+        let block = file_leaf_block(chunk);
+        (self.node_cid(&block), block)
+    }
+
+    /// Stores the leaf for `chunk`.
+    pub fn put_leaf(&self, chunk: &[u8], sink: &dyn BlockSink) -> io::Result<Node> {
+        let (cid, block) = self.leaf(chunk);
+        sink.put(&cid, &block)?;
+        Ok(Node {
+            cid,
+            size: chunk.len() as u64,
+            tsize: block.len() as u64,
+        })
+    }
+
+    /// Builds the balanced tree over `leaves` (in file order) and returns its root.
+    /// A single leaf is its own root; no leaves is the empty file.
+    pub fn file_root(&self, leaves: Vec<Node>, sink: &dyn BlockSink) -> io::Result<Node> {
+        let mut level = leaves;
+        if level.is_empty() {
+            level.push(self.put_leaf(&[], sink)?);
+        }
+        while level.len() > 1 {
+            let mut parents = Vec::with_capacity(level.len().div_ceil(MAX_LINKS));
+            for group in level.chunks(MAX_LINKS) {
+                parents.push(self.file_node(group, sink)?);
+            }
+            level = parents;
+        }
+        Ok(level[0])
+    }
+
+    fn file_node(&self, children: &[Node], sink: &dyn BlockSink) -> io::Result<Node> {
+        let size: u64 = children.iter().map(|c| c.size).sum();
+        let node = PbNode {
+            links: children
+                .iter()
+                .map(|c| Link {
+                    cid: c.cid,
+                    name: String::new(),
+                    tsize: c.tsize,
+                })
+                .collect(),
+            data: Some(UnixFs::file(None, size, children.iter().map(|c| c.size).collect()).encode()),
+        };
+        let block = node.encode();
+        let cid = self.node_cid(&block);
+        sink.put(&cid, &block)?;
+        Ok(Node {
+            cid,
+            size,
+            tsize: block.len() as u64 + children.iter().map(|c| c.tsize).sum::<u64>(),
+        })
+    }
+
+    /// A UnixFS directory over named entries (sorted by name bytes, as DAG-PB requires).
+    pub fn directory(&self, mut entries: Vec<(String, Node)>, sink: &dyn BlockSink) -> io::Result<Node> {
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let node = PbNode {
+            links: entries
+                .iter()
+                .map(|(name, n)| Link {
+                    cid: n.cid,
+                    name: name.clone(),
+                    tsize: n.tsize,
+                })
+                .collect(),
+            data: Some(UnixFs::directory().encode()),
+        };
+        let block = node.encode();
+        let cid = self.node_cid(&block);
+        sink.put(&cid, &block)?;
+        Ok(Node {
+            cid,
+            size: entries.iter().map(|(_, n)| n.size).sum(),
+            tsize: block.len() as u64 + entries.iter().map(|(_, n)| n.tsize).sum::<u64>(),
+        })
+    }
+
+    pub fn symlink(&self, target: &[u8], sink: &dyn BlockSink) -> io::Result<Node> {
+        let block = PbNode {
+            links: Vec::new(),
+            data: Some(UnixFs::symlink(target).encode()),
+        }
+        .encode();
+        let cid = self.node_cid(&block);
+        sink.put(&cid, &block)?;
+        Ok(Node {
+            cid,
+            size: 0,
+            tsize: block.len() as u64,
+        })
+    }
+
+    /// Imports a stream: chunks are hashed and stored on all cores, in order of the
+    /// file. `progress` gets the bytes read so far.
+    pub fn import_reader(
+        &self,
+        mut reader: impl Read,
+        sink: &dyn BlockSink,
+        progress: &mut dyn FnMut(u64),
+    ) -> io::Result<Node> {
+        let chunk = self.chunk_size;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let results: Mutex<Vec<(usize, Node)>> = Mutex::new(Vec::new());
+        let (work_tx, work_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(workers * 2);
+        let work_rx = Arc::new(Mutex::new(work_rx));
+        let (pool_tx, pool_rx) = mpsc::channel::<Vec<u8>>();
+        let failed: Mutex<Option<io::Error>> = Mutex::new(None);
+        std::thread::scope(|s| -> io::Result<()> {
+            for _ in 0..workers {
+                let (rx, pool, results, failed) = (work_rx.clone(), pool_tx.clone(), &results, &failed);
+                s.spawn(move || loop {
+                    let job = rx.lock().expect("work queue").recv();
+                    let Ok((i, buf)) = job else { break };
+                    match self.put_leaf(&buf, sink) {
+                        Ok(n) => results.lock().expect("results").push((i, n)),
+                        Err(e) => {
+                            failed.lock().expect("errors").get_or_insert(e);
+                        }
+                    }
+                    let _ = pool.send(buf);
+                });
+            }
+            drop(pool_tx);
+            let mut total = 0u64;
+            let mut i = 0;
+            loop {
+                if failed.lock().expect("errors").is_some() {
+                    break;
+                }
+                let mut buf = pool_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(chunk));
+                buf.clear();
+                let n = (&mut reader).take(chunk as u64).read_to_end(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+                progress(total);
+                if work_tx.send((i, buf)).is_err() {
+                    break;
+                }
+                i += 1;
+                if n < chunk {
+                    break;
+                }
+            }
+            drop(work_tx);
+            Ok(())
+        })?;
+        if let Some(e) = failed.into_inner().expect("errors") {
+            return Err(e);
+        }
+        let mut leaves = results.into_inner().expect("results");
+        leaves.sort_unstable_by_key(|(i, _)| *i);
+        self.file_root(leaves.into_iter().map(|(_, n)| n).collect(), sink)
+    }
+
+    pub fn import_file(&self, path: &Path, sink: &dyn BlockSink, progress: &mut dyn FnMut(u64)) -> io::Result<Node> {
+        let f = std::fs::File::open(path)?;
+        self.import_reader(io::BufReader::with_capacity(1 << 20, f), sink, progress)
+    }
+}
+
+/// `PbNode { Data: UnixFs { Type: File, Data: chunk, filesize } }` written in one pass.
+fn file_leaf_block(chunk: &[u8]) -> Vec<u8> {
+    let n = chunk.len() as u64;
+    let mut inner_head = Vec::with_capacity(16);
+    inner_head.extend_from_slice(&[0x08, 0x02]);
+    if !chunk.is_empty() {
+        inner_head.push(0x12);
+        put_varint(&mut inner_head, n);
+    }
+    let mut tail = vec![0x18];
+    put_varint(&mut tail, n);
+    let inner_len = inner_head.len() + chunk.len() + tail.len();
+    let mut block = Vec::with_capacity(inner_len + 8);
+    block.push(0x0a);
+    put_varint(&mut block, inner_len as u64);
+    block.extend_from_slice(&inner_head);
+    block.extend_from_slice(chunk);
+    block.extend_from_slice(&tail);
+    block
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cid_of(data: &[u8], opts: ImportOptions) -> String {
+        opts.import_reader(data, &Discard, &mut |_| {}).unwrap().cid.to_string()
+    }
+
+    #[test]
+    fn anchors() {
+        let o = ImportOptions::default();
+        assert_eq!(cid_of(b"hello\n", o), "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN");
+        assert_eq!(cid_of(b"", o), "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH");
+        assert_eq!(cid_of(b"hello world\n", o), "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o");
+        assert_eq!(
+            cid_of(&vec![0u8; 64 << 20], o),
+            "QmfKyrN38oa8CrSYirAYZq4X4Hvq73JtVkgSgeVzHCkAuT"
+        );
+    }
+
+    #[test]
+    fn leaf_block_matches_generic_encoding() {
+        for chunk in [&b""[..], b"x", &[7u8; 300][..]] {
+            let generic = PbNode {
+                links: vec![],
+                data: Some(
+                    UnixFs::file((!chunk.is_empty()).then_some(chunk), chunk.len() as u64, vec![]).encode(),
+                ),
+            }
+            .encode();
+            assert_eq!(file_leaf_block(chunk), generic);
+        }
+    }
+}

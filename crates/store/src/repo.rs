@@ -1,0 +1,434 @@
+//! The BTFS repo at `$BTFS_PATH`: `config`, `blocks/` (flatfs layout) and `datastore.redb`
+//! (pins and the torrent ↔ CID index), guarded by `repo.lock`.
+//!
+//! Locking: commands that write (add, downloads, pin changes) hold a shared lock, so
+//! several of them run at once — block writes are atomic renames and metadata changes
+//! are short redb transactions. `repo gc` holds the lock exclusively, so it never deletes
+//! a block another process has written but not pinned yet. Each holder records itself
+//! in `owners/<pid>` so a refused command can say who holds the repo.
+
+use crate::blockstore::Blockstore;
+use crate::cid::Cid;
+use crate::dag::{Dag, DagError};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const PINS: TableDefinition<&[u8], u8> = TableDefinition::new("pins");
+/// v1 infohash (20 bytes) → torrent record (JSON).
+const TORRENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("torrents");
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("the repo at {path} is in use by {holders}; try again when it is done")]
+    Locked { path: PathBuf, holders: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: bad config: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("metadata database: {0}")]
+    Db(String),
+    #[error(transparent)]
+    Dag(#[from] DagError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
+    move |source| RepoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn db_err(e: impl std::fmt::Display) -> RepoError {
+    RepoError::Db(e.to_string())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Config {
+    pub addresses: Addresses,
+    pub datastore: DatastoreConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Addresses {
+    /// Multiaddr (`/ip4/127.0.0.1/tcp/5001`) or `host:port`.
+    #[serde(rename = "API")]
+    pub api: String,
+    pub gateway: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct DatastoreConfig {
+    /// Flush blocks to disk before pins and indexes refer to them.
+    pub sync: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addresses: Addresses {
+                api: "/ip4/127.0.0.1/tcp/5001".into(),
+                gateway: "/ip4/127.0.0.1/tcp/8080".into(),
+            },
+            datastore: DatastoreConfig { sync: true },
+        }
+    }
+}
+
+/// `/ip4/A/tcp/P`, `/ip6/A/tcp/P` or `A:P` → a socket address.
+pub fn parse_listen_addr(s: &str) -> Option<std::net::SocketAddr> {
+    let parts: Vec<&str> = s.split('/').collect();
+    if let ["", "ip4" | "ip6", ip, "tcp", port] = parts.as_slice() {
+        return Some(std::net::SocketAddr::new(ip.parse().ok()?, port.parse().ok()?));
+    }
+    s.parse().ok()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PinKind {
+    Recursive,
+    Direct,
+}
+
+/// What the repo knows about a torrent it imported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TorrentRecord {
+    pub name: String,
+    pub root: String,
+}
+
+pub struct Repo {
+    path: PathBuf,
+    pub config: Config,
+    pub blocks: Blockstore,
+    _lock: fs::File,
+    owner: PathBuf,
+}
+
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repo").field("path", &self.path).finish()
+    }
+}
+
+impl Drop for Repo {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.owner);
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GcReport {
+    pub removed: u64,
+    pub bytes: u64,
+    pub kept: u64,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VerifyReport {
+    pub checked: u64,
+    /// Block files whose bytes do not hash to their name.
+    pub corrupt: Vec<String>,
+    /// Blocks that pinned DAGs need but the store lacks.
+    pub missing: Vec<String>,
+}
+
+impl Repo {
+    /// Whether a repo exists at `path`.
+    pub fn exists(path: &Path) -> bool {
+        path.join("config").is_file()
+    }
+
+    /// Creates a repo (an existing one is kept as it is).
+    pub fn init(path: &Path) -> Result<bool, RepoError> {
+        if Self::exists(path) {
+            return Ok(false);
+        }
+        fs::create_dir_all(path).map_err(io_err(path))?;
+        Blockstore::open(&path.join("blocks")).map_err(io_err(path))?;
+        let cfg = serde_json::to_string_pretty(&Config::default()).expect("config serialises");
+        let tmp = path.join("config.tmp");
+        fs::write(&tmp, cfg + "\n").map_err(io_err(&tmp))?;
+        fs::rename(&tmp, path.join("config")).map_err(io_err(path))?;
+        Ok(true)
+    }
+
+    /// Reads the config without opening (or locking) the repo.
+    pub fn read_config(path: &Path) -> Result<Config, RepoError> {
+        let p = path.join("config");
+        let text = fs::read_to_string(&p).map_err(io_err(&p))?;
+        serde_json::from_str(&text).map_err(|e| RepoError::Config {
+            path: p,
+            message: e.to_string(),
+        })
+    }
+
+    /// Opens the repo, creating it first when it does not exist (`created` tells).
+    pub fn open(path: &Path, mode: LockMode) -> Result<(Repo, bool), RepoError> {
+        let created = Self::init(path)?;
+        let config = Self::read_config(path)?;
+        let lock_path = path.join("repo.lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        let locked = match mode {
+            LockMode::Shared => lock.try_lock_shared(),
+            LockMode::Exclusive => lock.try_lock(),
+        };
+        match locked {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(RepoError::Locked {
+                    path: path.to_path_buf(),
+                    holders: holders(path),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
+        let owners = path.join("owners");
+        fs::create_dir_all(&owners).map_err(io_err(&owners))?;
+        let owner = owners.join(std::process::id().to_string());
+        let cmdline: Vec<String> = std::env::args().collect();
+        let _ = fs::write(&owner, cmdline.join(" "));
+        let blocks = Blockstore::open(&path.join("blocks")).map_err(io_err(path))?;
+        Ok((
+            Repo {
+                path: path.to_path_buf(),
+                config,
+                blocks,
+                _lock: lock,
+                owner,
+            },
+            created,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn dag(&self) -> Dag<'_> {
+        Dag {
+            blocks: &self.blocks,
+        }
+    }
+
+    /// Runs `f` on the metadata database. redb admits one process at a time, so the
+    /// database is opened per operation, waiting up to 30 s for another process.
+    fn with_db<T>(&self, f: impl FnOnce(&redb::Database) -> Result<T, RepoError>) -> Result<T, RepoError> {
+        let path = self.path.join("datastore.redb");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match redb::Database::create(&path) {
+                Ok(db) => return f(&db),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => return Err(db_err(e)),
+            }
+        }
+    }
+
+    /// Makes written blocks durable (when the config asks for it).
+    pub fn sync(&self) -> Result<(), RepoError> {
+        if self.config.datastore.sync {
+            self.blocks.sync().map_err(io_err(&self.path))?;
+        }
+        Ok(())
+    }
+
+    /// Pins `cid` (after syncing the blocks it refers to).
+    pub fn pin(&self, cid: &Cid, kind: PinKind) -> Result<(), RepoError> {
+        self.sync()?;
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(db_err)?;
+            {
+                let mut t = tx.open_table(PINS).map_err(db_err)?;
+                let key = cid.to_bytes();
+                let old = t.get(key.as_slice()).map_err(db_err)?.map(|v| v.value());
+                // A recursive pin is never weakened to a direct one.
+                let new = match (old, kind) {
+                    (Some(1), _) | (_, PinKind::Recursive) => 1,
+                    _ => 2,
+                };
+                t.insert(key.as_slice(), new).map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)
+        })
+    }
+
+    /// Removes a pin; `false` when `cid` was not pinned.
+    pub fn unpin(&self, cid: &Cid) -> Result<bool, RepoError> {
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(db_err)?;
+            let removed = {
+                let mut t = tx.open_table(PINS).map_err(db_err)?;
+                let key = cid.to_bytes();
+                let r = t.remove(key.as_slice()).map_err(db_err)?.is_some();
+                r
+            };
+            tx.commit().map_err(db_err)?;
+            Ok(removed)
+        })
+    }
+
+    pub fn pins(&self) -> Result<Vec<(Cid, PinKind)>, RepoError> {
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(db_err)?;
+            let t = match tx.open_table(PINS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(db_err(e)),
+            };
+            let mut out = Vec::new();
+            for item in t.iter().map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                let cid = Cid::from_bytes(k.value()).map_err(db_err)?;
+                out.push((
+                    cid,
+                    if v.value() == 1 {
+                        PinKind::Recursive
+                    } else {
+                        PinKind::Direct
+                    },
+                ));
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn set_torrent(&self, info_hash: &[u8; 20], record: &TorrentRecord) -> Result<(), RepoError> {
+        let value = serde_json::to_vec(record).expect("record serialises");
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(db_err)?;
+            {
+                let mut t = tx.open_table(TORRENTS).map_err(db_err)?;
+                t.insert(info_hash.as_slice(), value.as_slice()).map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)
+        })
+    }
+
+    pub fn torrent(&self, info_hash: &[u8; 20]) -> Result<Option<TorrentRecord>, RepoError> {
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(db_err)?;
+            let t = match tx.open_table(TORRENTS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(db_err(e)),
+            };
+            let v = t.get(info_hash.as_slice()).map_err(db_err)?;
+            Ok(v.and_then(|v| serde_json::from_slice(v.value()).ok()))
+        })
+    }
+
+    /// Whether every block of the DAG under `root` is here.
+    pub fn is_complete(&self, root: &Cid) -> bool {
+        self.dag().walk(root, &mut |_| {}).is_ok()
+    }
+
+    /// The digests of every block a pin keeps.
+    fn live_set(&self) -> Result<HashSet<[u8; 32]>, RepoError> {
+        let mut live = HashSet::new();
+        let dag = self.dag();
+        for (cid, kind) in self.pins()? {
+            match kind {
+                PinKind::Direct => {
+                    live.insert(*cid.digest());
+                }
+                PinKind::Recursive => dag.walk(&cid, &mut |c| {
+                    live.insert(*c.digest());
+                })?,
+            }
+        }
+        Ok(live)
+    }
+
+    /// Removes every block no pin keeps. Needs the exclusive lock.
+    pub fn gc(&self) -> Result<GcReport, RepoError> {
+        let live = self.live_set()?;
+        let mut report = GcReport::default();
+        self.blocks.clean_temp().map_err(io_err(self.blocks.root()))?;
+        for f in self.blocks.files().map_err(io_err(self.blocks.root()))? {
+            match f.digest {
+                Some(d) if live.contains(&d) => report.kept += 1,
+                _ => {
+                    report.bytes += fs::metadata(&f.path).map(|m| m.len()).unwrap_or(0);
+                    self.blocks.delete_file(&f.path).map_err(io_err(&f.path))?;
+                    report.removed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Rehashes every block, and checks that every pinned DAG is complete.
+    pub fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, RepoError> {
+        use sha2::Digest;
+        let mut report = VerifyReport::default();
+        for f in self.blocks.files().map_err(io_err(self.blocks.root()))? {
+            report.checked += 1;
+            progress(report.checked);
+            let ok = match (f.digest, fs::read(&f.path)) {
+                (Some(d), Ok(bytes)) => <[u8; 32]>::from(sha2::Sha256::digest(&bytes)) == d,
+                _ => false,
+            };
+            if !ok {
+                report.corrupt.push(f.path.display().to_string());
+            }
+        }
+        let dag = self.dag();
+        for (cid, kind) in self.pins()? {
+            let r = match kind {
+                PinKind::Recursive => dag.walk(&cid, &mut |_| {}),
+                PinKind::Direct if self.blocks.has(&cid) => Ok(()),
+                PinKind::Direct => Err(DagError::NotFound(cid)),
+            };
+            match r {
+                Ok(()) => {}
+                Err(DagError::NotFound(missing)) => report.missing.push(format!("{missing} (pinned by {cid})")),
+                Err(e) => report.missing.push(format!("{cid}: {e}")),
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Who holds the repo, from `owners/<pid>` files of live processes.
+fn holders(path: &Path) -> String {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(path.join("owners")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let alive = Path::new("/proc").join(&name).exists() || !Path::new("/proc/self").exists();
+            if alive {
+                let cmd = fs::read_to_string(e.path()).unwrap_or_default();
+                out.push(format!("pid {name} ({})", cmd.trim()));
+            }
+        }
+    }
+    if out.is_empty() {
+        "another process".into()
+    } else {
+        out.join(", ")
+    }
+}
