@@ -51,40 +51,142 @@ pub enum Command {
     #[command(after_help = "Example:\n  btfs init")]
     Init,
     /// Add files or directories to BTFS and print their CIDs.
-    #[command(after_help = "Example:\n  btfs add -r ./photos")]
-    Add(PathsArgs),
+    #[command(
+        long_about = "Add files or directories to BTFS and print their CIDs.\n\n\
+            The defaults give exactly the CIDs of `ipfs add`/`btfs add` in go-btfs and kubo: \
+            CIDv0, sha2-256, fixed 256 KiB chunks, a balanced DAG of at most 174 links per \
+            node, UnixFS file leaves. Prints `added <cid> <path>` for every file and \
+            directory, the root last. Names starting with '.' are skipped unless --hidden; \
+            symbolic links are added as UnixFS symlinks, not followed. Without paths, \
+            standard input is added.",
+        after_help = "Examples:\n  btfs add hello.txt\n  btfs add -r ./photos\n  \
+            btfs add -Q --cid-version 1 video.mp4\n  echo hi | btfs add -n -Q"
+    )]
+    Add(AddArgs),
     /// Print the content of a file in BTFS.
-    #[command(after_help = "Example:\n  btfs cat QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN")]
-    Cat(CidArgs),
+    #[command(after_help = "Examples:\n  btfs cat QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN\n  \
+        btfs cat QmDir…/photos/a.jpg --offset 1000 --length 100")]
+    Cat(CatArgs),
     /// Write a file or directory from BTFS to the local filesystem.
     #[command(
         after_help = "Example:\n  btfs get QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o -o hello.txt"
     )]
-    Get(CidArgs),
+    Get(GetArgs),
     /// List the links of a BTFS directory.
     #[command(after_help = "Example:\n  btfs ls QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o")]
-    Ls(CidArgs),
-    /// Run the node: HTTP API on 127.0.0.1:5001 and gateway on 127.0.0.1:8080.
-    #[command(after_help = "Example:\n  btfs daemon")]
-    Daemon,
+    Ls(LsArgs),
+    /// Keep content in the store: list, add and remove pins.
+    #[command(subcommand)]
+    Pin(PinCommand),
+    /// Maintain the repository: garbage collection and verification.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Run the node: the gateway on 127.0.0.1:8080 (the config's Addresses.Gateway).
+    #[command(
+        long_about = "Run the node until interrupted: the HTTP gateway serves \
+            /btfs/{cid}[/path] from the local store on Addresses.Gateway of the repo's config \
+            (default 127.0.0.1:8080). Addresses.API (127.0.0.1:5001) is reserved for the \
+            HTTP API.",
+        after_help = "Examples:\n  btfs daemon\n  btfs daemon --gateway 127.0.0.1:8081"
+    )]
+    Daemon(DaemonArgs),
 }
 
 #[derive(Args, Debug)]
-pub struct PathsArgs {
-    /// Files or directories.
+pub struct AddArgs {
+    /// Files or directories (standard input when none).
     pub paths: Vec<PathBuf>,
     /// Add directory contents recursively.
     #[arg(short, long)]
     pub recursive: bool,
+    /// Wrap the added files in a directory.
+    #[arg(short, long = "wrap-with-directory")]
+    pub wrap: bool,
+    /// Print only the CIDs, one per line.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print only the final CID.
+    #[arg(short = 'Q', long)]
+    pub quieter: bool,
+    /// Only compute the CIDs; store nothing.
+    #[arg(short = 'n', long)]
+    pub only_hash: bool,
+    /// CID version of the DAG-PB nodes (1 also turns on raw leaves unless
+    /// --raw-leaves=false).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub cid_version: u8,
+    /// Store file chunks as raw blocks instead of UnixFS nodes.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub raw_leaves: Option<bool>,
+    /// Chunking: size-<bytes> (default size-262144).
+    #[arg(short = 's', long, default_value = "size-262144")]
+    pub chunker: String,
+    /// Pin the added content (default true; --pin=false keeps it unpinned).
+    #[arg(long, num_args = 0..=1, default_value_t = true, default_missing_value = "true", require_equals = true, action = clap::ArgAction::Set)]
+    pub pin: bool,
+    /// Include files and directories whose names start with '.'.
+    #[arg(short = 'H', long)]
+    pub hidden: bool,
 }
 
 #[derive(Args, Debug)]
-pub struct CidArgs {
-    /// A CID, optionally followed by a path inside it.
-    pub cid: String,
-    /// Where to write (for `get`).
+pub struct CatArgs {
+    /// A CID, optionally followed by a path inside it (CID/dir/file).
+    pub path: String,
+    /// Byte offset to start at.
+    #[arg(short, long, default_value_t = 0)]
+    pub offset: u64,
+    /// Most bytes to print.
+    #[arg(short, long)]
+    pub length: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// A CID, optionally followed by a path inside it (CID/dir/file).
+    pub path: String,
+    /// Where to write (default: the last name of the path, or the CID).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// A directory CID, optionally followed by a path inside it.
+    pub path: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PinCommand {
+    /// List pinned CIDs.
+    Ls,
+    /// Pin CIDs (their blocks must be in the store).
+    Add {
+        cids: Vec<String>,
+        /// Pin only the named block, not what it links to.
+        #[arg(long)]
+        direct: bool,
+    },
+    /// Remove pins (the blocks stay until `btfs repo gc`).
+    Rm { cids: Vec<String> },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RepoCommand {
+    /// Remove every block no pin keeps.
+    Gc,
+    /// Rehash every block and check that every pinned DAG is complete.
+    Verify,
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Gateway address for this run (overrides Addresses.Gateway).
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// API address for this run (overrides Addresses.API).
+    #[arg(long)]
+    pub api: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -6,6 +6,7 @@ mod download;
 mod magnet;
 mod metainfo;
 mod scrape;
+mod store;
 
 use crate::cli::{Bittorrent, Command};
 use crate::output::{Encoding, Unavailable};
@@ -25,12 +26,14 @@ pub fn run(command: Command, enc: Encoding) -> anyhow::Result<()> {
             Bittorrent::Scrape(a) => scrape::run(a, enc),
             Bittorrent::Serve(_) => unavailable("bittorrent serve", "the seeding daemon"),
         },
-        Command::Init => unavailable("init", "the BTFS store"),
-        Command::Add(_) => unavailable("add", "the BTFS store"),
-        Command::Cat(_) => unavailable("cat", "the BTFS store"),
-        Command::Get(_) => unavailable("get", "the BTFS store"),
-        Command::Ls(_) => unavailable("ls", "the BTFS store"),
-        Command::Daemon => unavailable("daemon", "the gateway and HTTP API"),
+        Command::Init => store::init(enc),
+        Command::Add(a) => store::add(a, enc),
+        Command::Cat(a) => store::cat(a),
+        Command::Get(a) => store::get(a, enc),
+        Command::Ls(a) => store::ls(a, enc),
+        Command::Pin(c) => store::pin(c, enc),
+        Command::Repo(c) => store::repo(c, enc),
+        Command::Daemon(_) => unavailable("daemon", "the gateway"),
     }
 }
 
