@@ -64,8 +64,10 @@ pub enum Command {
     )]
     Add(AddArgs),
     /// Print the content of a file in BTFS.
-    #[command(after_help = "Examples:\n  btfs cat QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN\n  \
-        btfs cat QmDir…/photos/a.jpg --offset 1000 --length 100")]
+    #[command(
+        after_help = "Examples:\n  btfs cat QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN\n  \
+        btfs cat QmDir…/photos/a.jpg --offset 1000 --length 100"
+    )]
     Cat(CatArgs),
     /// Write a file or directory from BTFS to the local filesystem.
     #[command(

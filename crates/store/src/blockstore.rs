@@ -193,7 +193,9 @@ mod tests {
     fn layout_matches_flatfs() {
         let dir = tempfile::tempdir().unwrap();
         let bs = Blockstore::open(dir.path()).unwrap();
-        let cid: Cid = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN".parse().unwrap();
+        let cid: Cid = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
+            .parse()
+            .unwrap();
         let key = Blockstore::key(&cid);
         assert!(key.starts_with("CIQ"), "{key}");
         assert!(bs.put(&cid, b"x").unwrap());

@@ -39,7 +39,11 @@ impl Cid {
     }
 
     pub fn from_digest(version: u8, codec: u64, digest: [u8; 32]) -> Cid {
-        let version = if version == 0 && codec == DAG_PB { 0 } else { 1 };
+        let version = if version == 0 && codec == DAG_PB {
+            0
+        } else {
+            1
+        };
         Cid {
             version,
             codec,
@@ -217,9 +221,14 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let v0: Cid = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN".parse().unwrap();
+        let v0: Cid = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
+            .parse()
+            .unwrap();
         assert_eq!(v0.version(), 0);
-        assert_eq!(v0.to_string(), "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN");
+        assert_eq!(
+            v0.to_string(),
+            "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
+        );
         let v1 = v0.to_v1();
         let s = v1.to_string();
         assert!(s.starts_with("bafybei"), "{s}");

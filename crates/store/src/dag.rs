@@ -214,15 +214,29 @@ impl Dag<'_> {
         Ok(())
     }
 
-    /// The bytes of one segment.
-    pub fn read_segment(&self, s: &Segment) -> Result<Vec<u8>, DagError> {
-        let block = self.block(&s.cid)?;
-        let data = block.own_data();
+    /// The bytes of one segment: a block and the range of it that holds them (leaf
+    /// blocks are not copied).
+    pub fn read_segment(&self, s: &Segment) -> Result<(Vec<u8>, std::ops::Range<usize>), DagError> {
+        let bytes = self.blocks.get(&s.cid)?.ok_or(DagError::NotFound(s.cid))?;
+        let content = if s.cid.codec() == RAW {
+            Some(0..bytes.len())
+        } else {
+            crate::dagpb::leaf_content_range(&bytes)
+        };
         let (a, b) = (s.start as usize, s.end as usize);
-        if a > b || b > data.len() {
-            return Err(DagError::Inconsistent(s.cid));
+        match content {
+            Some(r) if a <= b && b <= r.len() => Ok((bytes, r.start + a..r.start + b)),
+            Some(_) => Err(DagError::Inconsistent(s.cid)),
+            None => {
+                // A node with links and content of its own: decode it.
+                let block = self.block(&s.cid)?;
+                let data = block.own_data();
+                if a > b || b > data.len() {
+                    return Err(DagError::Inconsistent(s.cid));
+                }
+                Ok((data[a..b].to_vec(), 0..b - a))
+            }
         }
-        Ok(data[a..b].to_vec())
     }
 
     /// Every block reachable from `root` (each once), calling `visit` with its CID.

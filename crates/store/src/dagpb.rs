@@ -95,7 +95,8 @@ fn fields(b: &[u8]) -> impl Iterator<Item = Result<(u64, Field<'_>), DecodeError
 
 impl PbNode {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.data.as_ref().map_or(0, Vec::len) + self.links.len() * 48 + 8);
+        let mut out =
+            Vec::with_capacity(self.data.as_ref().map_or(0, Vec::len) + self.links.len() * 48 + 8);
         let mut link = Vec::with_capacity(96);
         for l in &self.links {
             link.clear();
@@ -146,7 +147,8 @@ fn decode_link(b: &[u8]) -> Result<Link, DecodeError> {
                 cid = Some(Cid::from_bytes(h).map_err(|_| DecodeError("link with a bad CID"))?)
             }
             (2, Field::Bytes(n)) => {
-                name = String::from_utf8(n.to_vec()).map_err(|_| DecodeError("link name not UTF-8"))?
+                name =
+                    String::from_utf8(n.to_vec()).map_err(|_| DecodeError("link name not UTF-8"))?
             }
             (3, Field::Varint(t)) => tsize = t,
             _ => return Err(DecodeError("unknown link field")),
@@ -188,7 +190,9 @@ impl UnixFs {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.data.as_ref().map_or(0, Vec::len) + 16 + 4 * self.blocksizes.len());
+        let mut out = Vec::with_capacity(
+            self.data.as_ref().map_or(0, Vec::len) + 16 + 4 * self.blocksizes.len(),
+        );
         put_uint(&mut out, 0x08, self.kind as u64);
         if let Some(d) = &self.data {
             put_bytes(&mut out, 0x12, d);
@@ -243,6 +247,40 @@ impl UnixFs {
     }
 }
 
+/// Where a leaf node's file content sits inside its block: the byte range of the UnixFS
+/// `Data` field, found without copying. `None` for nodes with links or no content.
+pub fn leaf_content_range(block: &[u8]) -> Option<std::ops::Range<usize>> {
+    let mut pos = 0;
+    let mut data = None;
+    for f in fields(block) {
+        match f.ok()? {
+            (1, Field::Bytes(d)) => data = Some(d),
+            _ => return None,
+        }
+    }
+    let d = data?;
+    let base = d.as_ptr() as usize - block.as_ptr() as usize;
+    let mut content = None;
+    while pos < d.len() {
+        let key = get_varint(d, &mut pos)?;
+        match key & 7 {
+            0 => {
+                get_varint(d, &mut pos)?;
+            }
+            2 => {
+                let len = usize::try_from(get_varint(d, &mut pos)?).ok()?;
+                let end = pos.checked_add(len).filter(|&e| e <= d.len())?;
+                if key >> 3 == 2 {
+                    content = Some(base + pos..base + end);
+                }
+                pos = end;
+            }
+            _ => return None,
+        }
+    }
+    Some(content.unwrap_or(base..base))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,8 +292,19 @@ mod tests {
             data: Some(UnixFs::file(Some(b"hello\n"), 6, vec![]).encode()),
         };
         let cid = Cid::hash(0, crate::cid::DAG_PB, &node.encode());
-        assert_eq!(cid.to_string(), "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN");
+        assert_eq!(
+            cid.to_string(),
+            "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
+        );
         assert_eq!(PbNode::decode(&node.encode()).unwrap(), node);
+        let block = node.encode();
+        assert_eq!(&block[leaf_content_range(&block).unwrap()], b"hello\n");
+        let empty = PbNode {
+            links: vec![],
+            data: Some(UnixFs::file(None, 0, vec![]).encode()),
+        }
+        .encode();
+        assert_eq!(leaf_content_range(&empty).unwrap().len(), 0);
     }
 
     #[test]
@@ -266,7 +315,9 @@ mod tests {
             &[0x0b],
             &[0x0a, 0x00, 0x12, 0x00],
             &[0x12, 0x02, 0x0a, 0x00],
-            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            &[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            ],
         ] {
             assert!(PbNode::decode(b).is_err(), "{b:?}");
         }

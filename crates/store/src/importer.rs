@@ -112,7 +112,9 @@ impl ImportOptions {
                     tsize: c.tsize,
                 })
                 .collect(),
-            data: Some(UnixFs::file(None, size, children.iter().map(|c| c.size).collect()).encode()),
+            data: Some(
+                UnixFs::file(None, size, children.iter().map(|c| c.size).collect()).encode(),
+            ),
         };
         let block = node.encode();
         let cid = self.node_cid(&block);
@@ -125,7 +127,11 @@ impl ImportOptions {
     }
 
     /// A UnixFS directory over named entries (sorted by name bytes, as DAG-PB requires).
-    pub fn directory(&self, mut entries: Vec<(String, Node)>, sink: &dyn BlockSink) -> io::Result<Node> {
+    pub fn directory(
+        &self,
+        mut entries: Vec<(String, Node)>,
+        sink: &dyn BlockSink,
+    ) -> io::Result<Node> {
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let node = PbNode {
             links: entries
@@ -172,7 +178,9 @@ impl ImportOptions {
         progress: &mut dyn FnMut(u64),
     ) -> io::Result<Node> {
         let chunk = self.chunk_size;
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
         let results: Mutex<Vec<(usize, Node)>> = Mutex::new(Vec::new());
         let (work_tx, work_rx) = mpsc::sync_channel::<(usize, Vec<u8>)>(workers * 2);
         let work_rx = Arc::new(Mutex::new(work_rx));
@@ -180,7 +188,8 @@ impl ImportOptions {
         let failed: Mutex<Option<io::Error>> = Mutex::new(None);
         std::thread::scope(|s| -> io::Result<()> {
             for _ in 0..workers {
-                let (rx, pool, results, failed) = (work_rx.clone(), pool_tx.clone(), &results, &failed);
+                let (rx, pool, results, failed) =
+                    (work_rx.clone(), pool_tx.clone(), &results, &failed);
                 s.spawn(move || loop {
                     let job = rx.lock().expect("work queue").recv();
                     let Ok((i, buf)) = job else { break };
@@ -200,7 +209,9 @@ impl ImportOptions {
                 if failed.lock().expect("errors").is_some() {
                     break;
                 }
-                let mut buf = pool_rx.try_recv().unwrap_or_else(|_| Vec::with_capacity(chunk));
+                let mut buf = pool_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(chunk));
                 buf.clear();
                 let n = (&mut reader).take(chunk as u64).read_to_end(&mut buf)?;
                 if n == 0 {
@@ -227,7 +238,12 @@ impl ImportOptions {
         self.file_root(leaves.into_iter().map(|(_, n)| n).collect(), sink)
     }
 
-    pub fn import_file(&self, path: &Path, sink: &dyn BlockSink, progress: &mut dyn FnMut(u64)) -> io::Result<Node> {
+    pub fn import_file(
+        &self,
+        path: &Path,
+        sink: &dyn BlockSink,
+        progress: &mut dyn FnMut(u64),
+    ) -> io::Result<Node> {
         let f = std::fs::File::open(path)?;
         self.import_reader(io::BufReader::with_capacity(1 << 20, f), sink, progress)
     }
@@ -259,15 +275,27 @@ mod tests {
     use super::*;
 
     fn cid_of(data: &[u8], opts: ImportOptions) -> String {
-        opts.import_reader(data, &Discard, &mut |_| {}).unwrap().cid.to_string()
+        opts.import_reader(data, &Discard, &mut |_| {})
+            .unwrap()
+            .cid
+            .to_string()
     }
 
     #[test]
     fn anchors() {
         let o = ImportOptions::default();
-        assert_eq!(cid_of(b"hello\n", o), "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN");
-        assert_eq!(cid_of(b"", o), "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH");
-        assert_eq!(cid_of(b"hello world\n", o), "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o");
+        assert_eq!(
+            cid_of(b"hello\n", o),
+            "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
+        );
+        assert_eq!(
+            cid_of(b"", o),
+            "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
+        );
+        assert_eq!(
+            cid_of(b"hello world\n", o),
+            "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
+        );
         assert_eq!(
             cid_of(&vec![0u8; 64 << 20], o),
             "QmfKyrN38oa8CrSYirAYZq4X4Hvq73JtVkgSgeVzHCkAuT"
@@ -280,7 +308,12 @@ mod tests {
             let generic = PbNode {
                 links: vec![],
                 data: Some(
-                    UnixFs::file((!chunk.is_empty()).then_some(chunk), chunk.len() as u64, vec![]).encode(),
+                    UnixFs::file(
+                        (!chunk.is_empty()).then_some(chunk),
+                        chunk.len() as u64,
+                        vec![],
+                    )
+                    .encode(),
                 ),
             }
             .encode();

@@ -86,7 +86,10 @@ impl Default for Config {
 pub fn parse_listen_addr(s: &str) -> Option<std::net::SocketAddr> {
     let parts: Vec<&str> = s.split('/').collect();
     if let ["", "ip4" | "ip6", ip, "tcp", port] = parts.as_slice() {
-        return Some(std::net::SocketAddr::new(ip.parse().ok()?, port.parse().ok()?));
+        return Some(std::net::SocketAddr::new(
+            ip.parse().ok()?,
+            port.parse().ok()?,
+        ));
     }
     s.parse().ok()
 }
@@ -234,7 +237,10 @@ impl Repo {
 
     /// Runs `f` on the metadata database. redb admits one process at a time, so the
     /// database is opened per operation, waiting up to 30 s for another process.
-    fn with_db<T>(&self, f: impl FnOnce(&redb::Database) -> Result<T, RepoError>) -> Result<T, RepoError> {
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&redb::Database) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
         let path = self.path.join("datastore.redb");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -316,13 +322,18 @@ impl Repo {
         })
     }
 
-    pub fn set_torrent(&self, info_hash: &[u8; 20], record: &TorrentRecord) -> Result<(), RepoError> {
+    pub fn set_torrent(
+        &self,
+        info_hash: &[u8; 20],
+        record: &TorrentRecord,
+    ) -> Result<(), RepoError> {
         let value = serde_json::to_vec(record).expect("record serialises");
         self.with_db(|db| {
             let tx = db.begin_write().map_err(db_err)?;
             {
                 let mut t = tx.open_table(TORRENTS).map_err(db_err)?;
-                t.insert(info_hash.as_slice(), value.as_slice()).map_err(db_err)?;
+                t.insert(info_hash.as_slice(), value.as_slice())
+                    .map_err(db_err)?;
             }
             tx.commit().map_err(db_err)
         })
@@ -367,7 +378,9 @@ impl Repo {
     pub fn gc(&self) -> Result<GcReport, RepoError> {
         let live = self.live_set()?;
         let mut report = GcReport::default();
-        self.blocks.clean_temp().map_err(io_err(self.blocks.root()))?;
+        self.blocks
+            .clean_temp()
+            .map_err(io_err(self.blocks.root()))?;
         for f in self.blocks.files().map_err(io_err(self.blocks.root()))? {
             match f.digest {
                 Some(d) if live.contains(&d) => report.kept += 1,
@@ -405,7 +418,9 @@ impl Repo {
             };
             match r {
                 Ok(()) => {}
-                Err(DagError::NotFound(missing)) => report.missing.push(format!("{missing} (pinned by {cid})")),
+                Err(DagError::NotFound(missing)) => {
+                    report.missing.push(format!("{missing} (pinned by {cid})"))
+                }
                 Err(e) => report.missing.push(format!("{cid}: {e}")),
             }
         }
@@ -419,7 +434,8 @@ fn holders(path: &Path) -> String {
     if let Ok(rd) = fs::read_dir(path.join("owners")) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let alive = Path::new("/proc").join(&name).exists() || !Path::new("/proc/self").exists();
+            let alive =
+                Path::new("/proc").join(&name).exists() || !Path::new("/proc/self").exists();
             if alive {
                 let cmd = fs::read_to_string(e.path()).unwrap_or_default();
                 out.push(format!("pid {name} ({})", cmd.trim()));

@@ -75,6 +75,9 @@ pub struct Options {
     pub dht: Option<Arc<crate::dht::DhtNode>>,
     /// How often the DHT is searched and announced to.
     pub dht_interval: Duration,
+    /// Told the index of every verified piece whose bytes are on disk: first those
+    /// found at start (resume data or a check), then each piece as it passes.
+    pub verified: Option<mpsc::UnboundedSender<u32>>,
 }
 
 impl Options {
@@ -96,6 +99,7 @@ impl Options {
             max_half_open: 8,
             dht: None,
             dht_interval: Duration::from_secs(300),
+            verified: None,
         }
     }
 }
@@ -480,6 +484,11 @@ pub async fn run(
         })?
         .port();
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    if let Some(tx) = &opts.verified {
+        for i in (0..n).filter(|&i| have.get(i)) {
+            let _ = tx.send(i);
+        }
+    }
     let mut picker = Picker::new(geometry, have, wanted.clone(), opts.sequential);
     // Each piece in progress holds a buffer: at most 256 MiB of them (and at least 16
     // pieces), so peers that each send a block of a different piece cannot hold more.
@@ -736,6 +745,9 @@ pub async fn run(
                         let mut culprits: Vec<Sender> = Vec::new();
                         if ok {
                             st.picker.verified(piece);
+                            if let Some(tx) = &opts.verified {
+                                let _ = tx.send(piece);
+                            }
                             for p in st.peers.values() {
                                 let _ = p.send(Message::Have(piece));
                             }

@@ -1,16 +1,19 @@
 //! `btfs bittorrent download`: runs the engine for one torrent with live progress.
 
-use super::read_input;
+use super::{read_input, wait_for_signal};
 use crate::cli::DownloadArgs;
 use crate::output::{human_size, Encoding};
 use anyhow::{bail, Context};
 use bittorrent::engine::{self, Options, Phase, Stats};
-use bittorrent::Metainfo;
+use bittorrent::{InfoHash, Metainfo};
+use node::bridge::{Bridge, BridgeError, Imported};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use store::repo::{parse_listen_addr, TorrentRecord};
+use store::{Cid, LockMode, Repo};
 use tokio::sync::watch;
 
 pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
@@ -30,10 +33,17 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         let _guard = runtime.enter();
         super::magnet::start_dht(&dht_bootstrap, args.dht_port, args.listen_ip)?
     };
+    let repo = Arc::new(super::store::open_repo(LockMode::Shared)?);
+    let gateway = gateway_base(&repo);
     let mut magnet_selection = None;
     let meta = match (&args.torrent, &args.source) {
         (None, Some(s)) if s.trim_start().to_ascii_lowercase().starts_with("magnet:") => {
             let magnet: bittorrent::Magnet = s.parse().context("reading the magnet link")?;
+            if !args.seed && magnet.select_only.is_empty() {
+                if let Some(done) = already_imported(&repo, &magnet.wire_info_hash())? {
+                    return report_known(done, &gateway, enc);
+                }
+            }
             match enc {
                 Encoding::Text => eprintln!(
                     "fetching the metadata of {} from peers…",
@@ -80,9 +90,19 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
             meta.info.name
         );
     }
+    if !args.seed && args.only_files.is_empty() {
+        if let Some(done) = already_imported(&repo, &meta.wire_info_hash())? {
+            return report_known(done, &gateway, enc);
+        }
+    }
+    // Without -o the files live in a working folder of the repo until they are imported.
+    let working = args.output.is_none();
     let save_path = match &args.output {
         Some(o) => o.clone(),
-        None => std::env::current_dir().context("the current folder")?,
+        None => super::btfs_path()?
+            .join("bittorrent")
+            .join("downloads")
+            .join(meta.wire_info_hash().to_hex()),
     };
     std::fs::create_dir_all(&save_path)
         .with_context(|| format!("creating {}", save_path.display()))?;
@@ -91,12 +111,15 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         .with_context(|| format!("{}", save_path.display()))?;
     let selected = select_files(&meta, &args.only_files)?.or(magnet_selection);
     let mut opts = Options::new(save_path.clone());
-    opts.resume_file = Some(resume_dir()?.join(format!("{}.resume", meta.wire_info_hash())));
+    let resume_file = Some(resume_dir()?.join(format!("{}.resume", meta.wire_info_hash())));
+    opts.resume_file = resume_file.clone();
     opts.listen = SocketAddr::new(args.listen_ip, args.port);
     extra_peers.sort();
     extra_peers.dedup();
     opts.peers = extra_peers.clone();
-    opts.selected = selected;
+    opts.selected = selected.clone();
+    let (verified_tx, verified_rx) = tokio::sync::mpsc::unbounded_channel();
+    opts.verified = Some(verified_tx);
     opts.sequential = args.sequential;
     opts.seed = args.seed;
     opts.recheck = args.recheck;
@@ -128,7 +151,18 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
 
     let meta = Arc::new(meta);
     let name = meta.info.storage_name().to_owned();
-    let summary = runtime.block_on(async {
+    let bridge = Bridge::new(repo.clone(), meta.clone(), &save_path, selected.as_deref());
+    let (summary, imported) = runtime.block_on(async {
+        let import = {
+            let gateway = gateway.clone();
+            tokio::spawn(async move {
+                let r = bridge.run(verified_rx).await;
+                if let Ok(imported) = &r {
+                    print_imported(imported, &gateway, enc);
+                }
+                r
+            })
+        };
         let (stats_tx, stats_rx) = watch::channel(Stats::default());
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
@@ -142,8 +176,28 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         if let Some(d) = dht {
             super::magnet::save_dht(&d).await;
         }
-        r
-    })?;
+        let imported = import.await;
+        (r, imported)
+    });
+    let summary = summary?;
+    let imported = match imported {
+        Ok(Ok(i)) => Some(i),
+        Ok(Err(BridgeError::Incomplete)) if !summary.complete => None,
+        Ok(Err(e)) => return Err(e).context("importing into the BTFS store"),
+        Err(e) => bail!("the import task failed: {e}"),
+    };
+    if let (true, Some(_)) = (working, &imported) {
+        // The import is durable (blocks synced, pin committed): the working copy can go.
+        if let Err(e) = std::fs::remove_dir_all(&save_path) {
+            eprintln!(
+                "could not remove the working folder {}: {e}",
+                save_path.display()
+            );
+        }
+        if let Some(r) = &resume_file {
+            let _ = std::fs::remove_file(r);
+        }
+    }
     let s = &summary.stats;
     let secs = s.elapsed.max(0.001);
     match enc {
@@ -153,7 +207,13 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
             v["Complete"] = summary.complete.into();
             v["Name"] = meta.info.storage_name().into();
             v["InfoHash"] = meta.wire_info_hash().to_hex().into();
-            v["SavePath"] = save_path.display().to_string().into();
+            if !working {
+                v["SavePath"] = save_path.display().to_string().into();
+            }
+            if let Some(i) = &imported {
+                v["Cid"] = i.root.cid.to_string().into();
+                v["GatewayUrl"] = format!("{gateway}/btfs/{}", i.root.cid).into();
+            }
             if let Some(r) = &summary.stop_reason {
                 v["StopReason"] = r.clone().into();
             }
@@ -161,13 +221,17 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         }
         Encoding::Text => {
             if summary.complete {
+                let place = if working {
+                    "imported into the BTFS store".to_string()
+                } else {
+                    format!("saved in {}", save_path.display())
+                };
                 println!(
-                    "downloaded {} ({}) in {:.1} s, {}/s; saved in {}",
+                    "downloaded {} ({}) in {:.1} s, {}/s; {place}",
                     meta.info.storage_name(),
                     human_size(s.bytes_wanted),
                     secs,
                     human_size((s.downloaded as f64 / secs) as u64),
-                    save_path.display()
                 );
             }
         }
@@ -189,6 +253,77 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `http://IP:PORT` of the gateway in the repo's config.
+fn gateway_base(repo: &Repo) -> String {
+    let addr = parse_listen_addr(&repo.config.addresses.gateway)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let ip = if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// The torrent's root, when an earlier download imported it whole and every block is
+/// still here.
+fn already_imported(
+    repo: &Repo,
+    info_hash: &InfoHash,
+) -> anyhow::Result<Option<(TorrentRecord, Cid)>> {
+    let Some(record) = repo.torrent(&info_hash.0)? else {
+        return Ok(None);
+    };
+    let Ok(root) = record.root.parse::<Cid>() else {
+        return Ok(None);
+    };
+    Ok(repo.is_complete(&root).then_some((record, root)))
+}
+
+fn report_known(
+    (record, root): (TorrentRecord, Cid),
+    gateway: &str,
+    enc: Encoding,
+) -> anyhow::Result<()> {
+    let url = format!("{gateway}/btfs/{root}");
+    match enc {
+        Encoding::Json => println!(
+            "{}",
+            serde_json::json!({"Type": "summary", "Complete": true, "AlreadyImported": true, "Name": record.name, "Cid": root.to_string(), "GatewayUrl": url})
+        ),
+        Encoding::Text => {
+            eprintln!("{} is already in the BTFS store", record.name);
+            println!("added {root} {}", record.name);
+            println!("gateway: {url}");
+        }
+    }
+    Ok(())
+}
+
+fn print_imported(imported: &Imported, gateway: &str, enc: Encoding) {
+    let url = format!("{gateway}/btfs/{}", imported.root.cid);
+    let mut out = std::io::stdout().lock();
+    for (name, node) in &imported.added {
+        let _ = match enc {
+            Encoding::Json => writeln!(
+                out,
+                "{}",
+                serde_json::json!({"Type": "added", "Name": name, "Hash": node.cid.to_string(), "Size": node.tsize.to_string()})
+            ),
+            Encoding::Text => writeln!(out, "added {} {name}", node.cid),
+        };
+    }
+    let _ = match enc {
+        Encoding::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"Type": "imported", "Cid": imported.root.cid.to_string(), "GatewayUrl": url})
+        ),
+        Encoding::Text => writeln!(out, "gateway: {url}"),
+    };
+    let _ = out.flush();
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Metainfo> {
@@ -260,21 +395,6 @@ fn glob(pattern: &str, text: &str) -> bool {
         }
     }
     p[pi..].iter().all(|&c| c == '*')
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn eta(s: &Stats) -> String {

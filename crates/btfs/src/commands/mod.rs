@@ -2,6 +2,7 @@
 
 mod bencode;
 mod create;
+mod daemon;
 mod download;
 mod magnet;
 mod metainfo;
@@ -33,7 +34,7 @@ pub fn run(command: Command, enc: Encoding) -> anyhow::Result<()> {
         Command::Ls(a) => store::ls(a, enc),
         Command::Pin(c) => store::pin(c, enc),
         Command::Repo(c) => store::repo(c, enc),
-        Command::Daemon(_) => unavailable("daemon", "the gateway"),
+        Command::Daemon(a) => daemon::run(a, enc),
     }
 }
 
@@ -80,4 +81,20 @@ pub fn read_input(path: &Path) -> anyhow::Result<Vec<u8>> {
         );
     }
     Ok(buf)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

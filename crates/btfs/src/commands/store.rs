@@ -127,17 +127,23 @@ struct Adder<'a> {
 
 impl Adder<'_> {
     fn add_path(&mut self, path: &Path, display: &str) -> anyhow::Result<Node> {
-        let meta = std::fs::symlink_metadata(path).with_context(|| format!("{}", path.display()))?;
+        let meta =
+            std::fs::symlink_metadata(path).with_context(|| format!("{}", path.display()))?;
         let ft = meta.file_type();
         if ft.is_symlink() {
             let target = std::fs::read_link(path).with_context(|| format!("{}", path.display()))?;
-            let node = self.opts.symlink(target.as_os_str().as_encoded_bytes(), self.sink)?;
+            let node = self
+                .opts
+                .symlink(target.as_os_str().as_encoded_bytes(), self.sink)?;
             self.printer.added(display, &node);
             return Ok(node);
         }
         if ft.is_dir() {
             if !self.recursive {
-                bail!("{} is a directory; use -r to add directories", path.display());
+                bail!(
+                    "{} is a directory; use -r to add directories",
+                    path.display()
+                );
             }
             let mut children: Vec<(String, PathBuf)> = Vec::new();
             for e in std::fs::read_dir(path).with_context(|| format!("{}", path.display()))? {
@@ -246,7 +252,9 @@ pub fn add(args: AddArgs, enc: Encoding) -> anyhow::Result<()> {
                     .with_context(|| format!("{}: the name is not UTF-8", p.display()))?
                     .to_owned(),
                 None => {
-                    let canon = p.canonicalize().with_context(|| format!("{}", p.display()))?;
+                    let canon = p
+                        .canonicalize()
+                        .with_context(|| format!("{}", p.display()))?;
                     canon
                         .file_name()
                         .and_then(|n| n.to_str())
@@ -298,13 +306,19 @@ pub fn cat(args: CatArgs) -> anyhow::Result<()> {
     let segments = dag.segments(&cid, args.offset.min(end), end)?;
     let mut out = std::io::stdout().lock();
     for s in &segments {
-        let bytes = dag.read_segment(s)?;
-        match out.write_all(&bytes) {
+        let (block, range) = dag.read_segment(s)?;
+        match out.write_all(&block[range]) {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
             r => r?,
         }
     }
-    out.flush().or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })?;
+    out.flush().or_else(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })?;
     Ok(())
 }
 
@@ -346,7 +360,8 @@ fn export(dag: &store::Dag, cid: &Cid, out: &Path) -> anyhow::Result<u64> {
                 .open(out)
                 .with_context(|| format!("{}", out.display()))?;
             for s in dag.segments(cid, 0, size)? {
-                f.write_all(&dag.read_segment(&s)?)
+                let (block, range) = dag.read_segment(&s)?;
+                f.write_all(&block[range])
                     .with_context(|| format!("{}", out.display()))?;
             }
             Ok(size)
@@ -398,7 +413,11 @@ pub fn ls(args: LsArgs, enc: Encoding) -> anyhow::Result<()> {
                     })
                 })
                 .collect();
-            writeln!(out, "{}", serde_json::json!({"Hash": cid.to_string(), "Links": links}))?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"Hash": cid.to_string(), "Links": links})
+            )?;
         }
         Encoding::Text => {
             for e in &entries {
@@ -419,7 +438,12 @@ pub fn pin(cmd: PinCommand, enc: Encoding) -> anyhow::Result<()> {
                 Encoding::Json => {
                     let keys: serde_json::Map<String, serde_json::Value> = pins
                         .iter()
-                        .map(|(c, k)| (c.to_string(), serde_json::json!({"Type": format!("{k:?}").to_lowercase()})))
+                        .map(|(c, k)| {
+                            (
+                                c.to_string(),
+                                serde_json::json!({"Type": format!("{k:?}").to_lowercase()}),
+                            )
+                        })
                         .collect();
                     println!("{}", serde_json::json!({ "Keys": keys }));
                 }

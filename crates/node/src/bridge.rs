@@ -1,0 +1,343 @@
+//! The bridge: imports a torrent into the BTFS store while it downloads.
+//!
+//! Each file of the torrent (pad files excluded) is cut into 256 KiB UnixFS chunks, as
+//! `btfs add` cuts it. A chunk becomes a leaf block as soon as every torrent piece that
+//! covers it is verified and on disk, so when the last piece arrives only the last few
+//! chunks and the small upper tree remain: the root CID follows within moments. A
+//! multi-file torrent becomes a UnixFS directory named like the torrent, built exactly
+//! as `btfs add -r` builds the same files (names sorted by bytes, every file included —
+//! `--hidden` in `add` terms).
+
+use bittorrent::Metainfo;
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use store::importer::{ImportOptions, Node};
+use store::repo::TorrentRecord;
+use store::{PinKind, Repo};
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("the download stopped before every piece was verified; nothing was imported")]
+    Incomplete,
+    #[error("importing {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("storing blocks: {0}")]
+    Store(#[from] std::io::Error),
+    #[error(transparent)]
+    Repo(#[from] store::RepoError),
+    #[error("import task failed: {0}")]
+    Task(String),
+}
+
+/// The outcome of an import.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    /// `added` lines in the order `btfs add -r` prints them; the root is last.
+    pub added: Vec<(String, Node)>,
+    pub root: Node,
+    /// Whether every file of the torrent was imported (and the infohash recorded).
+    pub whole_torrent: bool,
+}
+
+struct FilePlan {
+    disk_path: PathBuf,
+    /// Path inside the torrent (empty for a single-file torrent).
+    components: Vec<String>,
+    offset: u64,
+    len: u64,
+    leaves: Vec<Option<Node>>,
+    queued: Vec<bool>,
+    pending: usize,
+}
+
+/// Everything needed to import one torrent.
+pub struct Bridge {
+    repo: Arc<Repo>,
+    meta: Arc<Metainfo>,
+    opts: ImportOptions,
+    files: Vec<FilePlan>,
+    piece_len: u64,
+    verified: Vec<bool>,
+    whole_torrent: bool,
+}
+
+impl Bridge {
+    /// Plans the import of the selected files of `meta` as they appear under `save_path`.
+    pub fn new(
+        repo: Arc<Repo>,
+        meta: Arc<Metainfo>,
+        save_path: &std::path::Path,
+        selected: Option<&[bool]>,
+    ) -> Bridge {
+        let opts = ImportOptions::default();
+        let chunk = opts.chunk_size as u64;
+        let paths = bittorrent::storage::file_paths(save_path, &meta);
+        let mut files = Vec::new();
+        let mut whole = true;
+        for (i, f) in meta.info.files.iter().enumerate() {
+            if f.attr.pad {
+                continue;
+            }
+            if !selected.is_none_or(|s| s.get(i).copied().unwrap_or(false)) {
+                whole = false;
+                continue;
+            }
+            let chunks = f.length.div_ceil(chunk) as usize;
+            files.push(FilePlan {
+                disk_path: paths[i].clone(),
+                components: if meta.info.single_file {
+                    Vec::new()
+                } else {
+                    f.storage_path().to_vec()
+                },
+                offset: f.offset,
+                len: f.length,
+                leaves: vec![None; chunks],
+                queued: vec![false; chunks],
+                pending: chunks,
+            });
+        }
+        let geometry = meta.info.geometry();
+        Bridge {
+            repo,
+            opts,
+            files,
+            piece_len: geometry.map_or(1, |g| u64::from(g.piece_length())),
+            verified: vec![false; geometry.map_or(0, |g| g.piece_count() as usize)],
+            whole_torrent: whole,
+            meta,
+        }
+    }
+
+    fn chunk_pieces(&self, f: &FilePlan, k: usize) -> std::ops::RangeInclusive<u64> {
+        let chunk = self.opts.chunk_size as u64;
+        let start = f.offset + k as u64 * chunk;
+        let end = f.offset + ((k as u64 + 1) * chunk).min(f.len);
+        start / self.piece_len..=(end - 1) / self.piece_len
+    }
+
+    /// Chunks that piece `p` completes.
+    fn ready_after(&mut self, p: u32) -> Vec<(usize, usize)> {
+        let Some(v) = self.verified.get_mut(p as usize) else {
+            return Vec::new();
+        };
+        *v = true;
+        let chunk = self.opts.chunk_size as u64;
+        let (lo, hi) = (
+            u64::from(p) * self.piece_len,
+            (u64::from(p) + 1) * self.piece_len,
+        );
+        // Files are in offset order: start at the last one beginning before this piece ends.
+        let first = self.files.partition_point(|f| f.offset + f.len <= lo);
+        let mut out = Vec::new();
+        for fi in first..self.files.len() {
+            let f = &self.files[fi];
+            if f.offset >= hi {
+                break;
+            }
+            if f.len == 0 {
+                continue;
+            }
+            let a = (lo.max(f.offset) - f.offset) / chunk;
+            let b = (hi.min(f.offset + f.len) - 1 - f.offset) / chunk;
+            for k in a as usize..=b as usize {
+                if !f.queued[k] && self.chunk_pieces(f, k).all(|q| self.verified[q as usize]) {
+                    out.push((fi, k));
+                }
+            }
+            for &(ofi, k) in out.iter().filter(|(ofi, _)| *ofi == fi) {
+                self.files[ofi].queued[k] = true;
+            }
+        }
+        out
+    }
+
+    fn done(&self) -> bool {
+        self.files.iter().all(|f| f.pending == 0)
+    }
+
+    /// Imports chunks as `verified` reports pieces, until every selected file is in the
+    /// store; then builds the DAG, pins it and records the torrent.
+    pub async fn run(
+        mut self,
+        mut verified: mpsc::UnboundedReceiver<u32>,
+    ) -> Result<Imported, BridgeError> {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (done_tx, mut done_rx) =
+            mpsc::unbounded_channel::<Result<(usize, usize, Node), BridgeError>>();
+        let mut in_flight = 0usize;
+        let mut queue: std::collections::VecDeque<(usize, usize)> = Default::default();
+        let mut source_open = true;
+        while !self.done() {
+            while in_flight < workers {
+                let Some((fi, k)) = queue.pop_front() else {
+                    break;
+                };
+                in_flight += 1;
+                let f = &self.files[fi];
+                let chunk = self.opts.chunk_size as u64;
+                let at = k as u64 * chunk;
+                let len = (f.len - at).min(chunk) as usize;
+                let (path, repo, opts, tx) = (
+                    f.disk_path.clone(),
+                    self.repo.clone(),
+                    self.opts,
+                    done_tx.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    let r = (|| {
+                        let file =
+                            std::fs::File::open(&path).map_err(|source| BridgeError::Read {
+                                path: path.clone(),
+                                source,
+                            })?;
+                        let mut buf = vec![0u8; len];
+                        file.read_exact_at(&mut buf, at)
+                            .map_err(|source| BridgeError::Read { path, source })?;
+                        Ok((fi, k, opts.put_leaf(&buf, &repo.blocks)?))
+                    })();
+                    let _ = tx.send(r);
+                });
+            }
+            if !source_open && in_flight == 0 && queue.is_empty() {
+                return Err(BridgeError::Incomplete);
+            }
+            tokio::select! {
+                p = verified.recv(), if source_open => match p {
+                    Some(p) => {
+                        let ready = self.ready_after(p);
+                        queue.extend(ready);
+                    }
+                    None => source_open = false,
+                },
+                r = done_rx.recv() => {
+                    in_flight -= 1;
+                    let (fi, k, node) = r.ok_or_else(|| BridgeError::Task("import worker vanished".into()))??;
+                    let f = &mut self.files[fi];
+                    if f.leaves[k].replace(node).is_none() {
+                        f.pending -= 1;
+                    }
+                }
+            }
+        }
+        while in_flight > 0 {
+            match done_rx.recv().await {
+                Some(_) => in_flight -= 1,
+                None => break,
+            }
+        }
+        tokio::task::spawn_blocking(move || self.finish())
+            .await
+            .map_err(|e| BridgeError::Task(e.to_string()))?
+    }
+
+    /// Builds file roots and directories, pins the root and records the torrent.
+    fn finish(self) -> Result<Imported, BridgeError> {
+        let sink = &self.repo.blocks;
+        let name = self.meta.info.storage_name().to_owned();
+        let mut tree = Tree::default();
+        let mut single = None;
+        for f in self.files {
+            let leaves: Vec<Node> = f
+                .leaves
+                .into_iter()
+                .map(|l| l.expect("every chunk imported"))
+                .collect();
+            let node = self.opts.file_root(leaves, sink)?;
+            if f.components.is_empty() {
+                single = Some(node);
+            } else {
+                tree.insert(&f.components, node);
+            }
+        }
+        let mut added = Vec::new();
+        let root = match single {
+            Some(node) if self.meta.info.single_file => {
+                added.push((name.clone(), node));
+                node
+            }
+            _ => {
+                let mut dirs = Vec::new();
+                let root = tree.build(&self.opts, sink, &name, &mut added, &mut dirs)?;
+                added.extend(dirs);
+                root
+            }
+        };
+        self.repo.pin(&root.cid, PinKind::Recursive)?;
+        if self.whole_torrent {
+            self.repo.set_torrent(
+                &self.meta.wire_info_hash().0,
+                &TorrentRecord {
+                    name,
+                    root: root.cid.to_string(),
+                },
+            )?;
+        }
+        Ok(Imported {
+            added,
+            root,
+            whole_torrent: self.whole_torrent,
+        })
+    }
+}
+
+/// Files by path, for building directories.
+#[derive(Default)]
+struct Tree {
+    files: BTreeMap<String, Node>,
+    dirs: BTreeMap<String, Tree>,
+}
+
+impl Tree {
+    fn insert(&mut self, path: &[String], node: Node) {
+        match path {
+            [name] => {
+                self.files.insert(name.clone(), node);
+            }
+            [dir, rest @ ..] => self.dirs.entry(dir.clone()).or_default().insert(rest, node),
+            [] => {}
+        }
+    }
+
+    /// The directory node; files are listed in `added` in walk order, directories in
+    /// `dirs` children first — the order of `btfs add -r`.
+    fn build(
+        self,
+        opts: &ImportOptions,
+        sink: &store::Blockstore,
+        display: &str,
+        added: &mut Vec<(String, Node)>,
+        dirs: &mut Vec<(String, Node)>,
+    ) -> std::io::Result<Node> {
+        let mut entries: Vec<(String, Node)> = Vec::new();
+        let mut files = self.files.into_iter().peekable();
+        let mut subdirs = self.dirs.into_iter().peekable();
+        // Walk names in byte order across files and folders, as a directory listing does.
+        loop {
+            let take_file = match (files.peek(), subdirs.peek()) {
+                (Some((f, _)), Some((d, _))) => f.as_bytes() < d.as_bytes(),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_file {
+                let (n, node) = files.next().expect("peeked");
+                added.push((format!("{display}/{n}"), node));
+                entries.push((n, node));
+            } else {
+                let (n, sub) = subdirs.next().expect("peeked");
+                let node = sub.build(opts, sink, &format!("{display}/{n}"), added, dirs)?;
+                entries.push((n, node));
+            }
+        }
+        let node = opts.directory(entries, sink)?;
+        dirs.push((display.to_owned(), node));
+        Ok(node)
+    }
+}

@@ -1,0 +1,858 @@
+//! The HTTP gateway: `GET`/`HEAD /btfs/{cid}[/path]` (and `/ipfs/…`) from the local
+//! blockstore. Files are streamed one block at a time (memory stays flat whatever the
+//! file size), with single and multiple byte ranges, the CID as ETag and immutable
+//! caching; directories get an `index.html` or a listing page.
+//!
+//! Paths are taken from the raw request URI: segments are percent-decoded one by one,
+//! and `.`/`..` segments or names with a slash in them are refused, so nothing but
+//! links of the DAG is ever followed.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use axum::Router;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::Arc;
+use store::dag::{DagError, DirEntry, Kind, Segment};
+use store::{Blockstore, Cid, Dag};
+
+/// Most ranges one request may ask for.
+pub const MAX_RANGES: usize = 100;
+const CACHE_IMMUTABLE: &str = "public, max-age=29030400, immutable";
+
+pub fn router(blocks: Arc<Blockstore>) -> Router {
+    Router::new().fallback(handle).with_state(blocks)
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    blocks: Arc<Blockstore>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(blocks))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    let mut body = msg.into();
+    body.push('\n');
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .body(Body::from(body))
+        .expect("static response")
+}
+
+fn dag_status(e: &DagError) -> StatusCode {
+    match e {
+        DagError::NotFound(_) | DagError::NoSuchName { .. } | DagError::NotDirectory(_) => {
+            StatusCode::NOT_FOUND
+        }
+        DagError::Sharded(_) => StatusCode::NOT_IMPLEMENTED,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A parsed request path.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ContentPath {
+    pub root: Cid,
+    pub names: Vec<String>,
+    pub trailing_slash: bool,
+}
+
+/// `/btfs/{cid}/a/b` from a raw (still percent-encoded) URI path.
+pub fn parse_path(raw: &str) -> Result<ContentPath, (StatusCode, String)> {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    let rest = raw
+        .strip_prefix("/btfs/")
+        .or_else(|| raw.strip_prefix("/ipfs/"))
+        .ok_or((
+            StatusCode::NOT_FOUND,
+            "not found: paths start with /btfs/{cid}".to_string(),
+        ))?;
+    let mut segments = rest.split('/');
+    let cid_text = decode_segment(segments.next().unwrap_or_default()).map_err(bad)?;
+    let root: Cid = cid_text
+        .parse()
+        .map_err(|e| bad(format!("invalid CID {cid_text:?}: {e}")))?;
+    let mut names = Vec::new();
+    for seg in segments {
+        if seg.is_empty() {
+            continue;
+        }
+        let name = decode_segment(seg).map_err(bad)?;
+        if name == "." || name == ".." {
+            return Err(bad(format!("invalid path segment {name:?}")));
+        }
+        if name.contains(['/', '\\', '\0']) {
+            return Err(bad(format!(
+                "invalid path segment {name:?}: names cannot contain '/', '\\' or NUL"
+            )));
+        }
+        names.push(name);
+    }
+    Ok(ContentPath {
+        root,
+        names,
+        trailing_slash: raw.ends_with('/'),
+    })
+}
+
+fn decode_segment(seg: &str) -> Result<String, String> {
+    percent_encoding::percent_decode_str(seg)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| format!("path segment {seg:?} is not UTF-8"))
+}
+
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then(|| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// What a path resolved to.
+enum Target {
+    File { cid: Cid, size: u64, head: Vec<u8> },
+    Dir { cid: Cid, entries: Vec<DirEntry> },
+    Symlink { cid: Cid, target: Vec<u8> },
+}
+
+fn resolve(blocks: &Blockstore, path: &ContentPath) -> Result<Target, DagError> {
+    let dag = Dag { blocks };
+    let names: Vec<&str> = path.names.iter().map(String::as_str).collect();
+    let cid = dag.resolve(path.root, &names)?;
+    let block = dag.block(&cid)?;
+    Ok(match block.kind() {
+        Kind::Directory => Target::Dir {
+            cid,
+            entries: dag.list(&cid)?,
+        },
+        Kind::Symlink(target) => Target::Symlink { cid, target },
+        Kind::File => {
+            let size = block.file_size();
+            let mut head = Vec::new();
+            for s in dag.segments(&cid, 0, size.min(512))? {
+                let (b, r) = dag.read_segment(&s)?;
+                head.extend_from_slice(&b[r]);
+            }
+            Target::File { cid, size, head }
+        }
+    })
+}
+
+async fn handle(State(blocks): State<Arc<Blockstore>>, req: Request<Body>) -> Response<Body> {
+    let method = req.method().clone();
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the gateway serves GET and HEAD",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let raw_path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    if raw_path == "/" {
+        return text(StatusCode::OK, "btfs gateway: GET /btfs/{cid}[/path]");
+    }
+    let path = match parse_path(&raw_path) {
+        Ok(p) => p,
+        Err((status, msg)) => return text(status, msg),
+    };
+    let b = blocks.clone();
+    let resolved = tokio::task::spawn_blocking(move || {
+        let r = resolve(&b, &path);
+        (path, r)
+    })
+    .await;
+    let (path, target) = match resolved {
+        Ok((path, Ok(t))) => (path, t),
+        Ok((_, Err(e))) => return text(dag_status(&e), e.to_string()),
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error: {e}"),
+            )
+        }
+    };
+    let mut resp = match target {
+        Target::Dir { cid, entries } => {
+            if !path.trailing_slash {
+                let mut location = format!("{raw_path}/");
+                if let Some(q) = &query {
+                    location.push('?');
+                    location.push_str(q);
+                }
+                let mut r = text(
+                    StatusCode::MOVED_PERMANENTLY,
+                    format!("moved to {location}"),
+                );
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                return r;
+            }
+            match entries
+                .iter()
+                .find(|e| e.name == "index.html" && e.kind == Kind::File)
+            {
+                Some(index) => serve_file(
+                    &blocks,
+                    req.headers(),
+                    &method,
+                    cid,
+                    index.cid,
+                    index.size,
+                    "text/html; charset=utf-8".into(),
+                    None,
+                ),
+                None => {
+                    let html = listing(&raw_path, &path, &cid, &entries);
+                    let mut r = Response::builder()
+                        .status(StatusCode::OK)
+                        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+                        .header(header::ETAG, format!("\"DirIndex-{cid}\""))
+                        .header(header::CACHE_CONTROL, "public, max-age=604800")
+                        .header(header::CONTENT_LENGTH, html.len());
+                    r = r.header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+                    let body = if method == Method::HEAD {
+                        Body::empty()
+                    } else {
+                        Body::from(html)
+                    };
+                    r.body(body).expect("listing response")
+                }
+            }
+        }
+        Target::Symlink { cid, target } => {
+            let mut r = Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "inode/symlink")
+                .header(header::ETAG, format!("\"{cid}\""))
+                .header(header::CACHE_CONTROL, CACHE_IMMUTABLE)
+                .header(header::CONTENT_LENGTH, target.len());
+            r = r.header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+            let body = if method == Method::HEAD {
+                Body::empty()
+            } else {
+                Body::from(target)
+            };
+            r.body(body).expect("symlink response")
+        }
+        Target::File { cid, size, head } => {
+            let filename = query_param(query.as_deref(), "filename");
+            let name_for_type = filename.clone().or_else(|| path.names.last().cloned());
+            let content_type = name_for_type
+                .as_deref()
+                .and_then(type_by_extension)
+                .map(str::to_owned)
+                .unwrap_or_else(|| sniff(&head).to_owned());
+            let disposition = filename.map(|f| {
+                let kind = if query_param(query.as_deref(), "download").as_deref() == Some("true") {
+                    "attachment"
+                } else {
+                    "inline"
+                };
+                content_disposition(kind, &f)
+            });
+            serve_file(
+                &blocks,
+                req.headers(),
+                &method,
+                cid,
+                cid,
+                size,
+                content_type,
+                disposition,
+            )
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&raw_path) {
+        resp.headers_mut().insert("x-ipfs-path", v);
+    }
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve_file(
+    blocks: &Arc<Blockstore>,
+    headers: &HeaderMap,
+    method: &Method,
+    etag_cid: Cid,
+    file: Cid,
+    size: u64,
+    content_type: String,
+    disposition: Option<String>,
+) -> Response<Body> {
+    let etag = format!("\"{etag_cid}\"");
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        if inm.split(',').any(|t| {
+            let t = t.trim();
+            t == "*" || t == etag || t.strip_prefix("W/") == Some(&etag)
+        }) {
+            return Response::builder()
+                .status(StatusCode::NOT_MODIFIED)
+                .header(header::ETAG, &etag)
+                .header(header::CACHE_CONTROL, CACHE_IMMUTABLE)
+                .body(Body::empty())
+                .expect("304");
+        }
+    }
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    // A Range with a stale If-Range is answered with the whole file.
+    let if_range_ok = headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim() == etag);
+    let ranges = match range_header.filter(|_| if_range_ok) {
+        None => Ok(None),
+        Some(h) => parse_ranges(h, size),
+    };
+    let mut b = Response::builder()
+        .header(header::ETAG, &etag)
+        .header(header::CACHE_CONTROL, CACHE_IMMUTABLE)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    if let Some(d) = &disposition {
+        b = b.header(header::CONTENT_DISPOSITION, d);
+    }
+    let head = method == Method::HEAD;
+    match ranges {
+        Err(RangeError::Unsatisfiable) | Err(RangeError::TooMany) => {
+            let msg = match ranges {
+                Err(RangeError::TooMany) => format!("more than {MAX_RANGES} ranges"),
+                _ => format!("no requested range overlaps the {size} bytes of the file"),
+            };
+            let mut r = text(StatusCode::RANGE_NOT_SATISFIABLE, msg);
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+            );
+            r
+        }
+        Ok(None) => {
+            let parts = if head {
+                Vec::new()
+            } else {
+                vec![Part::Range(file, 0, size)]
+            };
+            b.status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, &content_type)
+                .header(header::CONTENT_LENGTH, size)
+                .body(stream_body(blocks.clone(), parts))
+                .expect("file response")
+        }
+        Ok(Some(r)) if r.len() == 1 => {
+            let (start, end) = r[0];
+            let parts = if head {
+                Vec::new()
+            } else {
+                vec![Part::Range(file, start, end)]
+            };
+            b.status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_TYPE, &content_type)
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {start}-{}/{size}", end - 1),
+                )
+                .header(header::CONTENT_LENGTH, end - start)
+                .body(stream_body(blocks.clone(), parts))
+                .expect("range response")
+        }
+        Ok(Some(r)) => {
+            let boundary = format!("btfs-{}", &etag_cid.to_string()[2..18]);
+            let mut parts = Vec::with_capacity(r.len() * 2 + 1);
+            let mut len = 0u64;
+            for (i, &(start, end)) in r.iter().enumerate() {
+                let head_text = format!(
+                    "{}--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {start}-{}/{size}\r\n\r\n",
+                    if i == 0 { "" } else { "\r\n" },
+                    end - 1
+                );
+                len += head_text.len() as u64 + (end - start);
+                parts.push(Part::Bytes(Bytes::from(head_text)));
+                parts.push(Part::Range(file, start, end));
+            }
+            let tail = format!("\r\n--{boundary}--\r\n");
+            len += tail.len() as u64;
+            parts.push(Part::Bytes(Bytes::from(tail)));
+            if head {
+                parts.clear();
+            }
+            b.status(StatusCode::PARTIAL_CONTENT)
+                .header(
+                    header::CONTENT_TYPE,
+                    format!("multipart/byteranges; boundary={boundary}"),
+                )
+                .header(header::CONTENT_LENGTH, len)
+                .body(stream_body(blocks.clone(), parts))
+                .expect("multipart response")
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeError {
+    Unsatisfiable,
+    TooMany,
+}
+
+/// A `Range` header → `[start, end)` byte ranges within `size`. `Ok(None)` means the
+/// header is not a valid bytes range and is ignored (the whole file is sent), as RFC
+/// 9110 says. Overlapping ranges are merged, so no request gets more than the file.
+pub fn parse_ranges(h: &str, size: u64) -> Result<Option<Vec<(u64, u64)>>, RangeError> {
+    let Some(specs) = h.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    let specs: Vec<&str> = specs
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    if specs.len() > MAX_RANGES {
+        return Err(RangeError::TooMany);
+    }
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let Some((a, b)) = spec.split_once('-') else {
+            return Ok(None);
+        };
+        let num = |s: &str| -> Option<u64> {
+            if s.is_empty() || s.len() > 20 || !s.bytes().all(|c| c.is_ascii_digit()) {
+                None
+            } else {
+                s.parse().ok().or(Some(u64::MAX))
+            }
+        };
+        match (a.trim(), b.trim()) {
+            ("", n) => {
+                let Some(n) = num(n) else { return Ok(None) };
+                if n > 0 && size > 0 {
+                    out.push((size - n.min(size), size));
+                }
+            }
+            (s, "") => {
+                let Some(s) = num(s) else { return Ok(None) };
+                if s < size {
+                    out.push((s, size));
+                }
+            }
+            (s, e) => {
+                let (Some(s), Some(e)) = (num(s), num(e)) else {
+                    return Ok(None);
+                };
+                if e < s {
+                    return Ok(None);
+                }
+                if s < size {
+                    out.push((s, e.saturating_add(1).min(size)));
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(RangeError::Unsatisfiable);
+    }
+    let overlapping = {
+        let mut sorted = out.clone();
+        sorted.sort_unstable();
+        sorted.windows(2).any(|w| w[1].0 < w[0].1)
+    };
+    if overlapping {
+        out.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(out.len());
+        for (s, e) in out {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        out = merged;
+    }
+    Ok(Some(out))
+}
+
+enum Part {
+    Bytes(Bytes),
+    /// Bytes `start..end` of a file.
+    Range(Cid, u64, u64),
+}
+
+/// The body: parts in order, file ranges read block by block as the client takes them.
+fn stream_body(blocks: Arc<Blockstore>, parts: Vec<Part>) -> Body {
+    struct St {
+        blocks: Arc<Blockstore>,
+        parts: std::vec::IntoIter<Part>,
+        segments: std::vec::IntoIter<Segment>,
+    }
+    let st = St {
+        blocks,
+        parts: parts.into_iter(),
+        segments: Vec::new().into_iter(),
+    };
+    let stream = futures_lite::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(seg) = st.segments.next() {
+                let b = st.blocks.clone();
+                let read =
+                    tokio::task::spawn_blocking(move || Dag { blocks: &b }.read_segment(&seg))
+                        .await;
+                let item = match read {
+                    Ok(Ok((block, range))) => Ok(Bytes::from(block).slice(range)),
+                    Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                };
+                if item.is_err() {
+                    st.segments = Vec::new().into_iter();
+                    st.parts = Vec::new().into_iter();
+                }
+                return Some((item, st));
+            }
+            match st.parts.next()? {
+                Part::Bytes(b) => return Some((Ok(b), st)),
+                Part::Range(cid, start, end) => {
+                    let b = st.blocks.clone();
+                    let segs = tokio::task::spawn_blocking(move || {
+                        Dag { blocks: &b }.segments(&cid, start, end)
+                    })
+                    .await;
+                    match segs {
+                        Ok(Ok(s)) => st.segments = s.into_iter(),
+                        Ok(Err(e)) => {
+                            st.parts = Vec::new().into_iter();
+                            return Some((Err(std::io::Error::other(e.to_string())), st));
+                        }
+                        Err(e) => {
+                            st.parts = Vec::new().into_iter();
+                            return Some((Err(std::io::Error::other(e.to_string())), st));
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Body::from_stream(stream)
+}
+
+fn content_disposition(kind: &str, name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    format!(
+        "{kind}; filename=\"{ascii}\"; filename*=UTF-8''{}",
+        percent_encoding::utf8_percent_encode(name, SET)
+    )
+}
+
+/// The MIME type for a file name's extension.
+pub fn type_by_extension(name: &str) -> Option<&'static str> {
+    let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "txt" | "text" | "log" => "text/plain; charset=utf-8",
+        "md" => "text/markdown; charset=utf-8",
+        "csv" => "text/csv; charset=utf-8",
+        "xml" => "text/xml; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "ico" => "image/vnd.microsoft.icon",
+        "bmp" => "image/bmp",
+        "mp4" | "m4v" => "video/mp4",
+        "webm" => "video/webm",
+        "mkv" => "video/x-matroska",
+        "avi" => "video/x-msvideo",
+        "mov" => "video/quicktime",
+        "ts" => "video/mp2t",
+        "mp3" => "audio/mpeg",
+        "m4a" => "audio/mp4",
+        "flac" => "audio/flac",
+        "wav" => "audio/wav",
+        "ogg" | "oga" => "audio/ogg",
+        "opus" => "audio/opus",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "7z" => "application/x-7z-compressed",
+        "wasm" => "application/wasm",
+        "torrent" => "application/x-bittorrent",
+        "iso" => "application/x-iso9660-image",
+        "epub" => "application/epub+zip",
+        "srt" => "application/x-subrip",
+        "vtt" => "text/vtt; charset=utf-8",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        _ => return None,
+    })
+}
+
+/// The MIME type from the first bytes of a file.
+pub fn sniff(head: &[u8]) -> &'static str {
+    let starts = |m: &[u8]| head.starts_with(m);
+    let trimmed: Vec<u8> = head
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .take(16)
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    if [&b"<!doctype html"[..], b"<html", b"<head", b"<body"]
+        .iter()
+        .any(|m| trimmed.starts_with(m))
+    {
+        return "text/html; charset=utf-8";
+    }
+    if starts(b"%PDF-") {
+        "application/pdf"
+    } else if starts(b"\x89PNG\r\n\x1a\n") {
+        "image/png"
+    } else if starts(b"\xff\xd8\xff") {
+        "image/jpeg"
+    } else if starts(b"GIF87a") || starts(b"GIF89a") {
+        "image/gif"
+    } else if starts(b"RIFF") && head.get(8..12) == Some(b"WEBP") {
+        "image/webp"
+    } else if starts(b"RIFF") && head.get(8..12) == Some(b"WAVE") {
+        "audio/wav"
+    } else if head.get(4..8) == Some(b"ftyp") {
+        "video/mp4"
+    } else if starts(b"\x1a\x45\xdf\xa3") {
+        "video/webm"
+    } else if starts(b"ID3") || starts(b"\xff\xfb") {
+        "audio/mpeg"
+    } else if starts(b"OggS") {
+        "application/ogg"
+    } else if starts(b"PK\x03\x04") {
+        "application/zip"
+    } else if starts(b"\x1f\x8b") {
+        "application/gzip"
+    } else if trimmed.starts_with(b"<svg") {
+        "image/svg+xml"
+    } else if trimmed.starts_with(b"<?xml") {
+        "text/xml; charset=utf-8"
+    } else if looks_like_text(head) {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+fn looks_like_text(head: &[u8]) -> bool {
+    let valid = match std::str::from_utf8(head) {
+        Ok(_) => head,
+        // A character cut at the end of the sniffed bytes is fine.
+        Err(e) if e.error_len().is_none() => &head[..e.valid_up_to()],
+        Err(_) => return false,
+    };
+    valid
+        .iter()
+        .all(|&b| b >= 0x20 || matches!(b, b'\t' | b'\n' | b'\r' | 0x0c | 0x1b))
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut v, mut u) = (n as f64, 0);
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn listing(raw_path: &str, path: &ContentPath, cid: &Cid, entries: &[DirEntry]) -> String {
+    const SEG: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'/')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}')
+        .add(b'\\')
+        .add(b'\'');
+    let title = format!("/btfs/{}/{}", path.root, path.names.join("/"));
+    let total: u64 = entries.iter().map(|e| e.size).sum();
+    let mut h = String::with_capacity(1024 + entries.len() * 200);
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{t}</title><style>\
+         body{{font:15px/1.5 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#222}}\
+         h1{{font-size:1.1rem;word-break:break-all}}table{{border-collapse:collapse;width:100%}}\
+         td,th{{padding:.3rem .6rem;border-bottom:1px solid #eee;text-align:left}}\
+         td.s,th.s{{text-align:right;white-space:nowrap}}a{{color:#0b5cad;text-decoration:none}}\
+         a:hover{{text-decoration:underline}}.cid{{font:12px monospace;color:#777}}\
+         </style></head><body><h1>Index of {t}</h1><p class=\"cid\">{cid} · {n} entries · {size}</p>\
+         <table><tr><th>Name</th><th class=\"s\">Size</th><th>CID</th></tr>",
+        t = html_escape(&title),
+        n = entries.len(),
+        size = human(total)
+    );
+    if !path.names.is_empty() {
+        let parent = raw_path
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .map_or("/", |p| p.0);
+        let _ = write!(
+            h,
+            "<tr><td><a href=\"{}/\">..</a></td><td></td><td></td></tr>",
+            html_escape(parent)
+        );
+    }
+    for e in entries {
+        let dir = e.kind == Kind::Directory;
+        let href = percent_encoding::utf8_percent_encode(&e.name, SEG).to_string();
+        let _ = write!(
+            h,
+            "<tr><td><a href=\"./{href}{slash}\">{name}{slash}</a></td><td class=\"s\">{size}</td>\
+             <td class=\"cid\"><a href=\"/btfs/{cid}{slash}\">{cid}</a></td></tr>",
+            slash = if dir { "/" } else { "" },
+            name = html_escape(&e.name),
+            size = if dir { String::new() } else { human(e.size) },
+            cid = e.cid,
+        );
+    }
+    h.push_str("</table></body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CID: &str = "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN";
+
+    #[test]
+    fn paths() {
+        let p = parse_path(&format!("/btfs/{CID}/a%20b//c/")).unwrap();
+        assert_eq!(p.names, ["a b", "c"]);
+        assert!(p.trailing_slash);
+        for bad in [
+            format!("/btfs/{CID}/../x"),
+            format!("/btfs/{CID}/%2e%2e/x"),
+            format!("/btfs/{CID}/a%2Fb"),
+            format!("/btfs/{CID}/a%00"),
+            format!("/btfs/{CID}/%ff"),
+            "/btfs/notacid".into(),
+            "/btfs/".into(),
+        ] {
+            assert_eq!(
+                parse_path(&bad).unwrap_err().0,
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_path("/etc/passwd").unwrap_err().0,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_ranges("bytes=0-9", 100), Ok(Some(vec![(0, 10)])));
+        assert_eq!(parse_ranges("bytes=90-", 100), Ok(Some(vec![(90, 100)])));
+        assert_eq!(parse_ranges("bytes=-10", 100), Ok(Some(vec![(90, 100)])));
+        assert_eq!(parse_ranges("bytes=-1000", 100), Ok(Some(vec![(0, 100)])));
+        assert_eq!(
+            parse_ranges("bytes=0-99999999999999999999999", 100),
+            Ok(Some(vec![(0, 100)]))
+        );
+        assert_eq!(
+            parse_ranges("bytes=0-1,5-6", 100),
+            Ok(Some(vec![(0, 2), (5, 7)]))
+        );
+        assert_eq!(parse_ranges("bytes=5-10,0-6", 100), Ok(Some(vec![(0, 11)])));
+        assert_eq!(
+            parse_ranges("bytes=100-", 100),
+            Err(RangeError::Unsatisfiable)
+        );
+        assert_eq!(
+            parse_ranges("bytes=-0", 100),
+            Err(RangeError::Unsatisfiable)
+        );
+        assert_eq!(parse_ranges("bytes=0-0", 0), Err(RangeError::Unsatisfiable));
+        assert_eq!(parse_ranges("bytes=5-1", 100), Ok(None));
+        assert_eq!(parse_ranges("items=0-1", 100), Ok(None));
+        assert_eq!(parse_ranges("bytes=a-b", 100), Ok(None));
+        let many = format!("bytes={}", vec!["0-0"; 10_000].join(","));
+        assert_eq!(parse_ranges(&many, 100), Err(RangeError::TooMany));
+    }
+
+    #[test]
+    fn types() {
+        assert_eq!(type_by_extension("a.MP4"), Some("video/mp4"));
+        assert_eq!(type_by_extension("noext"), None);
+        assert_eq!(sniff(b"  <!DOCTYPE HTML><p>"), "text/html; charset=utf-8");
+        assert_eq!(sniff(b"hello\n"), "text/plain; charset=utf-8");
+        assert_eq!(sniff(&[0, 1, 2, 3]), "application/octet-stream");
+        assert_eq!(
+            sniff("é".as_bytes()[..1].as_ref()),
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(
+            content_disposition("inline", "naïve \"x\".txt"),
+            "inline; filename=\"na_ve _x_.txt\"; filename*=UTF-8''na%C3%AFve%20%22x%22.txt"
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! The BTFS node: the HTTP gateway over the local store, and the bridge that imports
+//! BitTorrent downloads into it.
+
+pub mod bridge;
+pub mod gateway;
