@@ -198,7 +198,7 @@ impl Picker {
 
     /// Frees one block requested from `peer` (it rejected the request).
     pub fn release(&mut self, peer: PeerKey, block: Block) {
-        if block.begin % BLOCK_SIZE != 0 {
+        if !block.begin.is_multiple_of(BLOCK_SIZE) {
             return;
         }
         let Some(prog) = self.started.get_mut(&block.piece) else {
@@ -404,7 +404,7 @@ impl Picker {
         let expected = match self.geometry.piece(block.piece) {
             Some(p) => {
                 let size = self.geometry.piece_size(p);
-                block.begin % BLOCK_SIZE == 0
+                block.begin.is_multiple_of(BLOCK_SIZE)
                     && block.begin < size
                     && block.len == BLOCK_SIZE.min(size - block.begin)
             }

@@ -222,7 +222,7 @@ fn scheme(url: &str) -> Result<Scheme, TrackerError> {
 
 /// Compact IPv4 peers (BEP 23): 6 bytes each.
 pub fn parse_compact_v4(b: &[u8]) -> Option<Vec<SocketAddr>> {
-    if b.len() % 6 != 0 {
+    if !b.len().is_multiple_of(6) {
         return None;
     }
     Some(
@@ -238,7 +238,7 @@ pub fn parse_compact_v4(b: &[u8]) -> Option<Vec<SocketAddr>> {
 
 /// Compact IPv6 peers (BEP 7): 18 bytes each.
 pub fn parse_compact_v6(b: &[u8]) -> Option<Vec<SocketAddr>> {
-    if b.len() % 18 != 0 {
+    if !b.len().is_multiple_of(18) {
         return None;
     }
     Some(
