@@ -195,8 +195,10 @@ pub struct DaemonArgs {
 pub enum Bittorrent {
     /// Download a torrent: find peers, verify every piece, write the files.
     #[command(
-        long_about = "Download a torrent: find peers through its trackers and --peer, \
-            verify every piece (SHA-1), and write the files into the download folder. \
+        long_about = "Download a torrent: find peers through its trackers, --peer and the \
+            DHT, verify every piece (SHA-1), and import the files into the BTFS store as \
+            they verify, printing `added <cid> <path>` lines like `btfs add -r` and the \
+            gateway URL of the root. \
             Progress is a live line on a terminal, plain lines otherwise, and \
             newline-delimited JSON events with --enc json. Verified pieces survive an \
             interruption: run the same command again to resume. Exit status 0 means every \
@@ -258,7 +260,8 @@ pub struct DownloadArgs {
     /// A .torrent file.
     #[arg(short = 't', long = "torrent", conflicts_with = "source")]
     pub torrent: Option<PathBuf>,
-    /// Download folder (default: the current folder).
+    /// Keep the files in this folder too (default: only in the BTFS store; the working
+    /// copy under $BTFS_PATH/bittorrent/downloads is removed after the import).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
     /// Port to listen on for peers (default: a random one of 49152-65535).

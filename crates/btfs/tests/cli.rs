@@ -31,15 +31,7 @@ fn help_at_every_level_has_examples() {
 
 #[test]
 fn later_commands_say_they_are_not_available() {
-    for args in [
-        &["bittorrent", "serve", "a.mp4"][..],
-        &["init"],
-        &["add", "x"],
-        &["cat", "Qm"],
-        &["get", "Qm"],
-        &["ls", "Qm"],
-        &["daemon"],
-    ] {
+    for args in [&["bittorrent", "serve", "a.mp4"][..]] {
         let r = btfs(args);
         assert_eq!(r.status, 69, "{args:?}");
         assert!(

@@ -43,6 +43,8 @@ pub struct Imported {
     pub root: Node,
     /// Whether every file of the torrent was imported (and the infohash recorded).
     pub whole_torrent: bool,
+    /// From the last verified piece to the pinned root.
+    pub after_last_piece: std::time::Duration,
 }
 
 struct FilePlan {
@@ -174,6 +176,7 @@ impl Bridge {
         let mut in_flight = 0usize;
         let mut queue: std::collections::VecDeque<(usize, usize)> = Default::default();
         let mut source_open = true;
+        let mut last_piece = std::time::Instant::now();
         while !self.done() {
             while in_flight < workers {
                 let Some((fi, k)) = queue.pop_front() else {
@@ -211,6 +214,7 @@ impl Bridge {
             tokio::select! {
                 p = verified.recv(), if source_open => match p {
                     Some(p) => {
+                        last_piece = std::time::Instant::now();
                         let ready = self.ready_after(p);
                         queue.extend(ready);
                     }
@@ -232,9 +236,11 @@ impl Bridge {
                 None => break,
             }
         }
-        tokio::task::spawn_blocking(move || self.finish())
+        let mut imported = tokio::task::spawn_blocking(move || self.finish())
             .await
-            .map_err(|e| BridgeError::Task(e.to_string()))?
+            .map_err(|e| BridgeError::Task(e.to_string()))??;
+        imported.after_last_piece = last_piece.elapsed();
+        Ok(imported)
     }
 
     /// Builds file roots and directories, pins the root and records the torrent.
@@ -283,6 +289,7 @@ impl Bridge {
             added,
             root,
             whole_torrent: self.whole_torrent,
+            after_last_piece: std::time::Duration::ZERO,
         })
     }
 }

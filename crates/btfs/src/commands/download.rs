@@ -39,7 +39,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     let meta = match (&args.torrent, &args.source) {
         (None, Some(s)) if s.trim_start().to_ascii_lowercase().starts_with("magnet:") => {
             let magnet: bittorrent::Magnet = s.parse().context("reading the magnet link")?;
-            if !args.seed && magnet.select_only.is_empty() {
+            if !args.seed && args.output.is_none() && magnet.select_only.is_empty() {
                 if let Some(done) = already_imported(&repo, &magnet.wire_info_hash())? {
                     return report_known(done, &gateway, enc);
                 }
@@ -90,7 +90,8 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
             meta.info.name
         );
     }
-    if !args.seed && args.only_files.is_empty() {
+    // Already in the store: done, unless the files are wanted in a folder (-o) or seeded.
+    if !args.seed && args.output.is_none() && args.only_files.is_empty() {
         if let Some(done) = already_imported(&repo, &meta.wire_info_hash())? {
             return report_known(done, &gateway, enc);
         }
@@ -319,7 +320,7 @@ fn print_imported(imported: &Imported, gateway: &str, enc: Encoding) {
         Encoding::Json => writeln!(
             out,
             "{}",
-            serde_json::json!({"Type": "imported", "Cid": imported.root.cid.to_string(), "GatewayUrl": url})
+            serde_json::json!({"Type": "imported", "Cid": imported.root.cid.to_string(), "GatewayUrl": url, "SecondsAfterLastPiece": imported.after_last_piece.as_secs_f64()})
         ),
         Encoding::Text => writeln!(out, "gateway: {url}"),
     };

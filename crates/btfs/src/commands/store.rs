@@ -472,7 +472,13 @@ pub fn pin(cmd: PinCommand, enc: Encoding) -> anyhow::Result<()> {
         }
         PinCommand::Rm { cids } => {
             for s in &cids {
-                let (cid, _) = parse_content_path(s)?;
+                let (root, rest) = parse_content_path(s)?;
+                // A path inside a pinned DAG names a block, not the pin of its root.
+                let cid = if rest.is_empty() {
+                    root
+                } else {
+                    resolve(&repo, s)?
+                };
                 if !repo.unpin(&cid)? {
                     bail!("{cid} is not pinned");
                 }
