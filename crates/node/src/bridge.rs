@@ -200,10 +200,16 @@ impl Bridge {
                                 path: path.clone(),
                                 source,
                             })?;
-                        let mut buf = vec![0u8; len];
-                        file.read_exact_at(&mut buf, at)
-                            .map_err(|source| BridgeError::Read { path, source })?;
-                        Ok((fi, k, opts.put_leaf(&buf, &repo.blocks)?))
+                        // Buffers stay with the blocking thread, reused chunk after chunk.
+                        thread_local! {
+                            static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = Default::default();
+                        }
+                        BUFS.with_borrow_mut(|(buf, scratch)| {
+                            buf.resize(len, 0);
+                            file.read_exact_at(buf, at)
+                                .map_err(|source| BridgeError::Read { path, source })?;
+                            Ok((fi, k, opts.put_leaf_with(buf, &repo.blocks, scratch)?))
+                        })
                     })();
                     let _ = tx.send(r);
                 });

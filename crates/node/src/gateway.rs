@@ -14,7 +14,7 @@ use axum::Router;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
-use store::dag::{DagError, DirEntry, Kind, Segment};
+use store::dag::{DagError, DirEntry, Kind};
 use store::{Blockstore, Cid, Dag};
 
 /// Most ranges one request may ask for.
@@ -147,11 +147,7 @@ fn resolve(blocks: &Blockstore, path: &ContentPath) -> Result<Target, DagError> 
         Kind::Symlink(target) => Target::Symlink { cid, target },
         Kind::File => {
             let size = block.file_size();
-            let mut head = Vec::new();
-            for s in dag.segments(&cid, 0, size.min(512))? {
-                let (b, r) = dag.read_segment(&s)?;
-                head.extend_from_slice(&b[r]);
-            }
+            let head = dag.read_range(cid, 0, size.min(512))?;
             Target::File { cid, size, head }
         }
     })
@@ -502,60 +498,78 @@ enum Part {
     Range(Cid, u64, u64),
 }
 
-/// The body: parts in order, file ranges read block by block as the client takes them.
-fn stream_body(blocks: Arc<Blockstore>, parts: Vec<Part>) -> Body {
-    struct St {
-        blocks: Arc<Blockstore>,
-        parts: std::vec::IntoIter<Part>,
-        segments: std::vec::IntoIter<Segment>,
+/// A block buffer lent to the response body; it goes back to its pool when hyper is
+/// done with it, so streaming a file reuses a few buffers instead of touching fresh
+/// memory for every block.
+struct Lent {
+    buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+    pool: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
     }
-    let st = St {
-        blocks,
-        parts: parts.into_iter(),
-        segments: Vec::new().into_iter(),
-    };
-    let stream = futures_lite::stream::unfold(st, |mut st| async move {
-        loop {
-            if let Some(seg) = st.segments.next() {
-                let b = st.blocks.clone();
-                let read =
-                    tokio::task::spawn_blocking(move || Dag { blocks: &b }.read_segment(&seg))
-                        .await;
-                let item = match read {
-                    Ok(Ok((block, range))) => Ok(Bytes::from(block).slice(range)),
-                    Ok(Err(e)) => Err(std::io::Error::other(e.to_string())),
-                    Err(e) => Err(std::io::Error::other(e.to_string())),
-                };
-                if item.is_err() {
-                    st.segments = Vec::new().into_iter();
-                    st.parts = Vec::new().into_iter();
-                }
-                return Some((item, st));
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.pool.lock() {
+            if p.len() < 8 {
+                p.push(std::mem::take(&mut self.buf));
             }
-            match st.parts.next()? {
-                Part::Bytes(b) => return Some((Ok(b), st)),
+        }
+    }
+}
+
+/// The body: parts in order. File ranges are read by one blocking task per response,
+/// a few blocks ahead of the client (the channel bounds it), each block read once.
+fn stream_body(blocks: Arc<Blockstore>, parts: Vec<Part>) -> Body {
+    if parts.is_empty() {
+        return Body::empty();
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let pool: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let dag = Dag { blocks: &blocks };
+        for part in parts {
+            match part {
+                Part::Bytes(b) => {
+                    if tx.blocking_send(Ok(b)).is_err() {
+                        return;
+                    }
+                }
                 Part::Range(cid, start, end) => {
-                    let b = st.blocks.clone();
-                    let segs = tokio::task::spawn_blocking(move || {
-                        Dag { blocks: &b }.segments(&cid, start, end)
-                    })
-                    .await;
-                    match segs {
-                        Ok(Ok(s)) => st.segments = s.into_iter(),
-                        Ok(Err(e)) => {
-                            st.parts = Vec::new().into_iter();
-                            return Some((Err(std::io::Error::other(e.to_string())), st));
-                        }
-                        Err(e) => {
-                            st.parts = Vec::new().into_iter();
-                            return Some((Err(std::io::Error::other(e.to_string())), st));
+                    let mut reader = dag.range_reader(cid, start, end);
+                    loop {
+                        let mut buf = pool
+                            .lock()
+                            .ok()
+                            .and_then(|mut p| p.pop())
+                            .unwrap_or_default();
+                        let item = match reader.next_into(&mut buf) {
+                            Ok(Some(range)) => Ok(Bytes::from_owner(Lent {
+                                buf,
+                                range,
+                                pool: pool.clone(),
+                            })),
+                            Ok(None) => break,
+                            Err(e) => Err(std::io::Error::other(e.to_string())),
+                        };
+                        let failed = item.is_err();
+                        // A closed channel means the client went away.
+                        if tx.blocking_send(item).is_err() || failed {
+                            return;
                         }
                     }
                 }
             }
         }
     });
-    Body::from_stream(stream)
+    Body::from_stream(futures_lite::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 fn content_disposition(kind: &str, name: &str) -> String {

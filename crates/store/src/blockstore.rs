@@ -74,10 +74,17 @@ impl Blockstore {
 
     /// The block's bytes; `Ok(None)` when it is not here.
     pub fn get(&self, cid: &Cid) -> io::Result<Option<Vec<u8>>> {
+        let mut buf = Vec::new();
+        Ok(self.get_into(cid, &mut buf)?.then_some(buf))
+    }
+
+    /// Reads a block into `buf` (replacing its content, keeping its allocation);
+    /// `false` when it is not here.
+    pub fn get_into(&self, cid: &Cid, buf: &mut Vec<u8>) -> io::Result<bool> {
         let path = self.path_of(cid);
         let mut f = match fs::File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(e),
         };
         let len = f.metadata()?.len();
@@ -87,9 +94,9 @@ impl Blockstore {
                 path.display()
             )));
         }
-        let mut buf = Vec::with_capacity(len as usize);
-        io::Read::read_to_end(&mut io::Read::take(&mut f, MAX_BLOCK), &mut buf)?;
-        Ok(Some(buf))
+        buf.resize(len as usize, 0);
+        io::Read::read_exact(&mut f, buf)?;
+        Ok(true)
     }
 
     /// Stores a block (its CID must be its hash); `false` when it was already here.

@@ -83,7 +83,7 @@ pub struct DirEntry {
     pub size: u64,
 }
 
-/// A piece of a file's content: bytes `start..end` of `cid`'s own data.
+/// A piece of a file's content: bytes `start..end` of the content below `cid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
     pub cid: Cid,
@@ -93,6 +93,82 @@ pub struct Segment {
 
 pub struct Dag<'a> {
     pub blocks: &'a Blockstore,
+}
+
+/// See [`Dag::range_reader`].
+pub struct RangeReader<'a> {
+    dag: &'a Dag<'a>,
+    /// Parts still to read, the next on top, with their depth in the tree.
+    stack: Vec<(Segment, usize)>,
+}
+
+impl RangeReader<'_> {
+    /// Reads the next block holding content of the range into `buf` (reused across
+    /// calls) and returns where in `buf` that content is; `None` at the end.
+    pub fn next_into(
+        &mut self,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<std::ops::Range<usize>>, DagError> {
+        while let Some((seg, depth)) = self.stack.pop() {
+            if depth > MAX_DEPTH {
+                return Err(DagError::Inconsistent(seg.cid));
+            }
+            if !self.dag.blocks.get_into(&seg.cid, buf)? {
+                return Err(DagError::NotFound(seg.cid));
+            }
+            let content = if seg.cid.codec() == RAW {
+                Some(0..buf.len())
+            } else {
+                crate::dagpb::leaf_content_range(buf)
+            };
+            let (a, b) = (seg.start as usize, seg.end as usize);
+            if let Some(r) = content {
+                if a >= b || b > r.len() {
+                    return Err(DagError::Inconsistent(seg.cid));
+                }
+                return Ok(Some(r.start + a..r.start + b));
+            }
+            // An inner node: its own data first (rare), then the children the range covers.
+            let decode = |source| DagError::Decode {
+                cid: seg.cid,
+                source,
+            };
+            let node = PbNode::decode(buf).map_err(decode)?;
+            let u = node.unixfs().map_err(decode)?;
+            if !matches!(u.kind, DataType::File | DataType::Raw)
+                || node.links.len() != u.blocksizes.len()
+            {
+                return Err(DagError::Inconsistent(seg.cid));
+            }
+            let own = u.data.as_ref().map_or(0, |d| d.len() as u64);
+            let mut offset = own;
+            let mut children = Vec::new();
+            for (link, &size) in node.links.iter().zip(&u.blocksizes) {
+                let (lo, hi) = (offset, offset.saturating_add(size));
+                offset = hi;
+                if hi <= seg.start || lo >= seg.end {
+                    continue;
+                }
+                children.push(Segment {
+                    cid: link.cid,
+                    start: seg.start.saturating_sub(lo),
+                    end: seg.end.min(hi) - lo,
+                });
+            }
+            if seg.end > offset {
+                return Err(DagError::Inconsistent(seg.cid));
+            }
+            self.stack
+                .extend(children.into_iter().rev().map(|c| (c, depth + 1)));
+            if seg.start < own {
+                let data = u.data.unwrap_or_default();
+                buf.clear();
+                buf.extend_from_slice(&data[a..b.min(own as usize)]);
+                return Ok(Some(0..buf.len()));
+            }
+        }
+        Ok(None)
+    }
 }
 
 impl Dag<'_> {
@@ -151,92 +227,32 @@ impl Dag<'_> {
             .collect()
     }
 
-    /// The blocks holding bytes `start..end` of a file, in order.
-    pub fn segments(&self, file: &Cid, start: u64, end: u64) -> Result<Vec<Segment>, DagError> {
+    /// A reader of bytes `start..end` of a file that reads each block once, descending
+    /// into only the parts of the tree the range covers.
+    pub fn range_reader(&self, file: Cid, start: u64, end: u64) -> RangeReader<'_> {
+        let mut stack = Vec::new();
+        if start < end {
+            stack.push((
+                Segment {
+                    cid: file,
+                    start,
+                    end,
+                },
+                0,
+            ));
+        }
+        RangeReader { dag: self, stack }
+    }
+
+    /// Bytes `start..end` of a file, collected (for small ranges).
+    pub fn read_range(&self, file: Cid, start: u64, end: u64) -> Result<Vec<u8>, DagError> {
         let mut out = Vec::new();
-        let block = self.block(file)?;
-        if block.kind() != Kind::File {
-            return Err(DagError::NotFile(*file));
+        let mut buf = Vec::new();
+        let mut r = self.range_reader(file, start, end);
+        while let Some(range) = r.next_into(&mut buf)? {
+            out.extend_from_slice(&buf[range]);
         }
-        self.collect(file, block, start, end, 0, &mut out)?;
         Ok(out)
-    }
-
-    fn collect(
-        &self,
-        cid: &Cid,
-        block: Block,
-        start: u64,
-        end: u64,
-        depth: usize,
-        out: &mut Vec<Segment>,
-    ) -> Result<(), DagError> {
-        if depth > MAX_DEPTH || block.kind() != Kind::File {
-            return Err(DagError::Inconsistent(*cid));
-        }
-        let own = block.own_data().len() as u64;
-        if start < own && start < end {
-            out.push(Segment {
-                cid: *cid,
-                start,
-                end: end.min(own),
-            });
-        }
-        let Block::Node(node, u) = block else {
-            return Ok(());
-        };
-        if node.links.len() != u.blocksizes.len() {
-            return Err(DagError::Inconsistent(*cid));
-        }
-        let mut offset = own;
-        for (link, &size) in node.links.iter().zip(&u.blocksizes) {
-            let (lo, hi) = (offset, offset.saturating_add(size));
-            offset = hi;
-            if hi <= start {
-                continue;
-            }
-            if lo >= end {
-                break;
-            }
-            let child = self.block(&link.cid)?;
-            if child.file_size() != size {
-                return Err(DagError::Inconsistent(link.cid));
-            }
-            self.collect(
-                &link.cid,
-                child,
-                start.saturating_sub(lo),
-                end.min(hi) - lo,
-                depth + 1,
-                out,
-            )?;
-        }
-        Ok(())
-    }
-
-    /// The bytes of one segment: a block and the range of it that holds them (leaf
-    /// blocks are not copied).
-    pub fn read_segment(&self, s: &Segment) -> Result<(Vec<u8>, std::ops::Range<usize>), DagError> {
-        let bytes = self.blocks.get(&s.cid)?.ok_or(DagError::NotFound(s.cid))?;
-        let content = if s.cid.codec() == RAW {
-            Some(0..bytes.len())
-        } else {
-            crate::dagpb::leaf_content_range(&bytes)
-        };
-        let (a, b) = (s.start as usize, s.end as usize);
-        match content {
-            Some(r) if a <= b && b <= r.len() => Ok((bytes, r.start + a..r.start + b)),
-            Some(_) => Err(DagError::Inconsistent(s.cid)),
-            None => {
-                // A node with links and content of its own: decode it.
-                let block = self.block(&s.cid)?;
-                let data = block.own_data();
-                if a > b || b > data.len() {
-                    return Err(DagError::Inconsistent(s.cid));
-                }
-                Ok((data[a..b].to_vec(), 0..b - a))
-            }
-        }
     }
 
     /// Every block reachable from `root` (each once), calling `visit` with its CID.

@@ -64,19 +64,26 @@ impl ImportOptions {
         Cid::hash(self.cid_version, DAG_PB, block)
     }
 
-    /// The leaf block for one chunk of file content.
-    pub fn leaf(&self, chunk: &[u8]) -> (Cid, Vec<u8>) {
-        if self.raw_leaves {
-            return (Cid::hash(1, RAW, chunk), chunk.to_vec());
-        }
-        let block = file_leaf_block(chunk);
-        (self.node_cid(&block), block)
-    }
-
     /// Stores the leaf for `chunk`.
     pub fn put_leaf(&self, chunk: &[u8], sink: &dyn BlockSink) -> io::Result<Node> {
-        let (cid, block) = self.leaf(chunk);
-        sink.put(&cid, &block)?;
+        self.put_leaf_with(chunk, sink, &mut Vec::new())
+    }
+
+    /// [`Self::put_leaf`], building the block in `scratch` (reused across calls).
+    pub fn put_leaf_with(
+        &self,
+        chunk: &[u8],
+        sink: &dyn BlockSink,
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<Node> {
+        let (cid, block) = if self.raw_leaves {
+            (Cid::hash(1, RAW, chunk), chunk)
+        } else {
+            scratch.clear();
+            file_leaf_block_into(chunk, scratch);
+            (self.node_cid(scratch), &scratch[..])
+        };
+        sink.put(&cid, block)?;
         Ok(Node {
             cid,
             size: chunk.len() as u64,
@@ -190,16 +197,19 @@ impl ImportOptions {
             for _ in 0..workers {
                 let (rx, pool, results, failed) =
                     (work_rx.clone(), pool_tx.clone(), &results, &failed);
-                s.spawn(move || loop {
-                    let job = rx.lock().expect("work queue").recv();
-                    let Ok((i, buf)) = job else { break };
-                    match self.put_leaf(&buf, sink) {
-                        Ok(n) => results.lock().expect("results").push((i, n)),
-                        Err(e) => {
-                            failed.lock().expect("errors").get_or_insert(e);
+                s.spawn(move || {
+                    let mut scratch = Vec::new();
+                    loop {
+                        let job = rx.lock().expect("work queue").recv();
+                        let Ok((i, buf)) = job else { break };
+                        match self.put_leaf_with(&buf, sink, &mut scratch) {
+                            Ok(n) => results.lock().expect("results").push((i, n)),
+                            Err(e) => {
+                                failed.lock().expect("errors").get_or_insert(e);
+                            }
                         }
+                        let _ = pool.send(buf);
                     }
-                    let _ = pool.send(buf);
                 });
             }
             drop(pool_tx);
@@ -244,13 +254,21 @@ impl ImportOptions {
         sink: &dyn BlockSink,
         progress: &mut dyn FnMut(u64),
     ) -> io::Result<Node> {
+        // Chunk-sized reads go straight into the chunk buffers; no BufReader copy.
         let f = std::fs::File::open(path)?;
-        self.import_reader(io::BufReader::with_capacity(1 << 20, f), sink, progress)
+        self.import_reader(f, sink, progress)
     }
 }
 
-/// `PbNode { Data: UnixFs { Type: File, Data: chunk, filesize } }` written in one pass.
+#[cfg(test)]
 fn file_leaf_block(chunk: &[u8]) -> Vec<u8> {
+    let mut block = Vec::new();
+    file_leaf_block_into(chunk, &mut block);
+    block
+}
+
+/// `PbNode { Data: UnixFs { Type: File, Data: chunk, filesize } }` written in one pass.
+fn file_leaf_block_into(chunk: &[u8], block: &mut Vec<u8>) {
     let n = chunk.len() as u64;
     let mut inner_head = Vec::with_capacity(16);
     inner_head.extend_from_slice(&[0x08, 0x02]);
@@ -261,13 +279,12 @@ fn file_leaf_block(chunk: &[u8]) -> Vec<u8> {
     let mut tail = vec![0x18];
     put_varint(&mut tail, n);
     let inner_len = inner_head.len() + chunk.len() + tail.len();
-    let mut block = Vec::with_capacity(inner_len + 8);
+    block.reserve(inner_len + 8);
     block.push(0x0a);
-    put_varint(&mut block, inner_len as u64);
+    put_varint(block, inner_len as u64);
     block.extend_from_slice(&inner_head);
     block.extend_from_slice(chunk);
     block.extend_from_slice(&tail);
-    block
 }
 
 #[cfg(test)]

@@ -298,16 +298,20 @@ pub fn cat(args: CatArgs) -> anyhow::Result<()> {
     let repo = open_repo(LockMode::Shared)?;
     let cid = resolve(&repo, &args.path)?;
     let dag = repo.dag();
-    let size = dag.block(&cid)?.file_size();
+    let block = dag.block(&cid)?;
+    if block.kind() != Kind::File {
+        return Err(store::DagError::NotFile(cid).into());
+    }
+    let size = block.file_size();
     let end = match args.length {
         Some(l) => size.min(args.offset.saturating_add(l)),
         None => size,
     };
-    let segments = dag.segments(&cid, args.offset.min(end), end)?;
+    let mut reader = dag.range_reader(cid, args.offset.min(end), end);
     let mut out = std::io::stdout().lock();
-    for s in &segments {
-        let (block, range) = dag.read_segment(s)?;
-        match out.write_all(&block[range]) {
+    let mut buf = Vec::new();
+    while let Some(range) = reader.next_into(&mut buf)? {
+        match out.write_all(&buf[range]) {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
             r => r?,
         }
@@ -359,9 +363,10 @@ fn export(dag: &store::Dag, cid: &Cid, out: &Path) -> anyhow::Result<u64> {
                 .create_new(true)
                 .open(out)
                 .with_context(|| format!("{}", out.display()))?;
-            for s in dag.segments(cid, 0, size)? {
-                let (block, range) = dag.read_segment(&s)?;
-                f.write_all(&block[range])
+            let mut reader = dag.range_reader(*cid, 0, size);
+            let mut buf = Vec::new();
+            while let Some(range) = reader.next_into(&mut buf)? {
+                f.write_all(&buf[range])
                     .with_context(|| format!("{}", out.display()))?;
             }
             Ok(size)
