@@ -33,6 +33,8 @@ pub enum BridgeError {
     Repo(#[from] store::RepoError),
     #[error("import task failed: {0}")]
     Task(String),
+    #[error("the torrent declares {0} bytes; imports are limited to 4 TiB")]
+    TooLarge(u64),
 }
 
 /// The outcome of an import.
@@ -76,7 +78,18 @@ impl Bridge {
         meta: Arc<Metainfo>,
         save_path: &std::path::Path,
         selected: Option<&[bool]>,
-    ) -> Bridge {
+    ) -> Result<Bridge, BridgeError> {
+        // The import keeps a few dozen bytes per 256 KiB chunk: bound what a torrent's
+        // declared sizes can make it allocate.
+        let total: u64 = meta
+            .info
+            .files
+            .iter()
+            .map(|f| f.length)
+            .fold(0, u64::saturating_add);
+        if total > 4 << 40 {
+            return Err(BridgeError::TooLarge(total));
+        }
         let opts = ImportOptions::default();
         let chunk = opts.chunk_size as u64;
         let paths = bittorrent::storage::file_paths(save_path, &meta);
@@ -106,7 +119,7 @@ impl Bridge {
             });
         }
         let geometry = meta.info.geometry();
-        Bridge {
+        Ok(Bridge {
             repo,
             opts,
             files,
@@ -114,7 +127,7 @@ impl Bridge {
             verified: vec![false; geometry.map_or(0, |g| g.piece_count() as usize)],
             whole_torrent: whole,
             meta,
-        }
+        })
     }
 
     fn chunk_pieces(&self, f: &FilePlan, k: usize) -> std::ops::RangeInclusive<u64> {

@@ -14,7 +14,7 @@ use axum::Router;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
-use store::dag::{DagError, DirEntry, Kind};
+use store::dag::{DagError, DirEntry, Kind, RangeReader};
 use store::{Blockstore, Cid, Dag};
 
 /// Most ranges one request may ask for.
@@ -129,9 +129,26 @@ fn query_param(query: Option<&str>, key: &str) -> Option<String> {
 
 /// What a path resolved to.
 enum Target {
-    File { cid: Cid, size: u64, head: Vec<u8> },
-    Dir { cid: Cid, entries: Vec<DirEntry> },
-    Symlink { cid: Cid, target: Vec<u8> },
+    File {
+        cid: Cid,
+        size: u64,
+        head: Vec<u8>,
+    },
+    /// A folder asked for without the trailing slash.
+    DirRedirect,
+    DirIndex {
+        cid: Cid,
+        index: Cid,
+        size: u64,
+    },
+    DirListing {
+        cid: Cid,
+        entries: Vec<DirEntry>,
+    },
+    Symlink {
+        cid: Cid,
+        target: Vec<u8>,
+    },
 }
 
 fn resolve(blocks: &Blockstore, path: &ContentPath) -> Result<Target, DagError> {
@@ -140,10 +157,28 @@ fn resolve(blocks: &Blockstore, path: &ContentPath) -> Result<Target, DagError> 
     let cid = dag.resolve(path.root, &names)?;
     let block = dag.block(&cid)?;
     Ok(match block.kind() {
-        Kind::Directory => Target::Dir {
-            cid,
-            entries: dag.list(&cid)?,
-        },
+        Kind::Directory if !path.trailing_slash => Target::DirRedirect,
+        Kind::Directory => {
+            // Children are read only for a listing page.
+            let index = dag
+                .links(&cid)?
+                .into_iter()
+                .find(|l| l.name == "index.html");
+            let index = match index {
+                Some(l) => {
+                    let b = dag.block(&l.cid)?;
+                    (b.kind() == Kind::File).then(|| (l.cid, b.file_size()))
+                }
+                None => None,
+            };
+            match index {
+                Some((index, size)) => Target::DirIndex { cid, index, size },
+                None => Target::DirListing {
+                    cid,
+                    entries: dag.list(&cid)?,
+                },
+            }
+        }
         Kind::Symlink(target) => Target::Symlink { cid, target },
         Kind::File => {
             let size = block.file_size();
@@ -190,53 +225,46 @@ async fn handle(State(blocks): State<Arc<Blockstore>>, req: Request<Body>) -> Re
         }
     };
     let mut resp = match target {
-        Target::Dir { cid, entries } => {
-            if !path.trailing_slash {
-                let mut location = format!("{raw_path}/");
-                if let Some(q) = &query {
-                    location.push('?');
-                    location.push_str(q);
-                }
-                let mut r = text(
-                    StatusCode::MOVED_PERMANENTLY,
-                    format!("moved to {location}"),
-                );
-                if let Ok(v) = HeaderValue::from_str(&location) {
-                    r.headers_mut().insert(header::LOCATION, v);
-                }
-                return r;
+        Target::DirRedirect => {
+            let mut location = format!("{raw_path}/");
+            if let Some(q) = &query {
+                location.push('?');
+                location.push_str(q);
             }
-            match entries
-                .iter()
-                .find(|e| e.name == "index.html" && e.kind == Kind::File)
-            {
-                Some(index) => serve_file(
-                    &blocks,
-                    req.headers(),
-                    &method,
-                    cid,
-                    index.cid,
-                    index.size,
-                    "text/html; charset=utf-8".into(),
-                    None,
-                ),
-                None => {
-                    let html = listing(&raw_path, &path, &cid, &entries);
-                    let mut r = Response::builder()
-                        .status(StatusCode::OK)
-                        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-                        .header(header::ETAG, format!("\"DirIndex-{cid}\""))
-                        .header(header::CACHE_CONTROL, "public, max-age=604800")
-                        .header(header::CONTENT_LENGTH, html.len());
-                    r = r.header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-                    let body = if method == Method::HEAD {
-                        Body::empty()
-                    } else {
-                        Body::from(html)
-                    };
-                    r.body(body).expect("listing response")
-                }
+            let mut r = text(
+                StatusCode::MOVED_PERMANENTLY,
+                format!("moved to {location}"),
+            );
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
             }
+            return r;
+        }
+        Target::DirIndex { cid, index, size } => serve_file(
+            &blocks,
+            req.headers(),
+            &method,
+            cid,
+            index,
+            size,
+            "text/html; charset=utf-8".into(),
+            None,
+        ),
+        Target::DirListing { cid, entries } => {
+            let html = listing(&raw_path, &path, &cid, &entries);
+            let r = Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+                .header(header::ETAG, format!("\"DirIndex-{cid}\""))
+                .header(header::CACHE_CONTROL, "public, max-age=604800")
+                .header(header::CONTENT_LENGTH, html.len())
+                .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+            let body = if method == Method::HEAD {
+                Body::empty()
+            } else {
+                Body::from(html)
+            };
+            r.body(body).expect("listing response")
         }
         Target::Symlink { cid, target } => {
             let mut r = Response::builder()
@@ -523,46 +551,56 @@ impl Drop for Lent {
     }
 }
 
-/// The body: parts in order. File ranges are read by one blocking task per response,
-/// a few blocks ahead of the client (the channel bounds it), each block read once.
+/// The body: parts in order. File ranges are read one block per blocking task, a few
+/// blocks ahead of the client (the channel bounds it); a slow client holds no thread.
 fn stream_body(blocks: Arc<Blockstore>, parts: Vec<Part>) -> Body {
     if parts.is_empty() {
         return Body::empty();
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
+    tokio::spawn(async move {
         let pool: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
-        let dag = Dag { blocks: &blocks };
         for part in parts {
-            match part {
+            let (cid, start, end) = match part {
                 Part::Bytes(b) => {
-                    if tx.blocking_send(Ok(b)).is_err() {
+                    if tx.send(Ok(b)).await.is_err() {
                         return;
                     }
+                    continue;
                 }
-                Part::Range(cid, start, end) => {
-                    let mut reader = dag.range_reader(cid, start, end);
-                    loop {
-                        let mut buf = pool
-                            .lock()
-                            .ok()
-                            .and_then(|mut p| p.pop())
-                            .unwrap_or_default();
-                        let item = match reader.next_into(&mut buf) {
-                            Ok(Some(range)) => Ok(Bytes::from_owner(Lent {
-                                buf,
-                                range,
-                                pool: pool.clone(),
-                            })),
-                            Ok(None) => break,
-                            Err(e) => Err(std::io::Error::other(e.to_string())),
-                        };
-                        let failed = item.is_err();
-                        // A closed channel means the client went away.
-                        if tx.blocking_send(item).is_err() || failed {
-                            return;
-                        }
+                Part::Range(cid, start, end) => (cid, start, end),
+            };
+            let mut next = Some(RangeReader::new(cid, start, end));
+            while let Some(mut reader) = next.take() {
+                let buf = pool
+                    .lock()
+                    .ok()
+                    .and_then(|mut p| p.pop())
+                    .unwrap_or_default();
+                let b = blocks.clone();
+                let step = tokio::task::spawn_blocking(move || {
+                    let mut buf = buf;
+                    let r = reader.next_into(&Dag { blocks: &b }, &mut buf);
+                    (reader, buf, r)
+                })
+                .await;
+                let item = match step {
+                    Ok((r, buf, Ok(Some(range)))) => {
+                        next = Some(r);
+                        Ok(Bytes::from_owner(Lent {
+                            buf,
+                            range,
+                            pool: pool.clone(),
+                        }))
                     }
+                    Ok((_, _, Ok(None))) => break,
+                    Ok((_, _, Err(e))) => Err(std::io::Error::other(e.to_string())),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                };
+                let failed = item.is_err();
+                // A closed channel means the client went away.
+                if tx.send(item).await.is_err() || failed {
+                    return;
                 }
             }
         }

@@ -72,6 +72,15 @@ impl Blockstore {
         self.path_of(cid).is_file()
     }
 
+    /// The length of the block's file; `None` when it is not here.
+    pub fn len_of(&self, cid: &Cid) -> io::Result<Option<u64>> {
+        match fs::metadata(self.path_of(cid)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The block's bytes; `Ok(None)` when it is not here.
     pub fn get(&self, cid: &Cid) -> io::Result<Option<Vec<u8>>> {
         let mut buf = Vec::new();
@@ -102,7 +111,9 @@ impl Blockstore {
     /// Stores a block (its CID must be its hash); `false` when it was already here.
     pub fn put(&self, cid: &Cid, block: &[u8]) -> io::Result<bool> {
         let path = self.path_of(cid);
-        if path.is_file() {
+        // A block already here is kept, unless its length is wrong (a file cut short by
+        // a power failure before it was synced): then it is written again.
+        if fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == block.len() as u64) {
             return Ok(false);
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);

@@ -95,25 +95,42 @@ pub struct Dag<'a> {
     pub blocks: &'a Blockstore,
 }
 
-/// See [`Dag::range_reader`].
-pub struct RangeReader<'a> {
-    dag: &'a Dag<'a>,
+/// Reads bytes `start..end` of a file, each block once, descending into only the parts
+/// of the tree the range covers. It holds no reference to the store, so it can move
+/// between threads between blocks.
+pub struct RangeReader {
     /// Parts still to read, the next on top, with their depth in the tree.
     stack: Vec<(Segment, usize)>,
 }
 
-impl RangeReader<'_> {
+impl RangeReader {
+    pub fn new(file: Cid, start: u64, end: u64) -> RangeReader {
+        let mut stack = Vec::new();
+        if start < end {
+            stack.push((
+                Segment {
+                    cid: file,
+                    start,
+                    end,
+                },
+                0,
+            ));
+        }
+        RangeReader { stack }
+    }
+
     /// Reads the next block holding content of the range into `buf` (reused across
     /// calls) and returns where in `buf` that content is; `None` at the end.
     pub fn next_into(
         &mut self,
+        dag: &Dag,
         buf: &mut Vec<u8>,
     ) -> Result<Option<std::ops::Range<usize>>, DagError> {
         while let Some((seg, depth)) = self.stack.pop() {
             if depth > MAX_DEPTH {
                 return Err(DagError::Inconsistent(seg.cid));
             }
-            if !self.dag.blocks.get_into(&seg.cid, buf)? {
+            if !dag.blocks.get_into(&seg.cid, buf)? {
                 return Err(DagError::NotFound(seg.cid));
             }
             let content = if seg.cid.codec() == RAW {
@@ -209,6 +226,12 @@ impl Dag<'_> {
         }
     }
 
+    /// The links of a directory (names and CIDs, no child read).
+    pub fn links(&self, dir: &Cid) -> Result<Vec<Link>, DagError> {
+        let block = self.block(dir)?;
+        Ok(self.dir_links(dir, &block)?.to_vec())
+    }
+
     /// The entries of a directory, in link order (sorted by name).
     pub fn list(&self, dir: &Cid) -> Result<Vec<DirEntry>, DagError> {
         let block = self.block(dir)?;
@@ -227,49 +250,66 @@ impl Dag<'_> {
             .collect()
     }
 
-    /// A reader of bytes `start..end` of a file that reads each block once, descending
-    /// into only the parts of the tree the range covers.
-    pub fn range_reader(&self, file: Cid, start: u64, end: u64) -> RangeReader<'_> {
-        let mut stack = Vec::new();
-        if start < end {
-            stack.push((
-                Segment {
-                    cid: file,
-                    start,
-                    end,
-                },
-                0,
-            ));
-        }
-        RangeReader { dag: self, stack }
-    }
-
     /// Bytes `start..end` of a file, collected (for small ranges).
     pub fn read_range(&self, file: Cid, start: u64, end: u64) -> Result<Vec<u8>, DagError> {
         let mut out = Vec::new();
         let mut buf = Vec::new();
-        let mut r = self.range_reader(file, start, end);
-        while let Some(range) = r.next_into(&mut buf)? {
+        let mut r = RangeReader::new(file, start, end);
+        while let Some(range) = r.next_into(self, &mut buf)? {
             out.extend_from_slice(&buf[range]);
         }
         Ok(out)
     }
 
-    /// Every block reachable from `root` (each once), calling `visit` with its CID.
+    /// Every block reachable from `root` (each once), calling `visit` with its CID;
+    /// fails on the first block that is not here. Leaves of files are recognised from
+    /// their parent (a raw CID, or a cumulative size no larger than the content plus a
+    /// leaf header) and only checked for presence and length, not read.
     pub fn walk(&self, root: &Cid, visit: &mut dyn FnMut(&Cid)) -> Result<(), DagError> {
+        /// A DAG-PB leaf holds its content plus at most this many bytes of framing.
+        const LEAF_OVERHEAD: u64 = 24;
         let mut seen = std::collections::HashSet::new();
         let mut stack = vec![*root];
+        let mut buf = Vec::new();
         while let Some(cid) = stack.pop() {
             if !seen.insert(*cid.digest()) {
                 continue;
             }
             visit(&cid);
             if cid.codec() == RAW {
+                if !self.blocks.has(&cid) {
+                    return Err(DagError::NotFound(cid));
+                }
                 continue;
             }
-            let bytes = self.blocks.get(&cid)?.ok_or(DagError::NotFound(cid))?;
-            let node = PbNode::decode(&bytes).map_err(|source| DagError::Decode { cid, source })?;
-            stack.extend(node.links.iter().rev().map(|l| l.cid));
+            if !self.blocks.get_into(&cid, &mut buf)? {
+                return Err(DagError::NotFound(cid));
+            }
+            let node = PbNode::decode(&buf).map_err(|source| DagError::Decode { cid, source })?;
+            let sizes = match node.unixfs() {
+                Ok(u) if u.kind == DataType::File && u.blocksizes.len() == node.links.len() => {
+                    u.blocksizes
+                }
+                _ => Vec::new(),
+            };
+            for (i, l) in node.links.iter().enumerate().rev() {
+                let leaf = sizes
+                    .get(i)
+                    .is_some_and(|&size| l.cid.codec() == RAW || l.tsize <= size + LEAF_OVERHEAD);
+                if !leaf {
+                    stack.push(l.cid);
+                    continue;
+                }
+                if !seen.insert(*l.cid.digest()) {
+                    continue;
+                }
+                visit(&l.cid);
+                match self.blocks.len_of(&l.cid)? {
+                    Some(n) if n == l.tsize => {}
+                    Some(_) => return Err(DagError::Inconsistent(l.cid)),
+                    None => return Err(DagError::NotFound(l.cid)),
+                }
+            }
         }
         Ok(())
     }

@@ -152,6 +152,12 @@ impl ImportOptions {
             data: Some(UnixFs::directory().encode()),
         };
         let block = node.encode();
+        if block.len() as u64 > crate::blockstore::MAX_BLOCK {
+            return Err(io::Error::other(format!(
+                "a folder of {} entries needs a HAMT-sharded directory, which this build does not make yet",
+                entries.len()
+            )));
+        }
         let cid = self.node_cid(&block);
         sink.put(&cid, &block)?;
         Ok(Node {
@@ -219,11 +225,8 @@ impl ImportOptions {
                 if failed.lock().expect("errors").is_some() {
                     break;
                 }
-                let mut buf = pool_rx
-                    .try_recv()
-                    .unwrap_or_else(|_| Vec::with_capacity(chunk));
-                buf.clear();
-                let n = (&mut reader).take(chunk as u64).read_to_end(&mut buf)?;
+                let mut buf = pool_rx.try_recv().unwrap_or_default();
+                let n = read_chunk(&mut reader, &mut buf, chunk)?;
                 if n == 0 {
                     break;
                 }
@@ -258,6 +261,22 @@ impl ImportOptions {
         let f = std::fs::File::open(path)?;
         self.import_reader(f, sink, progress)
     }
+}
+
+/// Fills `buf` with up to `chunk` bytes (fewer only at the end of the stream).
+fn read_chunk(reader: &mut impl Read, buf: &mut Vec<u8>, chunk: usize) -> io::Result<usize> {
+    buf.resize(chunk, 0);
+    let mut n = 0;
+    while n < chunk {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(n);
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use crate::output::Encoding;
 use anyhow::Context;
 use std::sync::Arc;
 use store::repo::parse_listen_addr;
-use store::{Blockstore, Repo};
+use store::{Blockstore, LockMode, Repo};
 
 pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
     let path = btfs_path()?;
@@ -22,8 +22,9 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
         parse_listen_addr(api)
             .with_context(|| format!("API address {api:?}: give IP:PORT or /ip4/IP/tcp/PORT"))?;
     }
-    // The gateway only reads blocks: it takes no repo lock, so downloads and `add`
-    // keep working while it runs.
+    // A shared hold on the repo: downloads and `add` go on while the daemon runs, but
+    // `repo gc` (exclusive) cannot delete blocks under a response being streamed.
+    let (_repo, _) = Repo::open(&path, LockMode::Shared)?;
     let blocks =
         Arc::new(Blockstore::open(&path.join("blocks")).context("opening the blockstore")?);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -107,6 +107,25 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&save_path)
         .with_context(|| format!("creating {}", save_path.display()))?;
+    // One download per working folder: a second one would delete files under the first.
+    let _working_lock = if working {
+        let p = save_path.with_extension("lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .with_context(|| format!("{}", p.display()))?;
+        if f.try_lock().is_err() {
+            bail!(
+                "{} is already being downloaded by another btfs process",
+                meta.info.storage_name()
+            );
+        }
+        Some(f)
+    } else {
+        None
+    };
     let save_path = save_path
         .canonicalize()
         .with_context(|| format!("{}", save_path.display()))?;
@@ -152,7 +171,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
 
     let meta = Arc::new(meta);
     let name = meta.info.storage_name().to_owned();
-    let bridge = Bridge::new(repo.clone(), meta.clone(), &save_path, selected.as_deref());
+    let bridge = Bridge::new(repo.clone(), meta.clone(), &save_path, selected.as_deref())?;
     let (summary, imported) = runtime.block_on(async {
         let import = {
             let gateway = gateway.clone();

@@ -6,7 +6,7 @@ use crate::output::{human_size, Encoding};
 use anyhow::{bail, Context};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use store::dag::Kind;
+use store::dag::{Kind, RangeReader};
 use store::importer::{BlockSink, Discard, ImportOptions, Node, MAX_CHUNK};
 use store::{Cid, LockMode, PinKind, Repo};
 
@@ -307,10 +307,10 @@ pub fn cat(args: CatArgs) -> anyhow::Result<()> {
         Some(l) => size.min(args.offset.saturating_add(l)),
         None => size,
     };
-    let mut reader = dag.range_reader(cid, args.offset.min(end), end);
+    let mut reader = RangeReader::new(cid, args.offset.min(end), end);
     let mut out = std::io::stdout().lock();
     let mut buf = Vec::new();
-    while let Some(range) = reader.next_into(&mut buf)? {
+    while let Some(range) = reader.next_into(&dag, &mut buf)? {
         match out.write_all(&buf[range]) {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
             r => r?,
@@ -363,9 +363,9 @@ fn export(dag: &store::Dag, cid: &Cid, out: &Path) -> anyhow::Result<u64> {
                 .create_new(true)
                 .open(out)
                 .with_context(|| format!("{}", out.display()))?;
-            let mut reader = dag.range_reader(*cid, 0, size);
+            let mut reader = RangeReader::new(*cid, 0, size);
             let mut buf = Vec::new();
-            while let Some(range) = reader.next_into(&mut buf)? {
+            while let Some(range) = reader.next_into(dag, &mut buf)? {
                 f.write_all(&buf[range])
                     .with_context(|| format!("{}", out.display()))?;
             }
