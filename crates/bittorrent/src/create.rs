@@ -132,23 +132,47 @@ pub fn create_torrent(
     };
     let pieces = hash_pieces(&sources, piece_length, opts.threads, progress)?;
 
+    let files: Vec<(Vec<String>, u64)> = sources
+        .iter()
+        .map(|s| (s.components.clone(), s.length))
+        .collect();
+    let (bytes, metainfo) = assemble(&name, single, &files, piece_length, pieces, opts)?;
+    Ok(Created {
+        bytes,
+        metainfo,
+        skipped,
+    })
+}
+
+/// The torrent file for content already hashed: `files` in torrent order (path below
+/// the root, length; one entry for a single-file torrent) and the concatenated SHA-1
+/// piece hashes.
+pub fn assemble(
+    name: &str,
+    single: bool,
+    files: &[(Vec<String>, u64)],
+    piece_length: u64,
+    pieces: Vec<u8>,
+    opts: &CreateOptions,
+) -> Result<(Vec<u8>, Metainfo), CreateError> {
     let mut info = vec![
         ("name", OwnedValue::bytes(name.as_bytes())),
         ("piece length", OwnedValue::Int(piece_length.to_string())),
         ("pieces", OwnedValue::Bytes(pieces)),
     ];
     if single {
+        let total: u64 = files.iter().map(|f| f.1).sum();
         info.push(("length", OwnedValue::Int(total.to_string())));
     } else {
-        let files = sources
+        let files = files
             .iter()
-            .map(|s| {
+            .map(|(components, length)| {
                 OwnedValue::dict([
-                    ("length", OwnedValue::Int(s.length.to_string())),
+                    ("length", OwnedValue::Int(length.to_string())),
                     (
                         "path",
                         OwnedValue::List(
-                            s.components
+                            components
                                 .iter()
                                 .map(|c| OwnedValue::bytes(c.as_bytes()))
                                 .collect(),
@@ -210,11 +234,7 @@ pub fn create_torrent(
     }
     let bytes = OwnedValue::dict(root).encode();
     let metainfo = Metainfo::from_bytes(&bytes)?;
-    Ok(Created {
-        bytes,
-        metainfo,
-        skipped,
-    })
+    Ok((bytes, metainfo))
 }
 
 fn torrent_name(path: &Path) -> Result<String, CreateError> {

@@ -27,6 +27,7 @@ pub mod peers;
 pub mod pex;
 pub mod picker;
 pub mod resume;
+pub mod session;
 pub mod storage;
 pub mod tracker;
 pub mod wire;

@@ -24,6 +24,15 @@ pub trait Storage: Send + Sync + 'static {
     fn read_at(&self, piece: PieceIndex, offset: u32, buf: &mut [u8]) -> io::Result<()>;
     /// Makes every write so far durable.
     fn sync(&self) -> io::Result<()>;
+    /// Size and modification time of each file, for resume data (none: resume data is
+    /// never trusted, the data is checked instead).
+    fn fingerprints(&self) -> Vec<(u64, i128)> {
+        Vec::new()
+    }
+    /// Whether any data is there to check at start.
+    fn has_existing_data(&self) -> bool {
+        false
+    }
 }
 
 /// Most file handles kept open at once.
@@ -135,7 +144,7 @@ impl FileStorage {
     }
 
     /// Size and modification time (ns since the epoch) of each written file, for resume.
-    pub fn fingerprints(&self) -> Vec<(u64, i128)> {
+    pub fn file_fingerprints(&self) -> Vec<(u64, i128)> {
         self.paths
             .iter()
             .zip(&self.writable)
@@ -159,7 +168,7 @@ impl FileStorage {
     }
 
     /// Whether any written file already holds data (then pieces are checked on start).
-    pub fn has_existing_data(&self) -> bool {
+    pub fn any_data(&self) -> bool {
         self.paths.iter().zip(&self.writable).any(|(p, &w)| {
             w && std::fs::metadata(p).is_ok_and(|md| {
                 use std::os::unix::fs::MetadataExt;
@@ -242,6 +251,14 @@ impl Storage for FileStorage {
                 .read_exact_at(dst, s.file_offset + (a - lo))?;
         }
         Ok(())
+    }
+
+    fn fingerprints(&self) -> Vec<(u64, i128)> {
+        self.file_fingerprints()
+    }
+
+    fn has_existing_data(&self) -> bool {
+        self.any_data()
     }
 
     fn sync(&self) -> io::Result<()> {

@@ -45,7 +45,6 @@ use tokio::sync::{mpsc, watch, Semaphore};
 /// Ports tried when none is given: a random one of 49152–65535 (the dynamic range).
 pub const DEFAULT_PORT_RANGE: std::ops::RangeInclusive<u16> = 49152..=65535;
 
-#[derive(Debug, Clone)]
 pub struct Options {
     pub save_path: PathBuf,
     /// Where resume data lives; none kept when `None`.
@@ -78,6 +77,20 @@ pub struct Options {
     /// Told the index of every verified piece whose bytes are on disk: first those
     /// found at start (resume data or a check), then each piece as it passes.
     pub verified: Option<mpsc::UnboundedSender<u32>>,
+    /// Where pieces are read and written; files under `save_path` when `None`.
+    pub storage: Option<Arc<dyn Storage>>,
+    /// Every piece is known to be there (a torrent just made from this data): no check.
+    pub trust_complete: bool,
+    /// Connections accepted (and handshaken) by a shared listener instead of our own.
+    pub incoming: Option<Incoming>,
+}
+
+/// Inbound connections for one torrent from a listener shared by several (see
+/// [`crate::session::Router`]): their handshake is read, ours is not sent yet.
+pub struct Incoming {
+    /// The shared listener's port (announced to trackers and the DHT).
+    pub port: u16,
+    pub connections: mpsc::Receiver<(TcpStream, SocketAddr, wire::Handshake)>,
 }
 
 impl Options {
@@ -100,6 +113,9 @@ impl Options {
             dht: None,
             dht_interval: Duration::from_secs(300),
             verified: None,
+            storage: None,
+            trust_complete: false,
+            incoming: None,
         }
     }
 }
@@ -262,7 +278,8 @@ enum Event {
     /// Addresses a peer told us about (BEP 11).
     Pex(Vec<SocketAddr>),
     ConnectFailed(SocketAddr),
-    Incoming(TcpStream, SocketAddr),
+    /// An inbound connection; with the handshake when a shared listener read it.
+    Incoming(TcpStream, SocketAddr, Option<wire::Handshake>),
     Closed(PeerKey, SocketAddr, String),
     Misbehaved(PeerKey, String),
 }
@@ -273,7 +290,7 @@ struct Shared {
     info_hash: InfoHash,
     peer_id: [u8; 20],
     listen_port: u16,
-    storage: Arc<FileStorage>,
+    storage: Arc<dyn Storage>,
     state: Mutex<State>,
     events: mpsc::UnboundedSender<Event>,
     hashers: Arc<Semaphore>,
@@ -366,7 +383,7 @@ fn wanted_pieces(meta: &Metainfo, selected: &[bool]) -> Vec<bool> {
 }
 
 /// Hashes the pieces already on disk with one thread per core; returns those that match.
-fn check_existing(meta: &Metainfo, storage: &FileStorage, candidates: &[u32]) -> Bitfield {
+fn check_existing(meta: &Metainfo, storage: &dyn Storage, candidates: &[u32]) -> Bitfield {
     let g = meta
         .info
         .geometry()
@@ -432,7 +449,7 @@ async fn bind(listen: SocketAddr) -> Result<TcpListener, EngineError> {
 /// `shutdown` turns true. Progress is published on `stats`.
 pub async fn run(
     meta: Arc<Metainfo>,
-    opts: Options,
+    mut opts: Options,
     stats: watch::Sender<Stats>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Summary, EngineError> {
@@ -446,7 +463,10 @@ pub async fn run(
         .selected
         .clone()
         .unwrap_or_else(|| vec![true; meta.info.files.len()]);
-    let storage = Arc::new(FileStorage::create(&opts.save_path, &meta, &selected)?);
+    let storage: Arc<dyn Storage> = match &opts.storage {
+        Some(s) => s.clone(),
+        None => Arc::new(FileStorage::create(&opts.save_path, &meta, &selected)?),
+    };
     let wanted = wanted_pieces(&meta, &selected);
     let info_hash = meta.wire_info_hash();
 
@@ -463,26 +483,42 @@ pub async fn run(
                 && r.files == storage.fingerprints()
         });
     let have = match resume {
+        _ if opts.trust_complete => {
+            let mut all = Bitfield::new(n);
+            (0..n).for_each(|i| {
+                all.set(i);
+            });
+            all
+        }
         Some(r) if !opts.recheck => r.have,
         _ if opts.recheck || storage.has_existing_data() => {
             publish_phase(Phase::Checking);
             let candidates: Vec<u32> = (0..n).collect();
             let (m, s) = (meta.clone(), storage.clone());
-            tokio::task::spawn_blocking(move || check_existing(&m, &s, &candidates))
+            tokio::task::spawn_blocking(move || check_existing(&m, s.as_ref(), &candidates))
                 .await
                 .map_err(|e| EngineError::Other(format!("checking failed: {e}")))?
         }
         _ => Bitfield::new(n),
     };
 
-    let listener = bind(opts.listen).await?;
-    let listen_port = listener
-        .local_addr()
-        .map_err(|source| EngineError::Listen {
-            addr: opts.listen,
-            source,
-        })?
-        .port();
+    let mut incoming = opts.incoming.take();
+    let listener = match &incoming {
+        Some(_) => None,
+        None => Some(bind(opts.listen).await?),
+    };
+    let listen_port = match (&listener, &incoming) {
+        (Some(l), _) => {
+            l.local_addr()
+                .map_err(|source| EngineError::Listen {
+                    addr: opts.listen,
+                    source,
+                })?
+                .port()
+        }
+        (None, Some(i)) => i.port,
+        (None, None) => unreachable!("a listener or a shared one"),
+    };
     let (events_tx, mut events) = mpsc::unbounded_channel();
     if let Some(tx) = &opts.verified {
         for i in (0..n).filter(|&i| have.get(i)) {
@@ -534,9 +570,17 @@ pub async fn run(
     // Incoming connections.
     let accept_events = events_tx.clone();
     let acceptor = tokio::spawn(async move {
-        while let Ok((sock, addr)) = listener.accept().await {
-            if accept_events.send(Event::Incoming(sock, addr)).is_err() {
-                break;
+        if let Some(listener) = listener {
+            while let Ok((sock, addr)) = listener.accept().await {
+                if accept_events.send(Event::Incoming(sock, addr, None)).is_err() {
+                    break;
+                }
+            }
+        } else if let Some(mut inc) = incoming.take() {
+            while let Some((sock, addr, hs)) = inc.connections.recv().await {
+                if accept_events.send(Event::Incoming(sock, addr, Some(hs))).is_err() {
+                    break;
+                }
             }
         }
     });
@@ -819,13 +863,13 @@ pub async fn run(
                             retry.push((Instant::now() + retry_delay(*n), addr));
                         }
                     }
-                    Event::Incoming(sock, addr) => {
+                    Event::Incoming(sock, addr, hs) => {
                         let count = shared.lock().peers.len();
                         if count + connecting < opts.max_peers && !banned.contains(&ban_key(addr)) {
                             connecting += 1;
                             let sh = shared.clone();
                             tokio::spawn(async move {
-                                match peer::accept(&sh, sock).await {
+                                match peer::accept(&sh, sock, hs).await {
                                     Ok((sock, hs)) => {
                                         let _ = sh.events.send(Event::Connected(sock, addr, hs, false));
                                     }

@@ -3,7 +3,6 @@
 use super::{Event, PeerEntry, PieceBuf, Shared, State};
 use crate::bitfield::Bitfield;
 use crate::picker::{Arrival, Block, PeerKey};
-use crate::storage::Storage;
 use crate::wire::{self, Handshake, Message};
 use sha1::{Digest, Sha1};
 use std::collections::HashSet;
@@ -68,12 +67,20 @@ pub(super) async fn connect(sh: &Shared, addr: SocketAddr) -> io::Result<(TcpStr
     Ok((sock, hs))
 }
 
-/// Incoming: read their handshake, check it is for this torrent, answer with ours.
-pub(super) async fn accept(sh: &Shared, mut sock: TcpStream) -> io::Result<(TcpStream, Handshake)> {
+/// Incoming: read their handshake (unless a shared listener did), check it is for this
+/// torrent, answer with ours.
+pub(super) async fn accept(
+    sh: &Shared,
+    mut sock: TcpStream,
+    read: Option<Handshake>,
+) -> io::Result<(TcpStream, Handshake)> {
     sock.set_nodelay(true)?;
-    let hs = tokio::time::timeout(HANDSHAKE_TIMEOUT, Handshake::read(&mut sock))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))??;
+    let hs = match read {
+        Some(hs) => hs,
+        None => tokio::time::timeout(HANDSHAKE_TIMEOUT, Handshake::read(&mut sock))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "handshake timed out"))??,
+    };
     check_handshake(sh, &hs)?;
     wire::write_handshake(&mut sock, &ours(sh)).await?;
     Ok((sock, hs))
