@@ -26,6 +26,7 @@ pub mod peer_id;
 pub mod peers;
 pub mod pex;
 pub mod picker;
+pub mod ratelimit;
 pub mod resume;
 pub mod session;
 pub mod storage;

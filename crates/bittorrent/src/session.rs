@@ -59,10 +59,13 @@ impl Router {
                 };
                 let routes = r.clone();
                 tokio::spawn(async move {
-                    let hs = match tokio::time::timeout(HANDSHAKE_TIMEOUT, Handshake::read(&mut sock)).await {
-                        Ok(Ok(hs)) => hs,
-                        _ => return,
-                    };
+                    let hs =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, Handshake::read(&mut sock))
+                            .await
+                        {
+                            Ok(Ok(hs)) => hs,
+                            _ => return,
+                        };
                     let route = routes.lock().expect("routes").get(&hs.info_hash).cloned();
                     if let Some(route) = route {
                         let _ = route.try_send((sock, peer, hs));

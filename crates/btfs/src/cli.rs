@@ -366,12 +366,66 @@ pub struct BencodeArgs {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Comma-separated files to seed.
+    /// Files or directories to seed (one torrent each).
+    pub paths: Vec<PathBuf>,
+    /// Files to seed, comma-separated (`\,` is a comma in a name, `\\` a backslash).
     #[arg(short = 'f', long = "files")]
     pub files: Option<String>,
-    /// Files or directories to seed.
-    pub paths: Vec<PathBuf>,
+    /// Seed content already in the BTFS store (repeatable).
+    #[arg(long = "cid")]
+    pub cids: Vec<String>,
+    /// Torrent name for --cid content (default: the CID).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Tracker URL to put in new torrents and announce to (repeatable). None is built in.
+    #[arg(long = "tracker")]
+    pub trackers: Vec<String>,
+    /// Address peers can reach us at, put in the magnets as x.pe (IP:PORT).
+    #[arg(long)]
+    pub announce_addr: Option<std::net::SocketAddr>,
+    /// Port to listen on; when taken, the next free one of the 20 after it.
+    #[arg(long, default_value_t = DEFAULT_SERVE_PORT)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_ip: std::net::IpAddr,
+    /// Mark new torrents private (no DHT, no PEX).
+    #[arg(long)]
+    pub private: bool,
+    /// A DHT node to join through (HOST:PORT); repeatable. None is built in.
+    #[arg(long = "dht-bootstrap")]
+    pub dht_bootstrap: Vec<String>,
+    /// UDP port of our DHT node (default: any).
+    #[arg(long, default_value_t = 0)]
+    pub dht_port: u16,
+    /// Do not use the DHT.
+    #[arg(long)]
+    pub no_dht: bool,
+    /// Piece length of new torrents: bytes or with a unit (256KiB); automatic by default.
+    #[arg(short = 'l', long, value_parser = parse_size)]
+    pub piece_length: Option<u64>,
+    /// Also write the .torrent files into this folder.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Do not add the files to the BTFS store.
+    #[arg(long)]
+    pub no_add: bool,
+    /// List what is served (from earlier runs) and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Stop serving a torrent (by infohash or name) and exit.
+    #[arg(long)]
+    pub remove: Option<String>,
+    /// Most upload bytes per second over all torrents (e.g. 10MiB); unlimited by default.
+    #[arg(long, value_parser = parse_size)]
+    pub max_upload_rate: Option<u64>,
+    /// Seed for this long, then stop (e.g. 30s, 2h); until interrupted by default.
+    #[arg(long, value_parser = crate::commands::parse_duration)]
+    pub duration: Option<std::time::Duration>,
 }
+
+/// The port `bittorrent serve` listens on unless told otherwise.
+pub const DEFAULT_SERVE_PORT: u16 = 6881;
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {

@@ -29,18 +29,6 @@ fn help_at_every_level_has_examples() {
     }
 }
 
-#[test]
-fn later_commands_say_they_are_not_available() {
-    let r = btfs(&["bittorrent", "serve", "a.mp4"]);
-    assert_eq!(r.status, 69);
-    assert!(
-        r.stderr.contains("not available in this build yet"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.stdout.is_empty());
-}
-
 fn torrent_bytes(info: &str) -> Vec<u8> {
     format!("d4:info{info}e").into_bytes()
 }

@@ -95,6 +95,17 @@ pub struct Dag<'a> {
     pub blocks: &'a Blockstore,
 }
 
+/// A leaf block of a file and the bytes `offset..offset + size` of the file it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leaf {
+    pub cid: Cid,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// A DAG-PB leaf holds its content plus at most this many bytes of framing.
+const LEAF_OVERHEAD: u64 = 24;
+
 /// Reads bytes `start..end` of a file, each block once, descending into only the parts
 /// of the tree the range covers. It holds no reference to the store, so it can move
 /// between threads between blocks.
@@ -250,6 +261,80 @@ impl Dag<'_> {
             .collect()
     }
 
+    /// The leaf blocks of a file in order, with the byte range of the file each holds.
+    /// Inner nodes are read; leaves are recognised from their parent as in
+    /// [`Dag::walk`] and not read.
+    pub fn leaves(&self, file: &Cid) -> Result<Vec<Leaf>, DagError> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        // (cid, file offset, size, depth)
+        let mut stack = vec![(*file, 0u64, None::<u64>, 0usize)];
+        while let Some((cid, offset, size, depth)) = stack.pop() {
+            if depth > MAX_DEPTH {
+                return Err(DagError::Inconsistent(cid));
+            }
+            if let (Some(size), true) = (size, cid.codec() == RAW) {
+                out.push(Leaf { cid, offset, size });
+                continue;
+            }
+            if !self.blocks.get_into(&cid, &mut buf)? {
+                return Err(DagError::NotFound(cid));
+            }
+            if cid.codec() == RAW {
+                out.push(Leaf {
+                    cid,
+                    offset,
+                    size: buf.len() as u64,
+                });
+                continue;
+            }
+            if let Some(r) = crate::dagpb::leaf_content_range(&buf) {
+                out.push(Leaf {
+                    cid,
+                    offset,
+                    size: r.len() as u64,
+                });
+                continue;
+            }
+            let decode = |source| DagError::Decode { cid, source };
+            let node = PbNode::decode(&buf).map_err(decode)?;
+            let u = node.unixfs().map_err(decode)?;
+            if u.kind != DataType::File
+                || u.data.as_ref().is_some_and(|d| !d.is_empty())
+                || node.links.len() != u.blocksizes.len()
+            {
+                return Err(DagError::Inconsistent(cid));
+            }
+            let mut at = offset;
+            let mut children = Vec::with_capacity(node.links.len());
+            for (l, &bs) in node.links.iter().zip(&u.blocksizes) {
+                children.push((
+                    l.cid,
+                    at,
+                    Some(bs),
+                    depth + 1,
+                    l.tsize <= bs + LEAF_OVERHEAD,
+                ));
+                at += bs;
+            }
+            for (c, at, bs, d, leaf) in children.into_iter().rev() {
+                if leaf && c.codec() != RAW {
+                    // A DAG-PB leaf: its content range is found when it is read.
+                    out.push(Leaf {
+                        cid: c,
+                        offset: at,
+                        size: bs.unwrap_or(0),
+                    });
+                    // Keep file order: leaves pushed in reverse are reversed below.
+                } else {
+                    stack.push((c, at, bs, d));
+                }
+            }
+        }
+        out.sort_by_key(|l| l.offset);
+        Ok(out)
+    }
+
     /// Bytes `start..end` of a file, collected (for small ranges).
     pub fn read_range(&self, file: Cid, start: u64, end: u64) -> Result<Vec<u8>, DagError> {
         let mut out = Vec::new();
@@ -266,8 +351,6 @@ impl Dag<'_> {
     /// their parent (a raw CID, or a cumulative size no larger than the content plus a
     /// leaf header) and only checked for presence and length, not read.
     pub fn walk(&self, root: &Cid, visit: &mut dyn FnMut(&Cid)) -> Result<(), DagError> {
-        /// A DAG-PB leaf holds its content plus at most this many bytes of framing.
-        const LEAF_OVERHEAD: u64 = 24;
         let mut seen = std::collections::HashSet::new();
         let mut stack = vec![*root];
         let mut buf = Vec::new();

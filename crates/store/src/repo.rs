@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 const PINS: TableDefinition<&[u8], u8> = TableDefinition::new("pins");
 /// v1 infohash (20 bytes) → torrent record (JSON).
 const TORRENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("torrents");
+/// v1 infohash (20 bytes) → what `bittorrent serve` seeds (JSON).
+const SERVED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("served");
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -112,6 +114,19 @@ pub enum PinKind {
 pub struct TorrentRecord {
     pub name: String,
     pub root: String,
+}
+
+/// A torrent `bittorrent serve` seeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServedRecord {
+    pub name: String,
+    /// An absolute path, or `/btfs/<cid>` for content seeded from the store.
+    pub source: String,
+    /// Root CID in the store (when added, or seeded from it).
+    pub cid: Option<String>,
+    /// The .torrent file in the repo.
+    pub torrent: String,
 }
 
 pub struct Repo {
@@ -322,34 +337,94 @@ impl Repo {
         })
     }
 
-    pub fn set_torrent(
+    fn put_json<T: Serialize>(
         &self,
-        info_hash: &[u8; 20],
-        record: &TorrentRecord,
+        table: TableDefinition<&[u8], &[u8]>,
+        key: &[u8],
+        value: &T,
     ) -> Result<(), RepoError> {
-        let value = serde_json::to_vec(record).expect("record serialises");
+        let value = serde_json::to_vec(value).expect("record serialises");
         self.with_db(|db| {
             let tx = db.begin_write().map_err(db_err)?;
             {
-                let mut t = tx.open_table(TORRENTS).map_err(db_err)?;
-                t.insert(info_hash.as_slice(), value.as_slice())
-                    .map_err(db_err)?;
+                let mut t = tx.open_table(table).map_err(db_err)?;
+                t.insert(key, value.as_slice()).map_err(db_err)?;
             }
             tx.commit().map_err(db_err)
         })
     }
 
-    pub fn torrent(&self, info_hash: &[u8; 20]) -> Result<Option<TorrentRecord>, RepoError> {
+    /// Every (key, record) of a table; records that no longer parse are skipped.
+    fn all_json<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: TableDefinition<&[u8], &[u8]>,
+    ) -> Result<Vec<(Vec<u8>, T)>, RepoError> {
         self.with_db(|db| {
             let tx = db.begin_read().map_err(db_err)?;
-            let t = match tx.open_table(TORRENTS) {
+            let t = match tx.open_table(table) {
                 Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
                 Err(e) => return Err(db_err(e)),
             };
-            let v = t.get(info_hash.as_slice()).map_err(db_err)?;
-            Ok(v.and_then(|v| serde_json::from_slice(v.value()).ok()))
+            let mut out = Vec::new();
+            for item in t.iter().map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                if let Ok(r) = serde_json::from_slice(v.value()) {
+                    out.push((k.value().to_vec(), r));
+                }
+            }
+            Ok(out)
         })
+    }
+
+    fn remove_key(
+        &self,
+        table: TableDefinition<&[u8], &[u8]>,
+        key: &[u8],
+    ) -> Result<bool, RepoError> {
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(db_err)?;
+            let removed = {
+                let mut t = tx.open_table(table).map_err(db_err)?;
+                let r = t.remove(key).map_err(db_err)?.is_some();
+                r
+            };
+            tx.commit().map_err(db_err)?;
+            Ok(removed)
+        })
+    }
+
+    pub fn set_torrent(
+        &self,
+        info_hash: &[u8; 20],
+        record: &TorrentRecord,
+    ) -> Result<(), RepoError> {
+        self.put_json(TORRENTS, info_hash, record)
+    }
+
+    pub fn torrent(&self, info_hash: &[u8; 20]) -> Result<Option<TorrentRecord>, RepoError> {
+        Ok(self
+            .all_json::<TorrentRecord>(TORRENTS)?
+            .into_iter()
+            .find(|(k, _)| k.as_slice() == info_hash)
+            .map(|(_, r)| r))
+    }
+
+    pub fn set_served(&self, info_hash: &[u8; 20], record: &ServedRecord) -> Result<(), RepoError> {
+        self.put_json(SERVED, info_hash, record)
+    }
+
+    /// Everything `bittorrent serve` seeds, by infohash.
+    pub fn served(&self) -> Result<Vec<([u8; 20], ServedRecord)>, RepoError> {
+        Ok(self
+            .all_json::<ServedRecord>(SERVED)?
+            .into_iter()
+            .filter_map(|(k, r)| Some((<[u8; 20]>::try_from(k.as_slice()).ok()?, r)))
+            .collect())
+    }
+
+    pub fn remove_served(&self, info_hash: &[u8; 20]) -> Result<bool, RepoError> {
+        self.remove_key(SERVED, info_hash)
     }
 
     /// Whether every block of the DAG under `root` is here.

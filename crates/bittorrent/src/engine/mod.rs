@@ -83,6 +83,8 @@ pub struct Options {
     pub trust_complete: bool,
     /// Connections accepted (and handshaken) by a shared listener instead of our own.
     pub incoming: Option<Incoming>,
+    /// Limits what we upload (shared with other torrents when the same limiter is given).
+    pub upload_limit: Option<Arc<crate::ratelimit::RateLimiter>>,
 }
 
 /// Inbound connections for one torrent from a listener shared by several (see
@@ -116,6 +118,7 @@ impl Options {
             storage: None,
             trust_complete: false,
             incoming: None,
+            upload_limit: None,
         }
     }
 }
@@ -291,6 +294,7 @@ struct Shared {
     peer_id: [u8; 20],
     listen_port: u16,
     storage: Arc<dyn Storage>,
+    upload_limit: Option<Arc<crate::ratelimit::RateLimiter>>,
     state: Mutex<State>,
     events: mpsc::UnboundedSender<Event>,
     hashers: Arc<Semaphore>,
@@ -508,14 +512,13 @@ pub async fn run(
         None => Some(bind(opts.listen).await?),
     };
     let listen_port = match (&listener, &incoming) {
-        (Some(l), _) => {
-            l.local_addr()
-                .map_err(|source| EngineError::Listen {
-                    addr: opts.listen,
-                    source,
-                })?
-                .port()
-        }
+        (Some(l), _) => l
+            .local_addr()
+            .map_err(|source| EngineError::Listen {
+                addr: opts.listen,
+                source,
+            })?
+            .port(),
         (None, Some(i)) => i.port,
         (None, None) => unreachable!("a listener or a shared one"),
     };
@@ -535,6 +538,7 @@ pub async fn run(
         peer_id: crate::peer_id::generate(),
         listen_port,
         storage: storage.clone(),
+        upload_limit: opts.upload_limit.clone(),
         state: Mutex::new(State {
             picker,
             buffers: HashMap::new(),
@@ -572,13 +576,19 @@ pub async fn run(
     let acceptor = tokio::spawn(async move {
         if let Some(listener) = listener {
             while let Ok((sock, addr)) = listener.accept().await {
-                if accept_events.send(Event::Incoming(sock, addr, None)).is_err() {
+                if accept_events
+                    .send(Event::Incoming(sock, addr, None))
+                    .is_err()
+                {
                     break;
                 }
             }
         } else if let Some(mut inc) = incoming.take() {
             while let Some((sock, addr, hs)) = inc.connections.recv().await {
-                if accept_events.send(Event::Incoming(sock, addr, Some(hs))).is_err() {
+                if accept_events
+                    .send(Event::Incoming(sock, addr, Some(hs)))
+                    .is_err()
+                {
                     break;
                 }
             }

@@ -232,6 +232,9 @@ async fn uploader(
         let Some(piece) = sh.geometry.piece(index) else {
             continue;
         };
+        if let Some(limit) = &sh.upload_limit {
+            limit.acquire(u64::from(length)).await;
+        }
         let sh2 = sh.clone();
         let read = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; length as usize];

@@ -7,10 +7,11 @@ mod download;
 mod magnet;
 mod metainfo;
 mod scrape;
+mod serve;
 mod store;
 
 use crate::cli::{Bittorrent, Command};
-use crate::output::{Encoding, Unavailable};
+use crate::output::Encoding;
 use anyhow::Context;
 use std::io::Read;
 use std::path::Path;
@@ -25,7 +26,7 @@ pub fn run(command: Command, enc: Encoding) -> anyhow::Result<()> {
             Bittorrent::Create(a) => create::run(a, enc),
             Bittorrent::Download(a) => download::run(a, enc),
             Bittorrent::Scrape(a) => scrape::run(a, enc),
-            Bittorrent::Serve(_) => unavailable("bittorrent serve", "the seeding daemon"),
+            Bittorrent::Serve(a) => serve::run(a, enc),
         },
         Command::Init => store::init(enc),
         Command::Add(a) => store::add(a, enc),
@@ -36,13 +37,6 @@ pub fn run(command: Command, enc: Encoding) -> anyhow::Result<()> {
         Command::Repo(c) => store::repo(c, enc),
         Command::Daemon(a) => daemon::run(a, enc),
     }
-}
-
-fn unavailable(command: &str, part: &str) -> anyhow::Result<()> {
-    Err(Unavailable(format!(
-        "`btfs {command}` is not available in this build yet: it arrives with {part}"
-    ))
-    .into())
 }
 
 /// The BTFS repository folder: `$BTFS_PATH`, or `~/.btfs`.

@@ -294,6 +294,28 @@ pub fn add(args: AddArgs, enc: Encoding) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Adds a file or folder (everything in it, dotfiles too) with the default options,
+/// prints nothing, and pins it.
+pub fn import_path(repo: &Repo, path: &Path) -> anyhow::Result<Node> {
+    let mut adder = Adder {
+        opts: ImportOptions::default(),
+        sink: &repo.blocks,
+        recursive: true,
+        hidden: true,
+        printer: AddPrinter::new(Encoding::Text, true, true),
+        dirs: Vec::new(),
+        progress: Progress::new(),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let node = adder.add_path(path, &name)?;
+    adder.progress.end();
+    repo.pin(&node.cid, PinKind::Recursive)?;
+    Ok(node)
+}
+
 pub fn cat(args: CatArgs) -> anyhow::Result<()> {
     let repo = open_repo(LockMode::Shared)?;
     let cid = resolve(&repo, &args.path)?;

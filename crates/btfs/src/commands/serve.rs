@@ -1,0 +1,453 @@
+//! `btfs bittorrent serve`: seeds files, folders and content of the BTFS store, one
+//! torrent each, all on one port, until interrupted; prints a magnet link per torrent.
+
+use super::store::{import_path, open_repo, parse_content_path};
+use super::{btfs_path, wait_for_signal};
+use crate::cli::ServeArgs;
+use crate::output::{human_size, Encoding};
+use anyhow::{bail, Context};
+use bittorrent::create::{create_torrent, CreateOptions};
+use bittorrent::engine::{self, Options, Phase, Stats};
+use bittorrent::session::Router;
+use bittorrent::storage::Storage;
+use bittorrent::{InfoHash, Metainfo};
+use node::seed::{dag_files, torrent_of_cid, BlockStorage};
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use store::repo::ServedRecord;
+use store::{Blockstore, Cid, LockMode, Repo};
+use tokio::sync::watch;
+
+/// `-f` list: commas separate names; `\,` is a comma and `\\` a backslash.
+pub fn split_files(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(n @ (',' | '\\')) => cur.push(n),
+                Some(n) => {
+                    cur.push('\\');
+                    cur.push(n);
+                }
+                None => cur.push('\\'),
+            },
+            ',' => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.retain(|s| !s.trim().is_empty());
+    out
+}
+
+/// One torrent to seed.
+struct Seed {
+    meta: Arc<Metainfo>,
+    torrent_file: PathBuf,
+    save_path: PathBuf,
+    storage: Option<Arc<BlockStorage>>,
+    cid: Option<Cid>,
+    /// Made from the data just now: every piece is known to be there.
+    fresh: bool,
+}
+
+fn served_dir() -> anyhow::Result<PathBuf> {
+    Ok(btfs_path()?.join("bittorrent").join("served"))
+}
+
+/// Writes `bytes` to `path` through a temporary file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("{}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
+    Ok(())
+}
+
+fn keep_torrent(args: &ServeArgs, meta: &Metainfo, bytes: &[u8]) -> anyhow::Result<PathBuf> {
+    let path = served_dir()?.join(format!("{}.torrent", meta.wire_info_hash()));
+    write_atomic(&path, bytes)?;
+    if let Some(dir) = &args.output {
+        write_atomic(
+            &dir.join(format!("{}.torrent", meta.info.storage_name())),
+            bytes,
+        )?;
+    }
+    Ok(path)
+}
+
+fn load_torrent(path: &Path) -> anyhow::Result<Metainfo> {
+    let bytes = super::read_input(path)?;
+    Metainfo::from_bytes(&bytes).with_context(|| format!("{}", path.display()))
+}
+
+pub fn run(args: ServeArgs, enc: Encoding) -> anyhow::Result<()> {
+    let repo = Arc::new(open_repo(LockMode::Shared)?);
+    if args.list {
+        return list(&repo, enc);
+    }
+    if let Some(which) = &args.remove {
+        return remove(&repo, which);
+    }
+    let blocks =
+        Arc::new(Blockstore::open(&repo.path().join("blocks")).context("opening the blockstore")?);
+    let mut paths: Vec<PathBuf> = args.paths.clone();
+    if let Some(f) = &args.files {
+        paths.extend(split_files(f).into_iter().map(PathBuf::from));
+    }
+    let create_opts = CreateOptions {
+        piece_length: args.piece_length,
+        trackers: args.trackers.iter().map(|t| vec![t.clone()]).collect(),
+        private: args.private,
+        ..Default::default()
+    };
+    let mut seeds = Vec::new();
+    for p in &paths {
+        seeds.push(seed_path(&args, &repo, p, &create_opts)?);
+    }
+    for c in &args.cids {
+        seeds.push(seed_cid(&args, &repo, &blocks, c, &create_opts)?);
+    }
+    if paths.is_empty() && args.cids.is_empty() {
+        seeds = resume_all(&repo, &blocks)?;
+        if seeds.is_empty() {
+            bail!("nothing to serve: give files or folders (or -f 'a,b', or --cid CID); `--list` shows what was served before");
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(seed_all(args, seeds, enc))
+}
+
+fn seed_path(
+    args: &ServeArgs,
+    repo: &Repo,
+    p: &Path,
+    opts: &CreateOptions,
+) -> anyhow::Result<Seed> {
+    let abs = p
+        .canonicalize()
+        .with_context(|| format!("{}", p.display()))?;
+    let tty = std::io::stderr().is_terminal();
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let progress = |n: u64| {
+        let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        if tty && d % (64 << 20) < n {
+            eprint!("\r\x1b[Khashing {name}: {}", human_size(d));
+        }
+    };
+    let created = create_torrent(&abs, opts, &progress)?;
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+    let meta = created.metainfo;
+    let torrent_file = keep_torrent(args, &meta, &created.bytes)?;
+    let cid = if args.no_add {
+        None
+    } else {
+        Some(import_path(repo, &abs)?.cid)
+    };
+    repo.set_served(
+        &meta.wire_info_hash().0,
+        &ServedRecord {
+            name: meta.info.storage_name().to_owned(),
+            source: abs.display().to_string(),
+            cid: cid.map(|c| c.to_string()),
+            torrent: torrent_file.display().to_string(),
+        },
+    )?;
+    Ok(Seed {
+        meta: Arc::new(meta),
+        torrent_file,
+        save_path: abs
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/")),
+        storage: None,
+        cid,
+        fresh: true,
+    })
+}
+
+fn seed_cid(
+    args: &ServeArgs,
+    repo: &Repo,
+    blocks: &Arc<Blockstore>,
+    text: &str,
+    opts: &CreateOptions,
+) -> anyhow::Result<Seed> {
+    let (root, rest) = parse_content_path(text)?;
+    let names: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let dag = repo.dag();
+    let cid = dag.resolve(root, &names)?;
+    let name = args.name.clone().unwrap_or_else(|| cid.to_string());
+    let (bytes, meta, files) = torrent_of_cid(&dag, &cid, &name, opts)?;
+    let torrent_file = keep_torrent(args, &meta, &bytes)?;
+    repo.set_served(
+        &meta.wire_info_hash().0,
+        &ServedRecord {
+            name: name.clone(),
+            source: format!("/btfs/{cid}"),
+            cid: Some(cid.to_string()),
+            torrent: torrent_file.display().to_string(),
+        },
+    )?;
+    let plen = u64::from(meta.info.geometry().context("a v1 torrent")?.piece_length());
+    let storage = BlockStorage::new(blocks.clone(), &files, plen)?;
+    Ok(Seed {
+        meta: Arc::new(meta),
+        torrent_file,
+        save_path: repo.path().to_path_buf(),
+        storage: Some(Arc::new(storage)),
+        cid: Some(cid),
+        fresh: true,
+    })
+}
+
+/// Everything served before, from the repo.
+fn resume_all(repo: &Repo, blocks: &Arc<Blockstore>) -> anyhow::Result<Vec<Seed>> {
+    let mut seeds = Vec::new();
+    for (_, r) in repo.served()? {
+        let meta = match load_torrent(Path::new(&r.torrent)) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("skipping {}: {e:#}", r.name);
+                continue;
+            }
+        };
+        let cid = r.cid.as_deref().and_then(|c| c.parse::<Cid>().ok());
+        if let Some(c) = r.source.strip_prefix("/btfs/") {
+            let cid: Cid = c
+                .parse()
+                .with_context(|| format!("{}: bad source {}", r.name, r.source))?;
+            let (files, _) = dag_files(&repo.dag(), &cid, &r.name)?;
+            let plen = u64::from(meta.info.geometry().context("a v1 torrent")?.piece_length());
+            seeds.push(Seed {
+                meta: Arc::new(meta),
+                torrent_file: PathBuf::from(&r.torrent),
+                save_path: repo.path().to_path_buf(),
+                storage: Some(Arc::new(BlockStorage::new(blocks.clone(), &files, plen)?)),
+                cid: Some(cid),
+                fresh: true,
+            });
+        } else {
+            let source = PathBuf::from(&r.source);
+            if !source.exists() {
+                eprintln!(
+                    "skipping {}: {} is gone (`--remove {}` forgets it)",
+                    r.name, r.source, r.name
+                );
+                continue;
+            }
+            seeds.push(Seed {
+                meta: Arc::new(meta),
+                torrent_file: PathBuf::from(&r.torrent),
+                save_path: source.parent().map(Path::to_path_buf).unwrap_or_default(),
+                storage: None,
+                cid,
+                // The files may have changed since: check them.
+                fresh: false,
+            });
+        }
+    }
+    Ok(seeds)
+}
+
+fn list(repo: &Repo, enc: Encoding) -> anyhow::Result<()> {
+    let served = repo.served()?;
+    for (ih, r) in &served {
+        let ih = InfoHash(*ih).to_hex();
+        match enc {
+            Encoding::Json => println!(
+                "{}",
+                serde_json::json!({"Name": r.name, "InfoHash": ih, "Source": r.source, "Cid": r.cid, "Torrent": r.torrent})
+            ),
+            Encoding::Text => println!("{ih}  {}  {}", r.name, r.source),
+        }
+    }
+    if served.is_empty() && enc == Encoding::Text {
+        eprintln!("nothing is served yet");
+    }
+    Ok(())
+}
+
+fn remove(repo: &Repo, which: &str) -> anyhow::Result<()> {
+    let served = repo.served()?;
+    let matches: Vec<_> = served
+        .iter()
+        .filter(|(ih, r)| InfoHash(*ih).to_hex().eq_ignore_ascii_case(which) || r.name == which)
+        .collect();
+    if matches.is_empty() {
+        bail!("nothing served matches {which:?} (see --list)");
+    }
+    for (ih, r) in matches {
+        repo.remove_served(ih)?;
+        let _ = std::fs::remove_file(&r.torrent);
+        println!("stopped serving {} ({})", r.name, InfoHash(*ih).to_hex());
+    }
+    Ok(())
+}
+
+async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::Result<()> {
+    let router = Router::bind(args.listen_ip, args.port, 20)
+        .await
+        .with_context(|| format!("listening on {}:{}", args.listen_ip, args.port))?;
+    let port = router.local_addr().port();
+    if port != args.port {
+        eprintln!("port {} is taken; listening on {port}", args.port);
+    }
+    let dht = if args.no_dht {
+        None
+    } else {
+        super::magnet::start_dht(&args.dht_bootstrap, args.dht_port, args.listen_ip)?
+    };
+    let limit = args
+        .max_upload_rate
+        .map(|r| Arc::new(bittorrent::ratelimit::RateLimiter::new(r)));
+    let reachable = args.announce_addr.or_else(|| {
+        (!args.listen_ip.is_unspecified()).then_some(SocketAddr::new(args.listen_ip, port))
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut engines = Vec::new();
+    let mut boards = Vec::new();
+    for seed in seeds {
+        let mut magnet = seed.meta.magnet();
+        magnet.peers.extend(reachable);
+        let name = seed.meta.info.storage_name().to_owned();
+        match enc {
+            Encoding::Json => println!(
+                "{}",
+                serde_json::json!({
+                    "Name": name, "InfoHash": seed.meta.wire_info_hash().to_hex(),
+                    "Magnet": magnet.to_string(), "Torrent": seed.torrent_file.display().to_string(),
+                    "Cid": seed.cid.map(|c| c.to_string()),
+                })
+            ),
+            Encoding::Text => println!("{name}  {magnet}"),
+        }
+        let mut opts = Options::new(seed.save_path.clone());
+        opts.seed = true;
+        opts.trust_complete = seed.fresh;
+        opts.storage = seed.storage.clone().map(|s| s as Arc<dyn Storage>);
+        opts.incoming = Some(router.register(seed.meta.wire_info_hash()));
+        opts.use_webseeds = false;
+        opts.dht = if seed.meta.info.private {
+            None
+        } else {
+            dht.clone()
+        };
+        opts.upload_limit = limit.clone();
+        let (stats_tx, stats_rx) = watch::channel(Stats::default());
+        boards.push((name, stats_rx, seed.storage.clone()));
+        let (meta, stop) = (seed.meta.clone(), stop_rx.clone());
+        engines.push(tokio::spawn(async move {
+            engine::run(meta, opts, stats_tx, stop).await
+        }));
+    }
+    let _ = std::io::stdout().flush();
+    eprintln!(
+        "seeding {} torrent{} on port {port}; Ctrl-C stops",
+        engines.len(),
+        if engines.len() == 1 { "" } else { "s" }
+    );
+    let status = tokio::spawn(status_lines(
+        boards
+            .iter()
+            .map(|(n, rx, _)| (n.clone(), rx.clone()))
+            .collect(),
+    ));
+    match args.duration {
+        Some(d) => tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = tokio::time::sleep(d) => {}
+        },
+        None => wait_for_signal().await,
+    }
+    let _ = stop_tx.send(true);
+    status.abort();
+    let mut failed = Vec::new();
+    for (engine, (name, rx, storage)) in engines.into_iter().zip(boards) {
+        match tokio::time::timeout(Duration::from_secs(20), engine).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => failed.push(format!("{name}: {e}")),
+            Ok(Err(e)) => failed.push(format!("{name}: {e}")),
+            Err(_) => failed.push(format!("{name}: did not stop within 20 s")),
+        }
+        let s = rx.borrow().clone();
+        match enc {
+            Encoding::Json => {
+                let mut v = serde_json::to_value(&s)?;
+                v["Type"] = "summary".into();
+                v["Name"] = name.clone().into();
+                if let Some(st) = storage {
+                    v["BlockReads"] = st
+                        .block_reads
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .into();
+                }
+                println!("{v}");
+            }
+            Encoding::Text => eprintln!("{name}: uploaded {}", human_size(s.uploaded)),
+        }
+    }
+    if let Some(d) = dht {
+        super::magnet::save_dht(&d).await;
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// One line per torrent every 5 s on a terminal.
+async fn status_lines(boards: Vec<(String, watch::Receiver<Stats>)>) {
+    if !std::io::stderr().is_terminal() {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        for (name, rx) in &boards {
+            let s = rx.borrow().clone();
+            let state = match s.phase {
+                Phase::Checking => "checking",
+                Phase::Seeding => "seeding",
+                _ => "starting",
+            };
+            eprintln!(
+                "{name}: {state}, peers {}, uploaded {}, up {}/s",
+                s.peers,
+                human_size(s.uploaded),
+                human_size(s.upload_rate as u64)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_files;
+
+    #[test]
+    fn file_lists() {
+        assert_eq!(split_files("a.mp4,b.jpeg"), ["a.mp4", "b.jpeg"]);
+        assert_eq!(split_files(r"a\,b.txt,c"), ["a,b.txt", "c"]);
+        assert_eq!(split_files(r"dir\\,x"), [r"dir\", "x"]);
+        assert_eq!(split_files(r"C:\x"), [r"C:\x"]);
+        assert_eq!(split_files(",,a,"), ["a"]);
+    }
+}
