@@ -38,7 +38,7 @@ impl Router {
         let mut last = None;
         for p in port..=port.saturating_add(tries) {
             match TcpListener::bind(SocketAddr::new(ip, p)).await {
-                Ok(l) => return Ok(Router::serve(l)?),
+                Ok(l) => return Router::serve(l),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
                 Err(e) => return Err(e),
             }

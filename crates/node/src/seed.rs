@@ -123,12 +123,15 @@ pub struct BlockStorage {
     leaves: Vec<(u64, Leaf)>,
     piece_length: u64,
     /// Recently read leaves (a peer asks for 16 KiB at a time, a leaf holds 256 KiB).
-    cache: Mutex<VecDeque<(Cid, Arc<(Vec<u8>, std::ops::Range<usize>)>)>>,
+    cache: Mutex<VecDeque<(Cid, Arc<LeafContent>)>>,
     /// Leaf blocks read from disk so far.
     pub block_reads: AtomicU64,
 }
 
 const CACHE_LEAVES: usize = 32;
+
+/// A leaf block and where its file content sits in it.
+type LeafContent = (Vec<u8>, std::ops::Range<usize>);
 
 impl BlockStorage {
     pub fn new(
@@ -156,7 +159,7 @@ impl BlockStorage {
         })
     }
 
-    fn leaf_content(&self, leaf: &Leaf) -> io::Result<Arc<(Vec<u8>, std::ops::Range<usize>)>> {
+    fn leaf_content(&self, leaf: &Leaf) -> io::Result<Arc<LeafContent>> {
         if let Some((_, c)) = self
             .cache
             .lock()
