@@ -46,7 +46,7 @@ pub enum Command {
             btfs bittorrent create ./photos -o photos.torrent\n  \
             btfs bittorrent bencode -f ubuntu.torrent"
     )]
-    Bittorrent(Bittorrent),
+    Bittorrent(Box<Bittorrent>),
     /// Create the BTFS repository ($BTFS_PATH, default ~/.btfs).
     #[command(after_help = "Example:\n  btfs init")]
     Init,

@@ -20,7 +20,7 @@ pub use scrape::parse_duration;
 
 pub fn run(command: Command, enc: Encoding) -> anyhow::Result<()> {
     match command {
-        Command::Bittorrent(bt) => match bt {
+        Command::Bittorrent(bt) => match *bt {
             Bittorrent::Metainfo(a) => metainfo::run(a, enc),
             Bittorrent::Bencode(a) => bencode::run(a, enc),
             Bittorrent::Create(a) => create::run(a, enc),
