@@ -197,6 +197,9 @@ struct PeerEntry {
     reqq: usize,
     down_bytes: u64,
     up_bytes: u64,
+    /// Everything uploaded to this peer, and that total when it was last unchoked.
+    up_total: u64,
+    up_at_unchoke: u64,
     down_rate: f64,
     up_rate: f64,
     unwanted: u32,
@@ -1211,13 +1214,25 @@ fn remove_peer(st: &mut State, key: PeerKey) -> Option<SocketAddr> {
 /// while downloading, upload rate to them while seeding) plus one optimistic unchoke.
 fn choke_round(st: &mut State, seeding: bool, optimistic: Option<PeerKey>) {
     const SLOTS: usize = 4;
-    let mut ranked: Vec<(PeerKey, f64)> = st
+    /// Seeding: an unchoked peer keeps its slot until it got this much since.
+    const TURN: u64 = 4 << 20;
+    let mut ranked: Vec<(PeerKey, (bool, f64))> = st
         .peers
         .iter()
         .filter(|(_, p)| p.peer_interested)
-        .map(|(k, p)| (*k, if seeding { p.up_rate } else { p.down_rate }))
+        .map(|(k, p)| {
+            let key = if seeding {
+                // Round robin: peers in the middle of their turn first (fastest first),
+                // then those that got the least so far.
+                let in_turn = !p.am_choking && p.up_total - p.up_at_unchoke < TURN;
+                (in_turn, if in_turn { p.up_rate } else { -(p.up_total as f64) })
+            } else {
+                (true, p.down_rate)
+            };
+            (*k, key)
+        })
         .collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(b.1 .1.total_cmp(&a.1 .1)));
     let mut unchoke: HashSet<PeerKey> = ranked.iter().take(SLOTS).map(|(k, _)| *k).collect();
     if let Some(o) = optimistic {
         unchoke.insert(o);
@@ -1226,6 +1241,9 @@ fn choke_round(st: &mut State, seeding: bool, optimistic: Option<PeerKey>) {
         let should_choke = !unchoke.contains(k);
         if should_choke != p.am_choking {
             p.am_choking = should_choke;
+            if !should_choke {
+                p.up_at_unchoke = p.up_total;
+            }
             let _ = p.send(if should_choke {
                 Message::Choke
             } else {

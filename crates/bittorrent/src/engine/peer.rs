@@ -147,6 +147,8 @@ pub(super) fn start(
             reqq: DEFAULT_REQQ,
             down_bytes: 0,
             up_bytes: 0,
+            up_total: 0,
+            up_at_unchoke: 0,
             down_rate: 0.0,
             up_rate: 0.0,
             unwanted: 0,
@@ -258,6 +260,7 @@ async fn uploader(
             st.uploaded += u64::from(length);
             if let Some(p) = st.peers.get_mut(&key) {
                 p.up_bytes += u64::from(length);
+                p.up_total += u64::from(length);
             }
         }
         if tx
@@ -362,6 +365,7 @@ fn handle(
                 if let Some(p) = peers.get_mut(&key) {
                     if unchoked < 4 {
                         p.am_choking = false;
+                        p.up_at_unchoke = p.up_total;
                         let _ = p.send(Message::Unchoke);
                     }
                 }
