@@ -462,7 +462,8 @@ fn line(s: &Stats) -> String {
 /// Renders progress until the engine's stats channel closes.
 async fn report(mut rx: watch::Receiver<Stats>, enc: Encoding, name: String) {
     let tty = std::io::stderr().is_terminal();
-    let mut last_plain = Instant::now() - Duration::from_secs(60);
+    let started = Instant::now();
+    let mut last_plain = started - Duration::from_secs(60);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -488,7 +489,10 @@ async fn report(mut rx: watch::Receiver<Stats>, enc: Encoding, name: String) {
                 let _ = std::io::stderr().flush();
             }
             Encoding::Text => {
-                if last_plain.elapsed() >= Duration::from_secs(5) {
+                // Plain lines (not a terminal) every 5 s, the first after 5 s.
+                if last_plain.elapsed() >= Duration::from_secs(5)
+                    && started.elapsed() >= Duration::from_secs(5)
+                {
                     last_plain = Instant::now();
                     eprintln!("{name}: {}", line(&s));
                 }
