@@ -155,14 +155,8 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         }
         None => None,
     };
-    if opts.dht.is_some() && std::env::var_os("BTFS_DHT_INTERVAL_SECS").is_some() {
-        // For tests on loopback: search and announce more often than every 5 minutes.
-        if let Some(s) = std::env::var("BTFS_DHT_INTERVAL_SECS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            opts.dht_interval = std::time::Duration::from_secs(s);
-        }
+    if let (true, Some(d)) = (opts.dht.is_some(), super::magnet::dht_interval_override()) {
+        opts.dht_interval = d;
     }
     let webseeds = !args.no_webseeds && !meta.url_list.is_empty();
     if args.no_trackers && extra_peers.is_empty() && !webseeds && opts.dht.is_none() && !args.seed {

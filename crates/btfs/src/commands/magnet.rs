@@ -39,6 +39,15 @@ pub async fn save_dht(node: &DhtNode) {
     }
 }
 
+/// `BTFS_DHT_INTERVAL_SECS`: for tests on loopback, search and announce more often than
+/// every 5 minutes.
+pub fn dht_interval_override() -> Option<std::time::Duration> {
+    std::env::var("BTFS_DHT_INTERVAL_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_secs)
+}
+
 /// A DHT node joined through `bootstrap` (none when the list is empty). The routing
 /// table saved by an earlier run is added to a given bootstrap list, never used alone,
 /// so no DHT traffic happens unless the user asked for it.
