@@ -1225,7 +1225,14 @@ fn choke_round(st: &mut State, seeding: bool, optimistic: Option<PeerKey>) {
                 // Round robin: peers in the middle of their turn first (fastest first),
                 // then those that got the least so far.
                 let in_turn = !p.am_choking && p.up_total - p.up_at_unchoke < TURN;
-                (in_turn, if in_turn { p.up_rate } else { -(p.up_total as f64) })
+                (
+                    in_turn,
+                    if in_turn {
+                        p.up_rate
+                    } else {
+                        -(p.up_total as f64)
+                    },
+                )
             } else {
                 (true, p.down_rate)
             };

@@ -386,12 +386,19 @@ fn handle(
         }
         Message::Bitfield(bytes) => {
             let b = Bitfield::from_bytes(&bytes, n).ok_or("bitfield of the wrong length")?;
-            if p.bitfield.count() > 0 {
-                return Err("a second bitfield".into());
+            if p.bitfield.count() == 0 {
+                picker.peer_bitfield(&b);
+                p.bitfield = b;
+            } else {
+                // A later bitfield (aria2 sends them to announce several pieces at once):
+                // its new pieces count as `have`s; a peer never loses pieces.
+                for i in (0..n).filter(|&i| b.get(i)) {
+                    if p.bitfield.set(i) {
+                        picker.peer_has(i);
+                    }
+                }
             }
-            picker.peer_bitfield(&b);
-            let want = picker.interesting(&b);
-            p.bitfield = b;
+            let want = picker.interesting(&p.bitfield);
             set_interest(p, want);
             fill_requests(st, key, now);
         }
