@@ -27,7 +27,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Request queue depth assumed for peers that do not say (BEP 10 `reqq`).
 const DEFAULT_REQQ: usize = 250;
 /// Requests from a peer waiting to be served.
-const UPLOAD_QUEUE: usize = 256;
+/// As deep as the `reqq` we advertise, so a peer that fills it is never refused.
+const UPLOAD_QUEUE: usize = ADVERTISED_REQQ as usize;
+/// The request queue depth we tell peers (BEP 10 `reqq`).
+const ADVERTISED_REQQ: u32 = 2000;
 
 fn bad(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
@@ -98,7 +101,7 @@ pub(super) fn start(
     let (rd, wr) = sock.into_split();
     let (tx, ctrl_rx) = mpsc::unbounded_channel::<Message>();
     let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (data_tx, data_rx) = mpsc::channel::<Message>(8);
+    let (data_tx, data_rx) = mpsc::channel::<Message>(64);
     let (up_tx, up_rx) = mpsc::channel::<(u32, u32, u32)>(UPLOAD_QUEUE);
     let mut st = sh.lock();
     let have = st.picker.have();
@@ -119,7 +122,7 @@ pub(super) fn start(
             id: 0,
             payload: wire::extended_handshake(
                 sh.listen_port,
-                2000,
+                ADVERTISED_REQQ,
                 Some(sh.meta.info_bytes.len()),
                 !sh.meta.info.private,
             ),
@@ -230,45 +233,67 @@ async fn uploader(
     mut rx: mpsc::Receiver<(u32, u32, u32)>,
     tx: mpsc::Sender<Message>,
 ) {
-    while let Some((index, begin, length)) = rx.recv().await {
-        let Some(piece) = sh.geometry.piece(index) else {
-            continue;
-        };
+    /// Requests read in one trip to the blocking pool (they queue while one is served).
+    const BATCH: usize = 64;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
         if let Some(limit) = &sh.upload_limit {
-            limit.acquire(u64::from(length)).await;
+            limit
+                .acquire(batch.iter().map(|r| u64::from(r.2)).sum())
+                .await;
         }
         let sh2 = sh.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; length as usize];
-            sh2.storage.read_at(piece, begin, &mut buf).map(|()| buf)
+            batch
+                .into_iter()
+                .map(|(index, begin, length)| {
+                    let data = sh2.geometry.piece(index).and_then(|piece| {
+                        let mut buf = vec![0u8; length as usize];
+                        sh2.storage
+                            .read_at(piece, begin, &mut buf)
+                            .ok()
+                            .map(|()| buf)
+                    });
+                    (index, begin, length, data)
+                })
+                .collect::<Vec<_>>()
         })
         .await;
-        let Ok(Ok(data)) = read else {
-            tracing::debug!(piece = index, "reading a block to upload failed");
-            // Fast-extension peers are told; the others simply never get it.
-            let _ = tx
-                .send(Message::Reject {
-                    index,
-                    begin,
-                    length,
-                })
-                .await;
-            continue;
-        };
-        {
-            let mut st = sh.lock();
-            st.uploaded += u64::from(length);
-            if let Some(p) = st.peers.get_mut(&key) {
-                p.up_bytes += u64::from(length);
-                p.up_total += u64::from(length);
+        let Ok(blocks) = read else { break };
+        for (index, begin, length, data) in blocks {
+            let Some(data) = data else {
+                tracing::debug!(piece = index, "reading a block to upload failed");
+                // Fast-extension peers are told; the others simply never get it.
+                let _ = tx
+                    .send(Message::Reject {
+                        index,
+                        begin,
+                        length,
+                    })
+                    .await;
+                continue;
+            };
+            {
+                let mut st = sh.lock();
+                st.uploaded += u64::from(length);
+                if let Some(p) = st.peers.get_mut(&key) {
+                    p.up_bytes += u64::from(length);
+                    p.up_total += u64::from(length);
+                }
             }
-        }
-        if tx
-            .send(Message::Piece { index, begin, data })
-            .await
-            .is_err()
-        {
-            break;
+            if tx
+                .send(Message::Piece { index, begin, data })
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
     }
 }
