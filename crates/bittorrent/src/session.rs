@@ -18,6 +18,8 @@ type Route = mpsc::Sender<(TcpStream, SocketAddr, Handshake)>;
 /// Connections waiting for their torrent's engine, per torrent.
 const QUEUE: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections whose handshake is being read at once; more wait in the kernel's backlog.
+const PENDING: usize = 256;
 
 pub struct Router {
     addr: SocketAddr,
@@ -50,8 +52,12 @@ impl Router {
         let addr = listener.local_addr()?;
         let routes: Arc<Mutex<HashMap<InfoHash, Route>>> = Arc::default();
         let r = routes.clone();
+        let pending = Arc::new(tokio::sync::Semaphore::new(PENDING));
         let accept = tokio::spawn(async move {
             loop {
+                let Ok(permit) = pending.clone().acquire_owned().await else {
+                    return;
+                };
                 let Ok((mut sock, peer)) = listener.accept().await else {
                     // Out of descriptors and the like: wait a little rather than spin.
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -59,6 +65,7 @@ impl Router {
                 };
                 let routes = r.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let hs =
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, Handshake::read(&mut sock))
                             .await

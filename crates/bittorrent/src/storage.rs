@@ -49,6 +49,8 @@ pub struct FileStorage {
     /// One writer at a time: concurrent buffered writes to one file only spin on the
     /// kernel's inode lock.
     write_lock: Mutex<()>,
+    /// Seeding someone's own files: opened read-only, never created, resized or written.
+    read_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +138,42 @@ impl FileStorage {
             open: Mutex::new(HashMap::new()),
             dirty: Mutex::new(HashSet::new()),
             write_lock: Mutex::new(()),
+            read_only: false,
+        })
+    }
+
+    /// The files of `m` under `root` as they are, for seeding: nothing is created or
+    /// resized, files are opened read-only, and a file that is missing or has another
+    /// size than the torrent says is an error.
+    pub fn open_existing(root: &Path, m: &Metainfo) -> Result<Self, StorageError> {
+        let map = m.info.v1.clone().ok_or(StorageError::NoV1)?;
+        let root_real = root.canonicalize().map_err(io_at(root))?;
+        let paths = file_paths(&root_real, m);
+        for (f, path) in m.info.files.iter().zip(&paths) {
+            if f.attr.pad {
+                continue;
+            }
+            let md = std::fs::metadata(path).map_err(io_at(path))?;
+            if !md.is_file() || md.len() != f.length {
+                return Err(StorageError::Io {
+                    path: path.clone(),
+                    source: io::Error::other(format!(
+                        "is {} bytes, the torrent says {}: it changed since the torrent was made",
+                        md.len(),
+                        f.length
+                    )),
+                });
+            }
+        }
+        Ok(FileStorage {
+            map,
+            pad: m.info.files.iter().map(|f| f.attr.pad).collect(),
+            writable: m.info.files.iter().map(|f| !f.attr.pad).collect(),
+            paths,
+            open: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(HashSet::new()),
+            write_lock: Mutex::new(()),
+            read_only: true,
         })
     }
 
@@ -197,7 +235,7 @@ impl FileStorage {
         let f = Arc::new(
             OpenOptions::new()
                 .read(true)
-                .write(true)
+                .write(!self.read_only)
                 .open(&self.paths[i])?,
         );
         open.insert(i, f.clone());
@@ -207,6 +245,12 @@ impl FileStorage {
 
 impl Storage for FileStorage {
     fn write_piece(&self, piece: PieceIndex, data: &[u8]) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "seeded files are never written",
+            ));
+        }
         let _one_writer = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         for s in self.map.slices(piece) {
             if !self.writable[s.file_index] {

@@ -143,10 +143,19 @@ impl BlockStorage {
         let mut leaves = Vec::new();
         let mut offset = 0u64;
         for f in files {
+            // The leaves must tile the file exactly, or reads would fall between them.
+            let mut next = 0u64;
             for l in dag.leaves(&f.cid)? {
+                if l.offset != next {
+                    return Err(DagError::Inconsistent(f.cid));
+                }
+                next = l.offset + l.size;
                 if l.size > 0 {
                     leaves.push((offset + l.offset, l));
                 }
+            }
+            if next != f.size {
+                return Err(DagError::Inconsistent(f.cid));
             }
             offset += f.size;
         }

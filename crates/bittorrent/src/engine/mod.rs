@@ -1224,7 +1224,9 @@ fn choke_round(st: &mut State, seeding: bool, optimistic: Option<PeerKey>) {
             let key = if seeding {
                 // Round robin: peers in the middle of their turn first (fastest first),
                 // then those that got the least so far.
-                let in_turn = !p.am_choking && p.up_total - p.up_at_unchoke < TURN;
+                // A peer that stopped asking (no recent upload) gives its turn away.
+                let in_turn =
+                    !p.am_choking && p.up_rate > 1.0 && p.up_total - p.up_at_unchoke < TURN;
                 (
                     in_turn,
                     if in_turn {

@@ -243,11 +243,6 @@ async fn uploader(
                 Err(_) => break,
             }
         }
-        if let Some(limit) = &sh.upload_limit {
-            limit
-                .acquire(batch.iter().map(|r| u64::from(r.2)).sum())
-                .await;
-        }
         let sh2 = sh.clone();
         let read = tokio::task::spawn_blocking(move || {
             batch
@@ -279,6 +274,10 @@ async fn uploader(
                     .await;
                 continue;
             };
+            // Paced block by block, so a peer that leaves owes the limiter nothing more.
+            if let Some(limit) = &sh.upload_limit {
+                limit.acquire(u64::from(length)).await;
+            }
             {
                 let mut st = sh.lock();
                 st.uploaded += u64::from(length);
@@ -447,7 +446,9 @@ fn handle(
             let valid = !p.am_choking
                 && picker.have().get(index)
                 && length > 0
-                && length <= wire::MAX_REQUEST
+                // 16 KiB, as every client asks: larger ones would let a slow reader make
+                // us hold big buffers.
+                && length <= wire::BLOCK_SIZE
                 && sh.geometry.piece(index).is_some_and(|pc| {
                     u64::from(begin) + u64::from(length) <= u64::from(sh.geometry.piece_size(pc))
                 });

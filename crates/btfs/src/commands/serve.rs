@@ -121,6 +121,9 @@ pub fn run(args: ServeArgs, enc: Encoding) -> anyhow::Result<()> {
             bail!("nothing to serve: give files or folders (or -f 'a,b', or --cid CID); `--list` shows what was served before");
         }
     }
+    // The same torrent twice (a path given twice, or a folder and its CID): seed it once.
+    let mut seen = std::collections::HashSet::new();
+    seeds.retain(|s| seen.insert(s.meta.wire_info_hash()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -195,6 +198,8 @@ fn seed_cid(
     let cid = dag.resolve(root, &names)?;
     let name = args.name.clone().unwrap_or_else(|| cid.to_string());
     let (bytes, meta, files) = torrent_of_cid(&dag, &cid, &name, opts)?;
+    // Served content stays in the store: `repo gc` must not take it away.
+    repo.pin(&cid, store::PinKind::Recursive)?;
     let torrent_file = keep_torrent(args, &meta, &bytes)?;
     repo.set_served(
         &meta.wire_info_hash().0,
@@ -341,7 +346,16 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
         let mut opts = Options::new(seed.save_path.clone());
         opts.seed = true;
         opts.trust_complete = seed.fresh;
-        opts.storage = seed.storage.clone().map(|s| s as Arc<dyn Storage>);
+        // Seeding never downloads: nothing is wanted, and the user's files are opened
+        // read-only (never created, resized or written).
+        opts.selected = Some(vec![false; seed.meta.info.files.len()]);
+        opts.storage = Some(match &seed.storage {
+            Some(s) => s.clone() as Arc<dyn Storage>,
+            None => Arc::new(
+                bittorrent::storage::FileStorage::open_existing(&seed.save_path, &seed.meta)
+                    .with_context(|| format!("seeding {name}"))?,
+            ),
+        });
         opts.incoming = Some(router.register(seed.meta.wire_info_hash()));
         opts.use_webseeds = false;
         opts.dht = if seed.meta.info.private {
@@ -378,9 +392,18 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
     }
     let _ = stop_tx.send(true);
     status.abort();
+    if let Some(d) = &dht {
+        super::magnet::save_dht(d).await;
+    }
+    // Every engine announces `stopped` at once; all get one deadline together.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut failed = Vec::new();
-    for (engine, (name, rx, storage)) in engines.into_iter().zip(boards) {
-        match tokio::time::timeout(Duration::from_secs(20), engine).await {
+    for (mut engine, (name, rx, storage)) in engines.into_iter().zip(boards) {
+        let waited = tokio::time::timeout_at(deadline, &mut engine).await;
+        if waited.is_err() {
+            engine.abort();
+        }
+        match waited {
             Ok(Ok(Ok(_))) => {}
             Ok(Ok(Err(e))) => failed.push(format!("{name}: {e}")),
             Ok(Err(e)) => failed.push(format!("{name}: {e}")),
@@ -402,9 +425,6 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
             }
             Encoding::Text => eprintln!("{name}: uploaded {}", human_size(s.uploaded)),
         }
-    }
-    if let Some(d) = dht {
-        super::magnet::save_dht(&d).await;
     }
     if !failed.is_empty() {
         bail!("{}", failed.join("; "));
