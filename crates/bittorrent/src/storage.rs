@@ -323,3 +323,32 @@ impl Storage for FileStorage {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::create::{create_torrent, CreateOptions};
+
+    #[test]
+    fn seeding_storage_never_changes_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.bin");
+        std::fs::write(&file, vec![7u8; 100_000]).unwrap();
+        let created = create_torrent(&file, &CreateOptions::default(), &|_| {}).unwrap();
+        let m = created.metainfo;
+        let s = FileStorage::open_existing(dir.path(), &m).unwrap();
+        let piece = m.info.geometry().unwrap().piece(0).unwrap();
+        let mut buf = vec![0u8; 10];
+        s.read_at(piece, 5, &mut buf).unwrap();
+        assert_eq!(buf, vec![7u8; 10]);
+        let err = s.write_piece(piece, &[0u8; 16]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        // The file grew: refused, and left as it is.
+        std::fs::write(&file, vec![7u8; 100_001]).unwrap();
+        assert!(FileStorage::open_existing(dir.path(), &m).is_err());
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), 100_001);
+        std::fs::remove_file(&file).unwrap();
+        assert!(FileStorage::open_existing(dir.path(), &m).is_err());
+        assert!(!file.exists());
+    }
+}
