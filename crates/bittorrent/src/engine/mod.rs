@@ -200,6 +200,8 @@ struct PeerEntry {
     /// Everything uploaded to this peer, and that total when it was last unchoked.
     up_total: u64,
     up_at_unchoke: u64,
+    /// Requests the peer cancelled that may still sit in the upload queue.
+    upload_cancels: HashSet<(u32, u32, u32)>,
     down_rate: f64,
     up_rate: f64,
     unwanted: u32,

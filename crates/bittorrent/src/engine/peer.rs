@@ -152,6 +152,7 @@ pub(super) fn start(
             up_bytes: 0,
             up_total: 0,
             up_at_unchoke: 0,
+            upload_cancels: HashSet::new(),
             down_rate: 0.0,
             up_rate: 0.0,
             unwanted: 0,
@@ -274,6 +275,33 @@ async fn uploader(
                     .await;
                 continue;
             };
+            // Cancelled since, or the peer was choked since: not sent (choked fast peers
+            // are told with a reject; for others a choke drops every request).
+            let skip = {
+                let mut st = sh.lock();
+                let Some(p) = st.peers.get_mut(&key) else {
+                    return;
+                };
+                if p.upload_cancels.remove(&(index, begin, length)) {
+                    Some(false)
+                } else if p.am_choking {
+                    Some(p.fast)
+                } else {
+                    None
+                }
+            };
+            if let Some(reject) = skip {
+                if reject {
+                    let _ = tx
+                        .send(Message::Reject {
+                            index,
+                            begin,
+                            length,
+                        })
+                        .await;
+                }
+                continue;
+            }
             // Paced block by block, so a peer that leaves owes the limiter nothing more.
             if let Some(limit) = &sh.upload_limit {
                 limit.acquire(u64::from(length)).await;
@@ -365,8 +393,18 @@ fn handle(
         | Message::Port(_)
         | Message::Suggest(_)
         | Message::AllowedFast(_)
-        | Message::Unknown(_)
-        | Message::Cancel { .. } => {}
+        | Message::Unknown(_) => {}
+        Message::Cancel {
+            index,
+            begin,
+            length,
+        } => {
+            // Requests still queued for the uploader are skipped; a stale list is dropped.
+            if p.upload_cancels.len() >= 256 {
+                p.upload_cancels.clear();
+            }
+            p.upload_cancels.insert((index, begin, length));
+        }
         Message::Choke => {
             p.peer_choking = true;
             if !p.fast {
