@@ -451,10 +451,10 @@ fn ls_lists_cid_size_name() {
     let big_len = 3 * CHUNK + 123;
     let want = [
         format!("{} {big_len} big.bin", names["tree/big.bin"]),
-        format!("{} 0 empty dir/", names["tree/empty dir"]),
+        format!("{} - empty dir/", names["tree/empty dir"]),
         format!("{} 0 empty.txt", names["tree/empty.txt"]),
         format!("{HELLO} 6 hello.txt"),
-        format!("{} 0 sub/", names["tree/sub"]),
+        format!("{} - sub/", names["tree/sub"]),
         format!("{} 7 with space.txt", names["tree/with space.txt"]),
     ];
     assert_eq!(out.lines().collect::<Vec<_>>(), want, "btfs ls {root}");
@@ -462,7 +462,7 @@ fn ls_lists_cid_size_name() {
     assert_eq!(
         sub.lines().collect::<Vec<_>>(),
         [
-            format!("{} 0 deeper/", names["tree/sub/deeper"]),
+            format!("{} - deeper/", names["tree/sub/deeper"]),
             format!("{} {} ünï 名.bin", names["tree/sub/ünï 名.bin"], CHUNK + 1),
         ]
     );

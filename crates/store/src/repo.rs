@@ -403,11 +403,16 @@ impl Repo {
     }
 
     pub fn torrent(&self, info_hash: &[u8; 20]) -> Result<Option<TorrentRecord>, RepoError> {
-        Ok(self
-            .all_json::<TorrentRecord>(TORRENTS)?
-            .into_iter()
-            .find(|(k, _)| k.as_slice() == info_hash)
-            .map(|(_, r)| r))
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(db_err)?;
+            let t = match tx.open_table(TORRENTS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(db_err(e)),
+            };
+            let v = t.get(info_hash.as_slice()).map_err(db_err)?;
+            Ok(v.and_then(|v| serde_json::from_slice(v.value()).ok()))
+        })
     }
 
     pub fn set_served(&self, info_hash: &[u8; 20], record: &ServedRecord) -> Result<(), RepoError> {

@@ -448,8 +448,11 @@ pub fn ls(args: LsArgs, enc: Encoding) -> anyhow::Result<()> {
         }
         Encoding::Text => {
             for e in &entries {
-                let slash = if e.kind == Kind::Directory { "/" } else { "" };
-                writeln!(out, "{} {} {}{slash}", e.cid, e.size, e.name)?;
+                // As kubo prints it: no size for folders.
+                match e.kind {
+                    Kind::Directory => writeln!(out, "{} - {}/", e.cid, e.name)?,
+                    _ => writeln!(out, "{} {} {}", e.cid, e.size, e.name)?,
+                }
             }
         }
     }
