@@ -318,3 +318,56 @@ fn directory_trees() {
     );
     c.finish();
 }
+
+/// Past 256 KiB of link names and CIDs a folder becomes a HAMT-sharded directory, as in
+/// kubo; btfs builds the same shards and reads them back (ls, cat, get).
+#[test]
+fn large_folders_are_hamt_sharded_like_kubo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("many");
+    // 7000 × (14-byte name + 34-byte CID) = 336 000 bytes: sharded. A sub-folder
+    // (estimated the same way by both importers as it is empty) and mixed sizes.
+    for i in 0..7000 {
+        let body = if i % 1000 == 0 {
+            data(300_000, i)
+        } else {
+            format!("{i}").into_bytes()
+        };
+        write(&dir.join(format!("file-{i:05}.txt")), &body);
+    }
+    std::fs::create_dir_all(dir.join("zz-empty")).unwrap();
+    let mut c = Checker::new();
+    for mode in [&V0, &V1] {
+        c.check("7000-file folder with -r", mode, &["-r"], &[], false, &dir);
+    }
+    c.finish();
+    // Stored, then read back through the shards.
+    let repo = tmp.path().join("repo");
+    let root = btfs_add(&repo, false, &["-r"], &dir);
+    let run = |args: &[&str]| {
+        run_with_timeout(
+            Command::new(env!("CARGO_BIN_EXE_btfs"))
+                .env("BTFS_PATH", &repo)
+                .args(args),
+            Duration::from_secs(120),
+        )
+    };
+    let ls = run(&["ls", &root]);
+    assert_eq!(ls.status, 0, "{}", ls.stderr);
+    assert_eq!(ls.stdout.lines().count(), 7001);
+    assert!(ls
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with(" file-00000.txt"));
+    let cat = run(&["cat", &format!("{root}/file-01234.txt")]);
+    assert_eq!(cat.status, 0, "{}", cat.stderr);
+    assert_eq!(cat.stdout, "1234");
+    let out = tmp.path().join("out");
+    let get = run(&["get", &root, "-o", out.to_str().unwrap()]);
+    assert_eq!(get.status, 0, "{}", get.stderr);
+    assert_same_tree(&dir, &out);
+    let verify = run(&["repo", "verify"]);
+    assert_eq!(verify.status, 0, "{}", verify.stdout);
+}

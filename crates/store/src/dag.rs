@@ -229,18 +229,58 @@ impl Dag<'_> {
         Ok(cid)
     }
 
-    fn dir_links<'b>(&self, cid: &Cid, block: &'b Block) -> Result<&'b [Link], DagError> {
+    /// The entries of a directory: its links, or for a HAMT-sharded one the entries of
+    /// every shard with their slot prefixes taken off.
+    fn dir_links(&self, cid: &Cid, block: &Block) -> Result<Vec<Link>, DagError> {
         match block {
-            Block::Node(n, u) if u.kind == DataType::Directory => Ok(&n.links),
-            Block::Node(_, u) if u.kind == DataType::HamtShard => Err(DagError::Sharded(*cid)),
+            Block::Node(n, u) if u.kind == DataType::Directory => Ok(n.links.clone()),
+            Block::Node(n, u) if u.kind == DataType::HamtShard => {
+                let mut out = Vec::new();
+                self.shard_entries(n, 0, &mut out)?;
+                out.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+                Ok(out)
+            }
             _ => Err(DagError::NotDirectory(*cid)),
         }
+    }
+
+    fn shard_entries(
+        &self,
+        shard: &PbNode,
+        depth: usize,
+        out: &mut Vec<Link>,
+    ) -> Result<(), DagError> {
+        for l in &shard.links {
+            let (prefix, name) = (l.name.get(..2), l.name.get(2..).unwrap_or_default());
+            if prefix.is_none_or(|p| !p.bytes().all(|c| c.is_ascii_hexdigit())) {
+                return Err(DagError::Inconsistent(l.cid));
+            }
+            if name.is_empty() {
+                // A sub-shard.
+                if depth >= 8 {
+                    return Err(DagError::Inconsistent(l.cid));
+                }
+                match self.block(&l.cid)? {
+                    Block::Node(n, u) if u.kind == DataType::HamtShard => {
+                        self.shard_entries(&n, depth + 1, out)?
+                    }
+                    _ => return Err(DagError::Inconsistent(l.cid)),
+                }
+            } else {
+                out.push(Link {
+                    cid: l.cid,
+                    name: name.to_owned(),
+                    tsize: l.tsize,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The links of a directory (names and CIDs, no child read).
     pub fn links(&self, dir: &Cid) -> Result<Vec<Link>, DagError> {
         let block = self.block(dir)?;
-        Ok(self.dir_links(dir, &block)?.to_vec())
+        self.dir_links(dir, &block)
     }
 
     /// The entries of a directory, in link order (sorted by name).

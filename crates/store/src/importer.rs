@@ -139,6 +139,9 @@ impl ImportOptions {
         mut entries: Vec<(String, Node)>,
         sink: &dyn BlockSink,
     ) -> io::Result<Node> {
+        if crate::hamt::needs_sharding(&entries) {
+            return crate::hamt::sharded_directory(self, entries, sink);
+        }
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let node = PbNode {
             links: entries
@@ -258,7 +261,20 @@ impl ImportOptions {
         progress: &mut dyn FnMut(u64),
     ) -> io::Result<Node> {
         // Chunk-sized reads go straight into the chunk buffers; no BufReader copy.
-        let f = std::fs::File::open(path)?;
+        let mut f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len();
+        if len <= self.chunk_size as u64 {
+            // One chunk: no hashing threads for it (folders of many small files).
+            let mut buf = Vec::new();
+            read_chunk(&mut f, &mut buf, len as usize)?;
+            progress(buf.len() as u64);
+            let mut rest = [0u8; 1];
+            if f.read(&mut rest)? == 0 {
+                return self.file_root(vec![self.put_leaf(&buf, sink)?], sink);
+            }
+            // It grew while being read: import it the general way from the start.
+            f = std::fs::File::open(path)?;
+        }
         self.import_reader(f, sink, progress)
     }
 }

@@ -5,6 +5,7 @@ pub mod blockstore;
 pub mod cid;
 pub mod dag;
 pub mod dagpb;
+pub mod hamt;
 pub mod importer;
 pub mod repo;
 
