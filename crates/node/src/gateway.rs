@@ -52,7 +52,6 @@ fn dag_status(e: &DagError) -> StatusCode {
         DagError::NotFound(_) | DagError::NoSuchName { .. } | DagError::NotDirectory(_) => {
             StatusCode::NOT_FOUND
         }
-        DagError::Sharded(_) => StatusCode::NOT_IMPLEMENTED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

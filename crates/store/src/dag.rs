@@ -18,8 +18,6 @@ pub enum DagError {
     NotDirectory(Cid),
     #[error("{0} is not a file")]
     NotFile(Cid),
-    #[error("{0}: HAMT-sharded directories are not supported yet")]
-    Sharded(Cid),
     #[error("{cid}: {source}")]
     Decode { cid: Cid, source: DecodeError },
     #[error("{0}: the file tree is inconsistent (sizes do not add up or it is too deep)")]
