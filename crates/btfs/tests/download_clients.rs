@@ -228,26 +228,6 @@ fn assert_downloaded(
     );
 }
 
-/// Polls `f` every 200 ms until it returns `Some`, panicking with `what` (and the
-/// diagnostics from `log`) after `timeout`.
-fn poll<T>(
-    timeout: Duration,
-    what: &str,
-    log: impl Fn() -> String,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("{what} within {timeout:?}\n{}", log());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Whether the peer at `addr` answers a BitTorrent handshake for `hash` with its own.
 fn answers_handshake(addr: &str, hash: &str) -> bool {
     use std::io::{Read, Write};
@@ -269,17 +249,6 @@ fn answers_handshake(addr: &str, hash: &str) -> bool {
         && sock.read_exact(&mut reply).is_ok()
         && reply[..20] == hs[..20]
         && reply[28..48] == info_hash[..]
-}
-
-/// The last `n` lines of a log file, or a note that it is missing.
-fn tail(path: &Path, n: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        }
-        Err(e) => format!("({}: {e})", path.display()),
-    }
 }
 
 /// Waits (bounded) until opentracker reports one seeder for `hash`.
@@ -432,85 +401,7 @@ impl Transmission {
 // ---------------------------------------------------------------------------------------
 // qbittorrent-nox
 
-/// qbittorrent-nox with a profile in a tempdir: peers and WebUI on 127.0.0.1 only, no
-/// DHT, LSD or PeX.
-struct Qbittorrent {
-    daemon: Daemon,
-    api: String,
-    peer_port: u16,
-    profile: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
 impl Qbittorrent {
-    fn start() -> Qbittorrent {
-        let bin = tool("qbittorrent-nox");
-        tool("curl");
-        let dir = tempfile::tempdir().unwrap();
-        let profile = dir.path().join("profile");
-        let (peer_port, webui_port) = (free_port(), free_port());
-        write(
-            &profile.join("qBittorrent/config/qBittorrent.conf"),
-            format!(
-                "[LegalNotice]\n\
-                 Accepted=true\n\
-                 \n\
-                 [BitTorrent]\n\
-                 Session\\DHTEnabled=false\n\
-                 Session\\LSDEnabled=false\n\
-                 Session\\PeXEnabled=false\n\
-                 Session\\Port={peer_port}\n\
-                 Session\\Interface=lo\n\
-                 Session\\InterfaceName=lo\n\
-                 Session\\InterfaceAddress=127.0.0.1\n\
-                 Session\\MultiConnectionsPerIp=true\n\
-                 Session\\DefaultSavePath={downloads}\n\
-                 \n\
-                 [Preferences]\n\
-                 Connection\\UPnP=false\n\
-                 General\\Locale=en\n\
-                 WebUI\\Address=127.0.0.1\n\
-                 WebUI\\Port={webui_port}\n\
-                 WebUI\\LocalHostAuth=false\n\
-                 WebUI\\CSRFProtection=false\n",
-                downloads = s(&dir.path().join("downloads")),
-            )
-            .as_bytes(),
-        );
-        let daemon = Daemon::spawn(
-            "qbittorrent-nox",
-            Command::new(bin)
-                .arg(format!("--profile={}", s(&profile)))
-                .arg(format!("--webui-port={webui_port}")),
-        );
-        let q = Qbittorrent {
-            daemon,
-            api: format!("http://127.0.0.1:{webui_port}/api/v2"),
-            peer_port,
-            profile,
-            _dir: dir,
-        };
-        poll(
-            SEEDER_READY,
-            "the qbittorrent-nox WebUI did not answer",
-            || q.diagnostics(None),
-            || {
-                let r = q.curl(&[&format!("{}/app/version", q.api)]);
-                (r.status == 0 && r.stdout.starts_with('v')).then_some(())
-            },
-        );
-        q
-    }
-
-    fn curl(&self, args: &[&str]) -> Run {
-        run_with_timeout(
-            Command::new(tool("curl"))
-                .args(["-sS", "--fail", "--max-time", "10"])
-                .args(args),
-            Duration::from_secs(20),
-        )
-    }
-
     /// Adds `torrent` with its data in `save_path` through the WebUI API (qBittorrent
     /// hashes the data unless `skip_checking`) and waits until it seeds.
     fn seed(&self, torrent: &Path, save_path: &Path, hash: &str, skip_checking: bool) {
@@ -550,39 +441,6 @@ impl Qbittorrent {
             || self.diagnostics(Some(hash)),
             || answers_handshake(&self.peer(), hash).then_some(()),
         );
-    }
-
-    /// The torrent as `GET /torrents/info` shows it.
-    fn info(&self, hash: &str) -> Option<Value> {
-        let r = self.curl(&[&format!("{}/torrents/info?hashes={hash}", self.api)]);
-        if r.status != 0 {
-            return None;
-        }
-        let list: Value = serde_json::from_str(&r.stdout).ok()?;
-        list.as_array()?.first().cloned()
-    }
-
-    fn peer(&self) -> String {
-        format!("127.0.0.1:{}", self.peer_port)
-    }
-
-    /// The torrent's state and trackers as the WebUI reports them, and the log's tail.
-    fn diagnostics(&self, hash: Option<&str>) -> String {
-        let mut out = format!("qbittorrent-nox (pid {})\n", self.daemon.pid());
-        if let Some(h) = hash {
-            for q in [
-                format!("torrents/info?hashes={h}"),
-                format!("torrents/trackers?hash={h}"),
-            ] {
-                let r = self.curl(&[&format!("{}/{q}", self.api)]);
-                out += &format!("GET {q}: {}{}\n", r.stdout, r.stderr);
-            }
-        }
-        out + "log:\n"
-            + &tail(
-                &self.profile.join("qBittorrent/data/logs/qbittorrent.log"),
-                60,
-            )
     }
 }
 

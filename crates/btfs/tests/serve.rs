@@ -13,7 +13,7 @@ use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long serve may take to hash its input and start seeding.
 const READY: Duration = Duration::from_secs(90);
@@ -42,26 +42,6 @@ fn btfs_in(repo: &Path, args: &[&str]) -> Run {
         r.stderr
     );
     r
-}
-
-/// Polls `f` every 200 ms until it returns `Some`; panics with `what` and `log()` after
-/// `timeout`.
-fn poll<T>(
-    timeout: Duration,
-    what: &str,
-    log: impl Fn() -> String,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("{what} within {timeout:?}\n{}", log());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A running `btfs --json bittorrent serve` (stdout read line by line, stderr into a
@@ -441,96 +421,6 @@ fn aria2_finds_serve_through_opentracker() {
 
 // ---------------------------------------------------------------------------------------
 // 3. qbittorrent-nox by magnet
-
-/// qbittorrent-nox with a profile in a tempdir: peers and WebUI on 127.0.0.1, no DHT, LSD
-/// or PeX (as in download_clients.rs).
-struct Qbittorrent {
-    daemon: Daemon,
-    api: String,
-    profile: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Qbittorrent {
-    fn start() -> Qbittorrent {
-        let bin = tool("qbittorrent-nox");
-        tool("curl");
-        let dir = tempfile::tempdir().unwrap();
-        let profile = dir.path().join("profile");
-        let (peer_port, webui_port) = (free_port(), free_port());
-        write(
-            &profile.join("qBittorrent/config/qBittorrent.conf"),
-            format!(
-                "[LegalNotice]\nAccepted=true\n\n[BitTorrent]\n\
-                 Session\\DHTEnabled=false\nSession\\LSDEnabled=false\nSession\\PeXEnabled=false\n\
-                 Session\\Port={peer_port}\nSession\\Interface=lo\nSession\\InterfaceName=lo\n\
-                 Session\\InterfaceAddress=127.0.0.1\nSession\\MultiConnectionsPerIp=true\n\
-                 Session\\DefaultSavePath={downloads}\n\n[Preferences]\nConnection\\UPnP=false\n\
-                 General\\Locale=en\nWebUI\\Address=127.0.0.1\nWebUI\\Port={webui_port}\n\
-                 WebUI\\LocalHostAuth=false\nWebUI\\CSRFProtection=false\n",
-                downloads = s(&dir.path().join("downloads")),
-            )
-            .as_bytes(),
-        );
-        let daemon = Daemon::spawn(
-            "qbittorrent-nox",
-            Command::new(bin)
-                .arg(format!("--profile={}", s(&profile)))
-                .arg(format!("--webui-port={webui_port}")),
-        );
-        let q = Qbittorrent {
-            daemon,
-            api: format!("http://127.0.0.1:{webui_port}/api/v2"),
-            profile,
-            _dir: dir,
-        };
-        poll(
-            Duration::from_secs(60),
-            "the qbittorrent-nox WebUI did not answer",
-            || q.diagnostics(None),
-            || {
-                let r = q.curl(&[&format!("{}/app/version", q.api)]);
-                (r.status == 0 && r.stdout.starts_with('v')).then_some(())
-            },
-        );
-        q
-    }
-
-    fn curl(&self, args: &[&str]) -> Run {
-        run_with_timeout(
-            Command::new(tool("curl"))
-                .args(["-sS", "--fail", "--max-time", "10"])
-                .args(args),
-            Duration::from_secs(20),
-        )
-    }
-
-    fn info(&self, hash: &str) -> Option<Value> {
-        let r = self.curl(&[&format!("{}/torrents/info?hashes={hash}", self.api)]);
-        if r.status != 0 {
-            return None;
-        }
-        let list: Value = serde_json::from_str(&r.stdout).ok()?;
-        list.as_array()?.first().cloned()
-    }
-
-    fn diagnostics(&self, hash: Option<&str>) -> String {
-        let mut out = format!("qbittorrent-nox (pid {})\n", self.daemon.pid());
-        if let Some(h) = hash {
-            for q in [
-                format!("torrents/info?hashes={h}"),
-                format!("torrents/trackers?hash={h}"),
-            ] {
-                let r = self.curl(&[&format!("{}/{q}", self.api)]);
-                out += &format!("GET {q}: {}{}\n", r.stdout, r.stderr);
-            }
-        }
-        let log = self.profile.join("qBittorrent/data/logs/qbittorrent.log");
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        out + "log:\n" + &lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
 
 #[test]
 fn qbittorrent_downloads_from_serve_by_magnet() {

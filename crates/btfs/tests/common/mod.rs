@@ -483,3 +483,147 @@ pub fn sample_torrent(root: &Path, tracker: Option<&str>) -> (PathBuf, PathBuf) 
     btfs(&args).ok();
     (data, torrent)
 }
+
+/// Polls `f` every 200 ms until it returns `Some`, panicking with `what` (and the
+/// diagnostics from `log`) after `timeout`.
+pub fn poll<T>(
+    timeout: Duration,
+    what: &str,
+    log: impl Fn() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("{what} within {timeout:?}\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// qbittorrent-nox with a profile in a tempdir: peers and WebUI on 127.0.0.1 only, no
+/// DHT, LSD or PeX.
+pub struct Qbittorrent {
+    pub daemon: Daemon,
+    pub api: String,
+    pub peer_port: u16,
+    pub profile: PathBuf,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Qbittorrent {
+    pub fn start() -> Qbittorrent {
+        let bin = tool("qbittorrent-nox");
+        tool("curl");
+        let dir = tempfile::tempdir().unwrap();
+        let profile = dir.path().join("profile");
+        let (peer_port, webui_port) = (free_port(), free_port());
+        write(
+            &profile.join("qBittorrent/config/qBittorrent.conf"),
+            format!(
+                "[LegalNotice]\n\
+                 Accepted=true\n\
+                 \n\
+                 [BitTorrent]\n\
+                 Session\\DHTEnabled=false\n\
+                 Session\\LSDEnabled=false\n\
+                 Session\\PeXEnabled=false\n\
+                 Session\\Port={peer_port}\n\
+                 Session\\Interface=lo\n\
+                 Session\\InterfaceName=lo\n\
+                 Session\\InterfaceAddress=127.0.0.1\n\
+                 Session\\MultiConnectionsPerIp=true\n\
+                 Session\\DefaultSavePath={downloads}\n\
+                 \n\
+                 [Preferences]\n\
+                 Connection\\UPnP=false\n\
+                 General\\Locale=en\n\
+                 WebUI\\Address=127.0.0.1\n\
+                 WebUI\\Port={webui_port}\n\
+                 WebUI\\LocalHostAuth=false\n\
+                 WebUI\\CSRFProtection=false\n",
+                downloads = s(&dir.path().join("downloads")),
+            )
+            .as_bytes(),
+        );
+        let daemon = Daemon::spawn(
+            "qbittorrent-nox",
+            Command::new(bin)
+                .arg(format!("--profile={}", s(&profile)))
+                .arg(format!("--webui-port={webui_port}")),
+        );
+        let q = Qbittorrent {
+            daemon,
+            api: format!("http://127.0.0.1:{webui_port}/api/v2"),
+            peer_port,
+            profile,
+            _dir: dir,
+        };
+        poll(
+            Duration::from_secs(60),
+            "the qbittorrent-nox WebUI did not answer",
+            || q.diagnostics(None),
+            || {
+                let r = q.curl(&[&format!("{}/app/version", q.api)]);
+                (r.status == 0 && r.stdout.starts_with('v')).then_some(())
+            },
+        );
+        q
+    }
+
+    pub fn curl(&self, args: &[&str]) -> Run {
+        run_with_timeout(
+            Command::new(tool("curl"))
+                .args(["-sS", "--fail", "--max-time", "10"])
+                .args(args),
+            Duration::from_secs(20),
+        )
+    }
+
+    /// The torrent as `GET /torrents/info` shows it.
+    pub fn info(&self, hash: &str) -> Option<serde_json::Value> {
+        let r = self.curl(&[&format!("{}/torrents/info?hashes={hash}", self.api)]);
+        if r.status != 0 {
+            return None;
+        }
+        let list: serde_json::Value = serde_json::from_str(&r.stdout).ok()?;
+        list.as_array()?.first().cloned()
+    }
+
+    pub fn peer(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
+    }
+
+    /// The torrent's state and trackers as the WebUI reports them, and the log's tail.
+    pub fn diagnostics(&self, hash: Option<&str>) -> String {
+        let mut out = format!("qbittorrent-nox (pid {})\n", self.daemon.pid());
+        if let Some(h) = hash {
+            for q in [
+                format!("torrents/info?hashes={h}"),
+                format!("torrents/trackers?hash={h}"),
+            ] {
+                let r = self.curl(&[&format!("{}/{q}", self.api)]);
+                out += &format!("GET {q}: {}{}\n", r.stdout, r.stderr);
+            }
+        }
+        out + "log:\n"
+            + &tail(
+                &self.profile.join("qBittorrent/data/logs/qbittorrent.log"),
+                60,
+            )
+    }
+}
+
+/// The last `n` lines of a log file, or a note that it is missing.
+pub fn tail(path: &Path, n: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("({}: {e})", path.display()),
+    }
+}
