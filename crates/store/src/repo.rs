@@ -277,64 +277,80 @@ impl Repo {
         Ok(())
     }
 
+    /// A write transaction on the metadata database, committed when `f` succeeds.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
+        self.with_db(|db| {
+            let tx = db.begin_write().map_err(db_err)?;
+            let r = f(&tx)?;
+            tx.commit().map_err(db_err)?;
+            Ok(r)
+        })
+    }
+
+    /// Reads `table`; `None` when it was never written.
+    fn read<K: redb::Key + 'static, V: redb::Value + 'static, T>(
+        &self,
+        table: TableDefinition<K, V>,
+        f: impl FnOnce(&redb::ReadOnlyTable<K, V>) -> Result<T, RepoError>,
+    ) -> Result<Option<T>, RepoError> {
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(db_err)?;
+            match tx.open_table(table) {
+                Ok(t) => f(&t).map(Some),
+                Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+                Err(e) => Err(db_err(e)),
+            }
+        })
+    }
+
     /// Pins `cid` (after syncing the blocks it refers to).
     pub fn pin(&self, cid: &Cid, kind: PinKind) -> Result<(), RepoError> {
         self.sync()?;
-        self.with_db(|db| {
-            let tx = db.begin_write().map_err(db_err)?;
-            {
-                let mut t = tx.open_table(PINS).map_err(db_err)?;
-                let key = cid.to_bytes();
-                let old = t.get(key.as_slice()).map_err(db_err)?.map(|v| v.value());
-                // A recursive pin is never weakened to a direct one.
-                let new = match (old, kind) {
-                    (Some(1), _) | (_, PinKind::Recursive) => 1,
-                    _ => 2,
-                };
-                t.insert(key.as_slice(), new).map_err(db_err)?;
-            }
-            tx.commit().map_err(db_err)
+        self.write(|tx| {
+            let mut t = tx.open_table(PINS).map_err(db_err)?;
+            let key = cid.to_bytes();
+            let old = t.get(key.as_slice()).map_err(db_err)?.map(|v| v.value());
+            // A recursive pin is never weakened to a direct one.
+            let new = match (old, kind) {
+                (Some(1), _) | (_, PinKind::Recursive) => 1,
+                _ => 2,
+            };
+            t.insert(key.as_slice(), new).map_err(db_err)?;
+            Ok(())
         })
     }
 
     /// Removes a pin; `false` when `cid` was not pinned.
     pub fn unpin(&self, cid: &Cid) -> Result<bool, RepoError> {
-        self.with_db(|db| {
-            let tx = db.begin_write().map_err(db_err)?;
-            let removed = {
-                let mut t = tx.open_table(PINS).map_err(db_err)?;
-                let key = cid.to_bytes();
-                let r = t.remove(key.as_slice()).map_err(db_err)?.is_some();
-                r
-            };
-            tx.commit().map_err(db_err)?;
+        self.write(|tx| {
+            let mut t = tx.open_table(PINS).map_err(db_err)?;
+            let removed = t
+                .remove(cid.to_bytes().as_slice())
+                .map_err(db_err)?
+                .is_some();
             Ok(removed)
         })
     }
 
     pub fn pins(&self) -> Result<Vec<(Cid, PinKind)>, RepoError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(db_err)?;
-            let t = match tx.open_table(PINS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(db_err(e)),
-            };
+        let pins = self.read(PINS, |t| {
             let mut out = Vec::new();
             for item in t.iter().map_err(db_err)? {
                 let (k, v) = item.map_err(db_err)?;
                 let cid = Cid::from_bytes(k.value()).map_err(db_err)?;
-                out.push((
-                    cid,
-                    if v.value() == 1 {
-                        PinKind::Recursive
-                    } else {
-                        PinKind::Direct
-                    },
-                ));
+                let kind = if v.value() == 1 {
+                    PinKind::Recursive
+                } else {
+                    PinKind::Direct
+                };
+                out.push((cid, kind));
             }
             Ok(out)
-        })
+        })?;
+        Ok(pins.unwrap_or_default())
     }
 
     fn put_json<T: Serialize>(
@@ -344,13 +360,10 @@ impl Repo {
         value: &T,
     ) -> Result<(), RepoError> {
         let value = serde_json::to_vec(value).expect("record serialises");
-        self.with_db(|db| {
-            let tx = db.begin_write().map_err(db_err)?;
-            {
-                let mut t = tx.open_table(table).map_err(db_err)?;
-                t.insert(key, value.as_slice()).map_err(db_err)?;
-            }
-            tx.commit().map_err(db_err)
+        self.write(|tx| {
+            let mut t = tx.open_table(table).map_err(db_err)?;
+            t.insert(key, value.as_slice()).map_err(db_err)?;
+            Ok(())
         })
     }
 
@@ -359,13 +372,7 @@ impl Repo {
         &self,
         table: TableDefinition<&[u8], &[u8]>,
     ) -> Result<Vec<(Vec<u8>, T)>, RepoError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(db_err)?;
-            let t = match tx.open_table(table) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(db_err(e)),
-            };
+        let all = self.read(table, |t| {
             let mut out = Vec::new();
             for item in t.iter().map_err(db_err)? {
                 let (k, v) = item.map_err(db_err)?;
@@ -374,7 +381,8 @@ impl Repo {
                 }
             }
             Ok(out)
-        })
+        })?;
+        Ok(all.unwrap_or_default())
     }
 
     fn remove_key(
@@ -382,14 +390,9 @@ impl Repo {
         table: TableDefinition<&[u8], &[u8]>,
         key: &[u8],
     ) -> Result<bool, RepoError> {
-        self.with_db(|db| {
-            let tx = db.begin_write().map_err(db_err)?;
-            let removed = {
-                let mut t = tx.open_table(table).map_err(db_err)?;
-                let r = t.remove(key).map_err(db_err)?.is_some();
-                r
-            };
-            tx.commit().map_err(db_err)?;
+        self.write(|tx| {
+            let mut t = tx.open_table(table).map_err(db_err)?;
+            let removed = t.remove(key).map_err(db_err)?.is_some();
             Ok(removed)
         })
     }
@@ -403,16 +406,11 @@ impl Repo {
     }
 
     pub fn torrent(&self, info_hash: &[u8; 20]) -> Result<Option<TorrentRecord>, RepoError> {
-        self.with_db(|db| {
-            let tx = db.begin_read().map_err(db_err)?;
-            let t = match tx.open_table(TORRENTS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(db_err(e)),
-            };
+        let found = self.read(TORRENTS, |t| {
             let v = t.get(info_hash.as_slice()).map_err(db_err)?;
             Ok(v.and_then(|v| serde_json::from_slice(v.value()).ok()))
-        })
+        })?;
+        Ok(found.flatten())
     }
 
     pub fn set_served(&self, info_hash: &[u8; 20], record: &ServedRecord) -> Result<(), RepoError> {
