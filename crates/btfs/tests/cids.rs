@@ -370,4 +370,25 @@ fn large_folders_are_hamt_sharded_like_kubo() {
     assert_same_tree(&dir, &out);
     let verify = run(&["repo", "verify"]);
     assert_eq!(verify.status, 0, "{}", verify.stdout);
+    // The gateway resolves names through the shards and lists the sharded folder.
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_btfs"));
+    cmd.env("BTFS_PATH", &repo)
+        .args(["daemon", "--gateway", &format!("127.0.0.1:{port}")]);
+    let d = Daemon::spawn("btfs daemon", &mut cmd);
+    d.wait_for_line("gateway listening", Duration::from_secs(30));
+    let curl = |path: &str| {
+        run_with_timeout(
+            Command::new(tool("curl"))
+                .args(["-sS", "--fail", "--max-time", "60"])
+                .arg(format!("http://127.0.0.1:{port}{path}")),
+            Duration::from_secs(90),
+        )
+    };
+    let file = curl(&format!("/btfs/{root}/file-04321.txt"));
+    assert_eq!(file.status, 0, "{}", file.stderr);
+    assert_eq!(file.stdout, "4321");
+    let listing = curl(&format!("/btfs/{root}/"));
+    assert_eq!(listing.status, 0, "{}", listing.stderr);
+    assert!(listing.stdout.contains("file-06999.txt") && listing.stdout.contains("zz-empty/"));
 }
