@@ -328,7 +328,20 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut engines = Vec::new();
     let mut boards = Vec::new();
+    // Every torrent's storage first, so a file that changed stops the run before any
+    // torrent is announced.
+    let mut ready = Vec::with_capacity(seeds.len());
     for seed in seeds {
+        let storage: Arc<dyn Storage> = match &seed.storage {
+            Some(s) => s.clone(),
+            None => Arc::new(
+                bittorrent::storage::FileStorage::open_existing(&seed.save_path, &seed.meta)
+                    .with_context(|| format!("seeding {}", seed.meta.info.storage_name()))?,
+            ),
+        };
+        ready.push((seed, storage));
+    }
+    for (seed, storage) in ready {
         let mut magnet = seed.meta.magnet();
         magnet.peers.extend(reachable);
         let name = seed.meta.info.storage_name().to_owned();
@@ -349,13 +362,7 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
         // Seeding never downloads: nothing is wanted, and the user's files are opened
         // read-only (never created, resized or written).
         opts.selected = Some(vec![false; seed.meta.info.files.len()]);
-        opts.storage = Some(match &seed.storage {
-            Some(s) => s.clone() as Arc<dyn Storage>,
-            None => Arc::new(
-                bittorrent::storage::FileStorage::open_existing(&seed.save_path, &seed.meta)
-                    .with_context(|| format!("seeding {name}"))?,
-            ),
-        });
+        opts.storage = Some(storage);
         opts.incoming = Some(router.register(seed.meta.wire_info_hash()));
         opts.use_webseeds = false;
         opts.dht = if seed.meta.info.private {
