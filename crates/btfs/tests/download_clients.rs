@@ -107,50 +107,6 @@ fn download(torrent: &Path, out: &Path, extra: &[&str]) -> Download {
     Download { run, summary, took }
 }
 
-/// Runs `cmd`, killing it (by PID) if it outlives `timeout`. Unlike `run_with_timeout`,
-/// a timeout is returned (status -2, a note on stderr) rather than a panic, so the caller
-/// can add the seeder's side of the story.
-fn run_bounded(cmd: &mut Command, timeout: Duration) -> Run {
-    use std::io::Read;
-    use std::process::Stdio;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let reader = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let stdout = reader(Box::new(child.stdout.take().unwrap()));
-    let stderr = reader(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st.code().unwrap_or(-1);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break -2;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = stderr.join().unwrap();
-    if status == -2 {
-        stderr += &format!("\n(killed: still running after {timeout:?})\n");
-    }
-    Run {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr,
-    }
-}
-
 /// Every regular file below `dir` (relative path → bytes).
 fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
@@ -257,21 +213,7 @@ fn wait_for_tracker_seeder(url: &str, hash: &str, log: impl Fn() -> String) {
         SEEDER_READY,
         &format!("{url} did not list the seeder of {hash}"),
         log,
-        || {
-            let r = btfs(&[
-                "--enc",
-                "json",
-                "bittorrent",
-                "scrape",
-                "-t",
-                url,
-                "-i",
-                hash,
-                "--timeout",
-                "5s",
-            ]);
-            (r.status == 0 && r.json()[0]["Seeders"] == 1).then_some(())
-        },
+        || (seeders(url, hash) == Some(1)).then_some(()),
     );
 }
 

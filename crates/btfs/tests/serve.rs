@@ -239,25 +239,6 @@ fn created_hash(data: &Path, out: &Path, plen: Option<&str>) -> String {
         .to_owned()
 }
 
-/// Seeders opentracker reports for `hash`, or None when the scrape fails.
-fn seeders(url: &str, hash: &str) -> Option<u64> {
-    let r = btfs(&[
-        "--json",
-        "bittorrent",
-        "scrape",
-        "-t",
-        url,
-        "-i",
-        hash,
-        "--timeout",
-        "5s",
-    ]);
-    if r.status != 0 {
-        return None;
-    }
-    r.json()[0]["Seeders"].as_u64()
-}
-
 /// A folder of the sample files plus a bigger one, so there are many pieces.
 fn sample_with(root: &Path, name: &str, big: usize, seed: u64) -> PathBuf {
     let d = sample_dir(root, name);

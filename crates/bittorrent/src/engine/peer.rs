@@ -263,21 +263,13 @@ async fn uploader(
         .await;
         let Ok(blocks) = read else { break };
         for (index, begin, length, data) in blocks {
-            let Some(data) = data else {
+            // Not sent: a block that could not be read (rejected), a request the peer
+            // cancelled since (dropped), or one from before we choked the peer (rejected
+            // for fast-extension peers; for others a choke drops every request).
+            let skip = if data.is_none() {
                 tracing::debug!(piece = index, "reading a block to upload failed");
-                // Fast-extension peers are told; the others simply never get it.
-                let _ = tx
-                    .send(Message::Reject {
-                        index,
-                        begin,
-                        length,
-                    })
-                    .await;
-                continue;
-            };
-            // Cancelled since, or the peer was choked since: not sent (choked fast peers
-            // are told with a reject; for others a choke drops every request).
-            let skip = {
+                Some(true)
+            } else {
                 let mut st = sh.lock();
                 let Some(p) = st.peers.get_mut(&key) else {
                     return;
@@ -290,8 +282,8 @@ async fn uploader(
                     None
                 }
             };
-            if let Some(reject) = skip {
-                if reject {
+            let (Some(data), None) = (data, skip) else {
+                if skip == Some(true) {
                     let _ = tx
                         .send(Message::Reject {
                             index,
@@ -301,7 +293,7 @@ async fn uploader(
                         .await;
                 }
                 continue;
-            }
+            };
             // Paced block by block, so a peer that leaves owes the limiter nothing more.
             if let Some(limit) = &sh.upload_limit {
                 limit.acquire(u64::from(length)).await;

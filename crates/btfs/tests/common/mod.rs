@@ -29,8 +29,9 @@ impl Run {
 }
 
 /// Runs a command, killing it (by PID) if it outlives `timeout`. Its output is read
-/// while it runs, so a command printing more than a pipe holds cannot block.
-pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Run {
+/// while it runs, so a command printing more than a pipe holds cannot block. A timeout
+/// is returned as status -2 with a note on stderr, so callers can add their own story.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Run {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -49,25 +50,37 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Run {
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(st) = child.try_wait().expect("wait") {
-            break Some(st);
+            break st.code().unwrap_or(-1);
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            break -2;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let stdout = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
-    let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
-    let Some(status) = status else {
-        panic!("{cmd:?} did not finish within {timeout:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    };
+    let mut stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
+    if status == -2 {
+        stderr += &format!("\n(killed: still running after {timeout:?})\n");
+    }
     Run {
-        status: status.code().unwrap_or(-1),
+        status,
         stdout,
         stderr,
     }
+}
+
+/// [`run_bounded`], failing the test when the command outlives `timeout`.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Run {
+    let r = run_bounded(cmd, timeout);
+    if r.status == -2 {
+        panic!(
+            "{cmd:?} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+            r.stdout, r.stderr
+        );
+    }
+    r
 }
 
 pub fn btfs(args: &[&str]) -> Run {
@@ -626,4 +639,24 @@ pub fn tail(path: &Path, n: usize) -> String {
         }
         Err(e) => format!("({}: {e})", path.display()),
     }
+}
+
+/// Seeders a tracker reports for `hash` (through `btfs bittorrent scrape`), or None when
+/// the scrape fails.
+pub fn seeders(url: &str, hash: &str) -> Option<u64> {
+    let r = btfs(&[
+        "--json",
+        "bittorrent",
+        "scrape",
+        "-t",
+        url,
+        "-i",
+        hash,
+        "--timeout",
+        "5s",
+    ]);
+    if r.status != 0 {
+        return None;
+    }
+    r.json()[0]["Seeders"].as_u64()
 }
