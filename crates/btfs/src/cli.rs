@@ -83,13 +83,15 @@ pub enum Command {
     /// Maintain the repository: garbage collection and verification.
     #[command(subcommand)]
     Repo(RepoCommand),
-    /// Run the node: the gateway on 127.0.0.1:8080 (the config's Addresses.Gateway).
+    /// Run the node: the HTTP API and dashboard on 127.0.0.1:5001, the gateway on 127.0.0.1:8080.
     #[command(
-        long_about = "Run the node until interrupted: the HTTP gateway serves \
-            /btfs/{cid}[/path] from the local store on Addresses.Gateway of the repo's config \
-            (default 127.0.0.1:8080). Addresses.API (127.0.0.1:5001) is reserved for the \
-            HTTP API.",
-        after_help = "Examples:\n  btfs daemon\n  btfs daemon --gateway 127.0.0.1:8081"
+        long_about = "Run the node until interrupted: the HTTP API (every command as \
+            POST /api/v1/<command>?arg=…, downloads as jobs) and the dashboard \
+            (/dashboard/) on Addresses.API of the repo's config (default 127.0.0.1:5001), \
+            and the gateway serving /btfs/{cid}[/path] from the local store on \
+            Addresses.Gateway (default 127.0.0.1:8080). While it runs, the other commands \
+            that use the repo go through it.",
+        after_help = "Examples:\n  btfs daemon\n  btfs daemon --gateway 127.0.0.1:8081 --api 127.0.0.1:5002"
     )]
     Daemon(DaemonArgs),
 }
@@ -189,6 +191,10 @@ pub struct DaemonArgs {
     /// API address for this run (overrides Addresses.API).
     #[arg(long)]
     pub api: Option<String>,
+    /// Require `Authorization: Bearer TOKEN` on every API request (needed when the API
+    /// listens on other than loopback). Also read from BTFS_API_TOKEN.
+    #[arg(long, env = "BTFS_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -251,6 +257,18 @@ pub enum Bittorrent {
             --webseed http://127.0.0.1:8000/"
     )]
     Create(CreateArgs),
+    /// Downloads run by the daemon as jobs: list, show, pause, resume, cancel, remove.
+    #[command(
+        subcommand,
+        long_about = "Downloads run by the daemon as jobs. `btfs bittorrent download` hands its \
+            download to the daemon when one is running (with --detach it returns at once); \
+            jobs survive a restart of the daemon and keep seeding when started with --seed. \
+            These commands need a running daemon.",
+        after_help = "Examples:\n  btfs bittorrent download --detach 'magnet:?xt=…'\n  \
+            btfs bittorrent jobs ls\n  btfs bittorrent jobs pause 3f2a9c1b\n  \
+            btfs bittorrent jobs rm 3f2a9c1b --delete-data"
+    )]
+    Jobs(JobsCommand),
 }
 
 #[derive(Args, Debug)]
@@ -308,6 +326,36 @@ pub struct DownloadArgs {
     /// For a magnet link: give up if no peer sends the metadata within this long.
     #[arg(long, default_value = "5m", value_parser = crate::commands::parse_duration)]
     pub metadata_timeout: std::time::Duration,
+    /// Hand the download to the running daemon as a job and return at once (see
+    /// `btfs bittorrent jobs`). Without it, a download run through the daemon shows its
+    /// progress here and Ctrl-C cancels it.
+    #[arg(long)]
+    pub detach: bool,
+    /// With --enc json: also print the torrent's files, and peers, trackers and the
+    /// piece map with every progress event (what the daemon's jobs show).
+    #[arg(long, hide = true)]
+    pub progress_detail: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// List the daemon's downloads.
+    Ls,
+    /// Show one download: files, peers, trackers and the piece map.
+    Show { id: String },
+    /// Stop a download for now (its verified pieces are kept).
+    Pause { id: String },
+    /// Start a paused, cancelled or failed download again.
+    Resume { id: String },
+    /// Stop a download for good (its data stays until `rm --delete-data`).
+    Cancel { id: String },
+    /// Forget a download, stopping it first.
+    Rm {
+        id: String,
+        /// Also delete its files, resume data and the pin of its content.
+        #[arg(long)]
+        delete_data: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -1,16 +1,30 @@
 //! The `btfs` command: parses the command line, runs one command, and renders its typed
 //! result as text or JSON. Errors go to stderr with a non-zero exit code.
 
+mod api;
 mod cli;
 mod commands;
 mod output;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let enc = cli.encoding();
+    // With a daemon running for the repo, the commands that use the repo go through it.
+    if api::client::goes_through_daemon(&cli.command) {
+        if let Some(daemon) = commands::btfs_path()
+            .ok()
+            .and_then(|p| api::client::find(&p))
+        {
+            return match api::client::run(daemon, &matches, &cli, enc) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => output::report_error(&e, enc),
+            };
+        }
+    }
     match commands::run(cli.command, enc) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => output::report_error(&e, enc),

@@ -2,5 +2,6 @@
 //! BitTorrent downloads into it.
 
 pub mod bridge;
+pub mod dashboard;
 pub mod gateway;
 pub mod seed;

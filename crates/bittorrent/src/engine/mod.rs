@@ -47,6 +47,8 @@ pub const DEFAULT_PORT_RANGE: std::ops::RangeInclusive<u16> = 49152..=65535;
 
 pub struct Options {
     pub save_path: PathBuf,
+    /// Publish [`Stats::detail`] (peers, trackers, piece map) with each snapshot.
+    pub detail: bool,
     /// Where resume data lives; none kept when `None`.
     pub resume_file: Option<PathBuf>,
     /// Address to listen on; port 0 picks one from [`DEFAULT_PORT_RANGE`].
@@ -119,11 +121,12 @@ impl Options {
             trust_complete: false,
             incoming: None,
             upload_limit: None,
+            detail: false,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Phase {
     #[default]
     Starting,
@@ -135,8 +138,8 @@ pub enum Phase {
 }
 
 /// A snapshot of the torrent, published about once a second.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
 pub struct Stats {
     pub phase: Phase,
     pub listen_port: u16,
@@ -159,6 +162,54 @@ pub struct Stats {
     /// Web seeds in use (not dropped).
     pub web_seeds: usize,
     pub elapsed: f64,
+    /// Peers, trackers and the piece map, when [`Options::detail`] asks for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Detail>,
+}
+
+/// What a status display shows of a torrent beyond the counters.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Detail {
+    pub peer_list: Vec<PeerInfo>,
+    pub trackers: Vec<TrackerInfo>,
+    /// The verified pieces as hex, in wire order (the high bit of byte 0 is piece 0).
+    pub piece_map: String,
+}
+
+/// One connected peer.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PeerInfo {
+    pub addr: String,
+    /// The client it names in its extension handshake (BEP 10 `v`).
+    pub client: Option<String>,
+    pub down_rate: f64,
+    pub up_rate: f64,
+    /// Share of the pieces it has, 0 to 1.
+    pub progress: f64,
+    pub seed: bool,
+    /// It chokes us.
+    pub choked: bool,
+    /// We want pieces it has.
+    pub interested: bool,
+    /// We dialled it.
+    pub outgoing: bool,
+}
+
+/// The last announce to one tracker.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TrackerInfo {
+    pub url: String,
+    pub tier: usize,
+    /// Unix time of the last answer or failure; `None` before the first.
+    pub last_announce: Option<u64>,
+    /// Peers the last answer gave.
+    pub peers: Option<usize>,
+    pub error: Option<String>,
+    pub seeders: Option<u32>,
+    pub leechers: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -463,6 +514,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Summary, EngineError> {
     let started = Instant::now();
+    let want_detail = opts.detail;
     let geometry = meta
         .info
         .geometry()
@@ -647,6 +699,7 @@ pub async fn run(
         left: left_now(&shared.lock()),
     });
     let (announcer_stop_tx, announcer_stop_rx) = watch::channel(false);
+    let mut tracker_board = None;
     let announcer = if opts.use_trackers && !meta.tracker_tiers().is_empty() {
         let client = Arc::new(
             TrackerClient::new(opts.tracker.clone())
@@ -661,6 +714,7 @@ pub async fn run(
             announce_rx,
             sink.clone(),
         );
+        tracker_board = Some((a.status.clone(), meta.tracker_tiers()));
         Some(tokio::spawn(a.run(announcer_stop_rx)))
     } else {
         None
@@ -1009,6 +1063,9 @@ pub async fn run(
                     s.hash_failures = hash_failures;
                     s.banned = banned.len();
                     s.elapsed = started.elapsed().as_secs_f64();
+                    if want_detail {
+                        s.detail = Some(detail(&st, tracker_board.as_ref()));
+                    }
                 });
                 (left, down, up, snapshot)
                 };
@@ -1083,6 +1140,9 @@ pub async fn run(
             s.hash_failures = hash_failures;
             s.banned = banned.len();
             s.elapsed = started.elapsed().as_secs_f64();
+            if want_detail {
+                s.detail = Some(detail(&st, tracker_board.as_ref()));
+            }
             // Averages over the whole run, now that it is over.
             s.download_rate = s.downloaded as f64 / s.elapsed.max(0.001);
             s.upload_rate = s.uploaded as f64 / s.elapsed.max(0.001);
@@ -1165,6 +1225,61 @@ fn fill_stats(s: &mut Stats, st: &State, pieces_wanted: u32, bytes_wanted: u64, 
     s.seeds = st.peers.values().filter(|p| p.bitfield.is_full()).count();
     s.web_seed_bytes = st.webseeds.iter().map(|w| w.bytes).sum();
     s.web_seeds = st.webseeds.iter().filter(|w| w.disabled.is_none()).count();
+}
+
+/// Peers, trackers and the piece map for status displays.
+fn detail(
+    st: &State,
+    trackers: Option<&(crate::tracker::announcer::StatusBoard, Vec<Vec<String>>)>,
+) -> Detail {
+    let total = st.picker.have().len().max(1);
+    let mut peer_list: Vec<PeerInfo> = st
+        .peers
+        .values()
+        .map(|p| PeerInfo {
+            addr: p.addr.to_string(),
+            client: p.client.clone(),
+            down_rate: p.down_rate,
+            up_rate: p.up_rate,
+            progress: f64::from(p.bitfield.count()) / f64::from(total),
+            seed: p.bitfield.is_full(),
+            choked: p.peer_choking,
+            interested: p.am_interested,
+            outgoing: p.outgoing,
+        })
+        .collect();
+    peer_list.sort_by(|a, b| {
+        b.down_rate
+            .total_cmp(&a.down_rate)
+            .then(a.addr.cmp(&b.addr))
+    });
+    let mut tracker_list = Vec::new();
+    if let Some((board, tiers)) = trackers {
+        let board = board.lock().map(|b| b.clone()).unwrap_or_default();
+        for (tier, urls) in tiers.iter().enumerate() {
+            for url in urls {
+                let last = board.get(url);
+                tracker_list.push(TrackerInfo {
+                    url: url.clone(),
+                    tier,
+                    last_announce: last.and_then(|t| {
+                        t.at.duration_since(std::time::UNIX_EPOCH)
+                            .ok()
+                            .map(|d| d.as_secs())
+                    }),
+                    peers: last.and_then(|t| t.result.as_ref().ok().copied()),
+                    error: last.and_then(|t| t.result.as_ref().err().cloned()),
+                    seeders: last.and_then(|t| t.seeders),
+                    leechers: last.and_then(|t| t.leechers),
+                });
+            }
+        }
+    }
+    Detail {
+        peer_list,
+        trackers: tracker_list,
+        piece_map: hex::encode(st.picker.have().as_bytes()),
+    }
 }
 
 /// Bans an address: drops its connections and throws away every block it sent to

@@ -1,12 +1,24 @@
-//! `btfs daemon`: the gateway over the local store until interrupted.
+//! `btfs daemon`: the HTTP API with the dashboard, and the gateway over the local store,
+//! until interrupted. The API's address goes into `$BTFS_PATH/api` (as kubo writes it) so
+//! that other commands find the daemon and go through it.
 
 use super::{btfs_path, wait_for_signal};
+use crate::api::jobs::Jobs;
+use crate::api::server::{self, Daemon};
 use crate::cli::DaemonArgs;
 use crate::output::Encoding;
 use anyhow::Context;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use store::repo::parse_listen_addr;
 use store::{Blockstore, LockMode, Repo};
+use tokio::sync::watch;
+
+/// The file that names the running daemon's API.
+pub const API_FILE: &str = "api";
+/// The file that holds the API token of the running daemon, readable by its owner only.
+pub const TOKEN_FILE: &str = "api.token";
 
 pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
     let path = btfs_path()?;
@@ -15,43 +27,155 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
     }
     let config = Repo::read_config(&path)?;
     let gateway = args.gateway.unwrap_or(config.addresses.gateway);
-    let addr = parse_listen_addr(&gateway).with_context(|| {
+    let gateway_addr = parse_listen_addr(&gateway).with_context(|| {
         format!("gateway address {gateway:?}: give IP:PORT or /ip4/IP/tcp/PORT")
     })?;
-    if let Some(api) = &args.api {
-        parse_listen_addr(api)
-            .with_context(|| format!("API address {api:?}: give IP:PORT or /ip4/IP/tcp/PORT"))?;
+    let api = args.api.unwrap_or(config.addresses.api);
+    let api_addr = parse_listen_addr(&api)
+        .with_context(|| format!("API address {api:?}: give IP:PORT or /ip4/IP/tcp/PORT"))?;
+    let token = args.api_token.filter(|t| !t.is_empty());
+    if !api_addr.ip().is_loopback() && token.is_none() {
+        anyhow::bail!(
+            "the API on {api_addr} would be reachable from other machines: give it a token \
+             with --api-token TOKEN (or BTFS_API_TOKEN), or listen on 127.0.0.1"
+        );
     }
     // A shared hold on the repo: downloads and `add` go on while the daemon runs, but
-    // `repo gc` (exclusive) cannot delete blocks under a response being streamed.
-    let (_repo, _) = Repo::open(&path, LockMode::Shared)?;
+    // `repo gc` (exclusive) cannot delete blocks under a response being streamed; gc
+    // through the API lets go of it for the time it runs.
+    let (repo, _) = Repo::open(&path, LockMode::Shared)?;
     let blocks =
         Arc::new(Blockstore::open(&path.join("blocks")).context("opening the blockstore")?);
+    let exe = std::env::current_exe().context("finding the btfs executable")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
+        let gw_listener = tokio::net::TcpListener::bind(gateway_addr)
             .await
-            .with_context(|| format!("gateway: cannot listen on {addr}"))?;
-        let local = listener.local_addr()?;
+            .with_context(|| format!("gateway: cannot listen on {gateway_addr}"))?;
+        let api_listener = tokio::net::TcpListener::bind(api_addr)
+            .await
+            .with_context(|| format!("API: cannot listen on {api_addr}"))?;
+        let gw_local = gw_listener.local_addr()?;
+        let api_local = api_listener.local_addr()?;
+        let program = server::Program {
+            exe,
+            btfs_path: path.clone(),
+            gateway_url: format!("http://{}", loopback_if_unspecified(gw_local)),
+        };
+        let jobs = Jobs::load(program.clone())?;
+        let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
+        let d = Arc::new(Daemon {
+            btfs_path: path.clone(),
+            program,
+            api_addr: api_local,
+            token: token.clone(),
+            hold: Mutex::new(Some(repo)),
+            jobs: jobs.clone(),
+            shutdown: shutdown_tx,
+            gc: Arc::new(tokio::sync::Mutex::new(())),
+        });
+        write_api_files(&path, api_local, token.as_deref())?;
+        let (stop_servers_tx, stop_servers_rx) = watch::channel(false);
+        let until = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        let gw_task = tokio::spawn(node::gateway::serve(
+            gw_listener,
+            blocks,
+            until(stop_servers_rx.clone()),
+        ));
+        let api_router = server::router(d.clone());
+        let api_stop = until(stop_servers_rx);
+        let api_task = tokio::spawn(async move {
+            axum::serve(api_listener, api_router)
+                .with_graceful_shutdown(api_stop)
+                .await
+        });
+        let api_url = format!("http://{}", loopback_if_unspecified(api_local));
         match enc {
             Encoding::Json => println!(
                 "{}",
-                serde_json::json!({"Gateway": format!("http://{local}"), "Repo": path.display().to_string()})
+                serde_json::json!({
+                    "Api": api_url,
+                    "Dashboard": format!("{api_url}/dashboard/"),
+                    "Gateway": format!("http://{gw_local}"),
+                    "Repo": path.display().to_string(),
+                })
             ),
             Encoding::Text => {
-                println!("gateway listening on http://{local}");
+                println!("API server listening on {api_url}");
+                println!("dashboard: {api_url}/dashboard/");
+                println!("gateway listening on http://{gw_local}");
                 println!("daemon is ready (repo {}); Ctrl-C stops it", path.display());
             }
         }
-        node::gateway::serve(listener, blocks, wait_for_signal())
-            .await
-            .context("gateway")?;
+        jobs.start_saved();
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = shutdown_rx.wait_for(|v| *v) => {}
+        }
+        if enc == Encoding::Text {
+            eprintln!("stopping: jobs save their state…");
+        }
+        jobs.shutdown().await;
+        remove_api_files(&path);
+        let _ = stop_servers_tx.send(true);
+        // Streams that do not end by themselves (a `serve` run through the API) get a
+        // few seconds; their commands are stopped when the runtime goes.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = gw_task.await;
+            let _ = api_task.await;
+        })
+        .await;
         if enc == Encoding::Text {
             eprintln!("daemon stopped");
         }
         anyhow::Ok(())
-    })
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+fn loopback_if_unspecified(a: SocketAddr) -> SocketAddr {
+    if a.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], a.port()))
+    } else {
+        a
+    }
+}
+
+fn write_api_files(
+    path: &std::path::Path,
+    api: SocketAddr,
+    token: Option<&str>,
+) -> anyhow::Result<()> {
+    let a = loopback_if_unspecified(api);
+    let multiaddr = match a {
+        SocketAddr::V4(v) => format!("/ip4/{}/tcp/{}", v.ip(), v.port()),
+        SocketAddr::V6(v) => format!("/ip6/{}/tcp/{}", v.ip(), v.port()),
+    };
+    let f = path.join(API_FILE);
+    std::fs::write(&f, multiaddr).with_context(|| format!("{}", f.display()))?;
+    let t = path.join(TOKEN_FILE);
+    let _ = std::fs::remove_file(&t);
+    if let Some(token) = token {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&t)
+            .with_context(|| format!("{}", t.display()))?;
+        file.write_all(token.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn remove_api_files(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path.join(API_FILE));
+    let _ = std::fs::remove_file(path.join(TOKEN_FILE));
 }

@@ -17,6 +17,9 @@ use store::{Cid, LockMode, Repo};
 use tokio::sync::watch;
 
 pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
+    if args.detach {
+        bail!("--detach hands the download to a running daemon, and none is running for this repo (start `btfs daemon`)");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -146,6 +149,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     opts.use_trackers = !args.no_trackers;
     opts.use_webseeds = !args.no_webseeds;
     opts.max_peers = args.max_peers.max(1);
+    opts.detail = args.progress_detail;
     opts.dht = match dht {
         Some(d) => Some(d),
         None if !args.no_dht && !meta.nodes.is_empty() => {
@@ -165,6 +169,9 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
 
     let meta = Arc::new(meta);
     let name = meta.info.storage_name().to_owned();
+    if args.progress_detail && enc == Encoding::Json {
+        println!("{}", torrent_event(&meta));
+    }
     let bridge = Bridge::new(repo.clone(), meta.clone(), &save_path, selected.as_deref())?;
     let (summary, imported) = runtime.block_on(async {
         let import = {
@@ -213,7 +220,6 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         }
     }
     let s = &summary.stats;
-    let secs = s.elapsed.max(0.001);
     match enc {
         Encoding::Json => {
             let mut v = serde_json::to_value(s)?;
@@ -235,17 +241,16 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         }
         Encoding::Text => {
             if summary.complete {
-                let place = if working {
-                    "imported into the BTFS store".to_string()
-                } else {
-                    format!("saved in {}", save_path.display())
-                };
+                let saved = (!working).then(|| save_path.display().to_string());
                 println!(
-                    "downloaded {} ({}) in {:.1} s, {}/s; {place}",
-                    meta.info.storage_name(),
-                    human_size(s.bytes_wanted),
-                    secs,
-                    human_size((s.downloaded as f64 / secs) as u64),
+                    "{}",
+                    done_line(
+                        meta.info.storage_name(),
+                        s.bytes_wanted,
+                        s.elapsed,
+                        s.downloaded,
+                        saved.as_deref()
+                    )
                 );
             }
         }
@@ -271,6 +276,12 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
 
 /// `http://IP:PORT` of the gateway in the repo's config.
 fn gateway_base(repo: &Repo) -> String {
+    // Run by the daemon: its gateway, wherever it listens this run.
+    if let Ok(url) = std::env::var(crate::api::server::GATEWAY_ENV) {
+        if std::env::var_os(crate::api::server::CHILD_ENV).is_some() && !url.is_empty() {
+            return url;
+        }
+    }
     let addr = parse_listen_addr(&repo.config.addresses.gateway)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let ip = if addr.ip().is_unspecified() {
@@ -338,6 +349,35 @@ fn print_imported(imported: &Imported, gateway: &str, enc: Encoding) {
         Encoding::Text => writeln!(out, "gateway: {url}"),
     };
     let _ = out.flush();
+}
+
+/// The torrent's name, infohash, piece count and files, with the name each file's
+/// `added` line will have.
+fn torrent_event(meta: &Metainfo) -> serde_json::Value {
+    let name = meta.info.storage_name();
+    let files: Vec<serde_json::Value> = meta
+        .info
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.attr.pad)
+        .map(|(i, f)| {
+            let path = f.storage_path().join("/");
+            let added = if meta.info.single_file {
+                name.to_string()
+            } else {
+                format!("{name}/{path}")
+            };
+            serde_json::json!({"Index": i, "Path": path, "Length": f.length, "AddedName": added})
+        })
+        .collect();
+    serde_json::json!({
+        "Type": "torrent",
+        "Name": name,
+        "InfoHash": meta.wire_info_hash().to_hex(),
+        "PieceCount": meta.info.geometry().map(|g| g.piece_count()).unwrap_or(0),
+        "Files": files,
+    })
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Metainfo> {
@@ -455,9 +495,7 @@ fn line(s: &Stats) -> String {
 
 /// Renders progress until the engine's stats channel closes.
 async fn report(mut rx: watch::Receiver<Stats>, enc: Encoding, name: String) {
-    let tty = std::io::stderr().is_terminal();
-    let started = Instant::now();
-    let mut last_plain = started - Duration::from_secs(60);
+    let mut view = ProgressView::new(name, enc);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -468,37 +506,96 @@ async fn report(mut rx: watch::Receiver<Stats>, enc: Encoding, name: String) {
         if s.phase == Phase::Starting {
             continue;
         }
-        match enc {
+        view.show(&s);
+        if matches!(s.phase, Phase::Done | Phase::Stopped) {
+            break;
+        }
+    }
+    view.finish();
+}
+
+/// The progress of a download on the console: a live line on a terminal, a plain line
+/// every 5 s otherwise, or (JSON) one progress event a second. Used for downloads run
+/// here and for those the daemon runs.
+pub struct ProgressView {
+    name: String,
+    enc: Encoding,
+    tty: bool,
+    started: Instant,
+    last: Instant,
+}
+
+impl ProgressView {
+    pub fn new(name: String, enc: Encoding) -> Self {
+        let started = Instant::now();
+        ProgressView {
+            name,
+            enc,
+            tty: std::io::stderr().is_terminal(),
+            started,
+            last: started - Duration::from_secs(60),
+        }
+    }
+
+    pub fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+
+    pub fn show(&mut self, s: &Stats) {
+        let name = &self.name;
+        match self.enc {
             Encoding::Json => {
-                if last_plain.elapsed() >= Duration::from_secs(1) {
-                    last_plain = Instant::now();
-                    if let Ok(mut v) = serde_json::to_value(&s) {
+                if self.last.elapsed() >= Duration::from_secs(1) {
+                    self.last = Instant::now();
+                    if let Ok(mut v) = serde_json::to_value(s) {
                         v["Type"] = "progress".into();
                         println!("{v}");
                     }
                 }
             }
-            Encoding::Text if tty => {
-                eprint!("\r\x1b[K{name}: {}", line(&s));
+            Encoding::Text if self.tty => {
+                eprint!("\r\x1b[K{name}: {}", line(s));
                 let _ = std::io::stderr().flush();
             }
             Encoding::Text => {
                 // Plain lines (not a terminal) every 5 s, the first after 5 s.
-                if last_plain.elapsed() >= Duration::from_secs(5)
-                    && started.elapsed() >= Duration::from_secs(5)
+                if self.last.elapsed() >= Duration::from_secs(5)
+                    && self.started.elapsed() >= Duration::from_secs(5)
                 {
-                    last_plain = Instant::now();
-                    eprintln!("{name}: {}", line(&s));
+                    self.last = Instant::now();
+                    eprintln!("{name}: {}", line(s));
                 }
             }
         }
-        if matches!(s.phase, Phase::Done | Phase::Stopped) {
-            break;
+    }
+
+    /// Ends a live line.
+    pub fn finish(&mut self) {
+        if self.tty && self.enc == Encoding::Text {
+            eprintln!();
+            self.tty = false;
         }
     }
-    if tty && enc == Encoding::Text {
-        eprintln!();
-    }
+}
+
+/// The closing line of a complete download.
+pub fn done_line(
+    name: &str,
+    bytes: u64,
+    elapsed: f64,
+    downloaded: u64,
+    saved_in: Option<&str>,
+) -> String {
+    let secs = elapsed.max(0.001);
+    let place = match saved_in {
+        None => "imported into the BTFS store".to_string(),
+        Some(p) => format!("saved in {p}"),
+    };
+    format!(
+        "downloaded {name} ({}) in {secs:.1} s, {}/s; {place}",
+        human_size(bytes),
+        human_size((downloaded as f64 / secs) as u64),
+    )
 }
 
 #[cfg(test)]

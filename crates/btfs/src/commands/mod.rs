@@ -2,12 +2,12 @@
 
 mod bencode;
 mod create;
-mod daemon;
-mod download;
+pub(crate) mod daemon;
+pub(crate) mod download;
 mod magnet;
 mod metainfo;
 mod scrape;
-mod serve;
+pub(crate) mod serve;
 mod store;
 
 use crate::cli::{Bittorrent, Command};
@@ -27,6 +27,9 @@ pub fn run(command: Command, enc: Encoding) -> anyhow::Result<()> {
             Bittorrent::Download(a) => download::run(a, enc),
             Bittorrent::Scrape(a) => scrape::run(a, enc),
             Bittorrent::Serve(a) => serve::run(a, enc),
+            Bittorrent::Jobs(_) => anyhow::bail!(
+                "jobs are the downloads of a running daemon, and none is running for this repo (start `btfs daemon`)"
+            ),
         },
         Command::Init => store::init(enc),
         Command::Add(a) => store::add(a, enc),

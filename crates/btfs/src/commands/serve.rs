@@ -276,10 +276,18 @@ fn list(repo: &Repo, enc: Encoding) -> anyhow::Result<()> {
     for (ih, r) in &served {
         let ih = InfoHash(*ih).to_hex();
         match enc {
-            Encoding::Json => println!(
-                "{}",
-                serde_json::json!({"Name": r.name, "InfoHash": ih, "Source": r.source, "Cid": r.cid, "Torrent": r.torrent})
-            ),
+            Encoding::Json => {
+                // The magnet of the saved torrent (peers come from the DHT, trackers or
+                // the address the seeder is given).
+                let magnet = std::fs::read(&r.torrent)
+                    .ok()
+                    .and_then(|b| Metainfo::from_bytes(&b).ok())
+                    .map(|m| m.magnet().to_string());
+                println!(
+                    "{}",
+                    serde_json::json!({"Name": r.name, "InfoHash": ih, "Source": r.source, "Cid": r.cid, "Torrent": r.torrent, "Magnet": magnet})
+                )
+            }
             Encoding::Text => println!("{ih}  {}  {}", r.name, r.source),
         }
     }

@@ -1,0 +1,967 @@
+//! Downloads run by the daemon: jobs that outlive the request that started them.
+//!
+//! A job is one `btfs bittorrent download` child of the daemon (JSON output, with the
+//! peer/tracker/piece detail turned on); its events are read line by line into the job's
+//! state and passed on to whoever is attached. Pause and cancel stop the child with
+//! SIGTERM (resume data is saved, as on Ctrl-C); resume starts it again and it carries
+//! on from the verified pieces. The records live in `$BTFS_PATH/bittorrent/jobs/jobs.json`
+//! (written whole, atomically, on every change of state), so jobs that were running when
+//! the daemon stopped start again with it. A job that seeds keeps its files in
+//! `jobs/<id>/files` (or its `-o` folder) so it can seed again after a restart.
+//!
+//! Lock order: the jobs mutex is never held across an await or while writing files
+//! other than `jobs.json`.
+
+use super::mapping;
+use super::server::{self, error, json, Daemon, Running};
+use crate::cli::{Cli, DownloadArgs};
+use anyhow::Context;
+use axum::body::{Body, Bytes};
+use axum::http::{header, Response, StatusCode};
+use bittorrent::engine::{Phase, Stats};
+use clap::CommandFactory;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncBufReadExt, AsyncRead};
+use tokio::sync::broadcast;
+
+/// Longest line of a job's output that is read (a piece map of a few million pieces).
+const MAX_LINE: usize = 16 << 20;
+/// How long a stop waits for a job's process.
+const STOP_WAIT: Duration = Duration::from_secs(25);
+
+pub enum JobSpec {
+    Magnet(String),
+    Torrent(Vec<u8>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Starting,
+    Metadata,
+    Checking,
+    Downloading,
+    Seeding,
+    Paused,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl State {
+    /// The job's process runs (or should run) in this state.
+    fn live(self) -> bool {
+        matches!(
+            self,
+            State::Starting
+                | State::Metadata
+                | State::Checking
+                | State::Downloading
+                | State::Seeding
+        )
+    }
+}
+
+/// What is kept of a job across daemon restarts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Record {
+    id: String,
+    /// The magnet link, or the name of the uploaded .torrent.
+    source: String,
+    /// The saved .torrent of a job started from one.
+    torrent: Option<PathBuf>,
+    /// Options of the download command, as API query pairs.
+    options: Vec<(String, String)>,
+    seed: bool,
+    /// Where the files are kept (`-o`, or the job's own folder when it seeds).
+    output: Option<PathBuf>,
+    /// The job made `output` itself (removed with the job's data).
+    own_output: bool,
+    state: State,
+    name: Option<String>,
+    info_hash: Option<String>,
+    cid: Option<String>,
+    gateway_url: Option<String>,
+    error: Option<String>,
+    created: u64,
+    size: u64,
+    have: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct FileInfo {
+    index: usize,
+    path: String,
+    length: u64,
+    /// The name its `added` line has.
+    added_name: String,
+    cid: Option<String>,
+}
+
+/// Why the daemon stopped a job's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Pause,
+    Cancel,
+    Remove,
+    Shutdown,
+}
+
+struct Job {
+    rec: Record,
+    stats: Option<Stats>,
+    files: Vec<FileInfo>,
+    piece_count: u32,
+    pid: Option<u32>,
+    running: bool,
+    stop: Option<Stop>,
+    /// Lines of the process, and `true` with the last one.
+    events: broadcast::Sender<(bool, Bytes)>,
+}
+
+pub struct Jobs {
+    program: server::Program,
+    btfs_path: PathBuf,
+    dir: PathBuf,
+    inner: Mutex<Vec<Job>>,
+    stopping: AtomicBool,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Jobs {
+    /// Reads the saved jobs (none on first use).
+    pub fn load(program: server::Program) -> anyhow::Result<Arc<Jobs>> {
+        let btfs_path = program.btfs_path.clone();
+        let dir = btfs_path.join("bittorrent").join("jobs");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = dir.join("jobs.json");
+        let records: Vec<Record> = match std::fs::read(&file) {
+            Ok(b) => serde_json::from_slice(&b)
+                .with_context(|| format!("{}: not a job list", file.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).with_context(|| format!("{}", file.display())),
+        };
+        let jobs = records
+            .into_iter()
+            .map(|rec| Job {
+                rec,
+                stats: None,
+                files: Vec::new(),
+                piece_count: 0,
+                pid: None,
+                running: false,
+                stop: None,
+                events: broadcast::channel(256).0,
+            })
+            .collect();
+        Ok(Arc::new(Jobs {
+            program,
+            btfs_path,
+            dir,
+            inner: Mutex::new(jobs),
+            stopping: AtomicBool::new(false),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Job>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the jobs that were running (or seeding) when the daemon last stopped.
+    pub fn start_saved(self: &Arc<Self>) {
+        let ids: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|j| j.rec.state.live() || (j.rec.seed && j.rec.state == State::Completed))
+            .map(|j| j.rec.id.clone())
+            .collect();
+        for id in ids {
+            if let Err(e) = self.start(&id) {
+                eprintln!("job {id}: cannot start: {e:#}");
+            }
+        }
+    }
+
+    fn save(&self, jobs: &[Job]) {
+        let records: Vec<&Record> = jobs.iter().map(|j| &j.rec).collect();
+        let file = self.dir.join("jobs.json");
+        let tmp = self.dir.join("jobs.json.tmp");
+        let r = serde_json::to_vec_pretty(&records)
+            .map_err(std::io::Error::from)
+            .and_then(|b| {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&b)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &file)
+            });
+        if let Err(e) = r {
+            eprintln!("saving {}: {e}", file.display());
+        }
+    }
+
+    /// A new job, started at once.
+    pub fn create(
+        self: &Arc<Self>,
+        spec: JobSpec,
+        options: Vec<(String, String)>,
+        args: &DownloadArgs,
+    ) -> anyhow::Result<String> {
+        let id = loop {
+            let id = format!("{:08x}", rand::random::<u32>());
+            if !self.lock().iter().any(|j| j.rec.id == id) {
+                break id;
+            }
+        };
+        let (source, torrent) = match spec {
+            JobSpec::Magnet(m) => (m, None),
+            JobSpec::Torrent(bytes) => {
+                let p = self.dir.join(format!("{id}.torrent"));
+                std::fs::write(&p, &bytes).with_context(|| format!("{}", p.display()))?;
+                let name = bittorrent::Metainfo::from_bytes(&bytes)
+                    .map(|m| format!("{}.torrent", m.info.storage_name()))
+                    .unwrap_or_else(|_| "upload.torrent".into());
+                (name, Some(p))
+            }
+        };
+        let (output, own_output) = match (&args.output, args.seed) {
+            (Some(o), _) => (Some(o.clone()), false),
+            (None, true) => (Some(self.dir.join(&id).join("files")), true),
+            (None, false) => (None, false),
+        };
+        let options: Vec<(String, String)> = options
+            .into_iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "detach" | "output" | "o"))
+            .collect();
+        let rec = Record {
+            id: id.clone(),
+            source,
+            torrent,
+            options,
+            seed: args.seed,
+            output,
+            own_output,
+            state: State::Starting,
+            name: None,
+            info_hash: None,
+            cid: None,
+            gateway_url: None,
+            error: None,
+            created: now(),
+            size: 0,
+            have: 0,
+        };
+        {
+            let mut jobs = self.lock();
+            jobs.push(Job {
+                rec,
+                stats: None,
+                files: Vec::new(),
+                piece_count: 0,
+                pid: None,
+                running: false,
+                stop: None,
+                events: broadcast::channel(256).0,
+            });
+            self.save(&jobs);
+        }
+        self.start(&id)?;
+        Ok(id)
+    }
+
+    /// Starts a job's process.
+    fn start(self: &Arc<Self>, id: &str) -> anyhow::Result<()> {
+        if self.stopping.load(Ordering::SeqCst) {
+            anyhow::bail!("the daemon is stopping");
+        }
+        let (argv, output) = {
+            let jobs = self.lock();
+            let job = jobs
+                .iter()
+                .find(|j| j.rec.id == id)
+                .context("no such job")?;
+            if job.running {
+                return Ok(());
+            }
+            let mut pairs = job.rec.options.clone();
+            if let Some(o) = &job.rec.output {
+                pairs.push(("output".into(), o.display().to_string()));
+            }
+            pairs.push(("progress-detail".into(), "true".into()));
+            match &job.rec.torrent {
+                Some(t) => pairs.push(("torrent".into(), t.display().to_string())),
+                None => pairs.push(("arg".into(), job.rec.source.clone())),
+            }
+            let argv =
+                mapping::argv_from_query(&Cli::command(), &["bittorrent", "download"], &pairs)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            (argv, job.rec.output.clone())
+        };
+        if let Some(o) = &output {
+            std::fs::create_dir_all(o).with_context(|| format!("creating {}", o.display()))?;
+        }
+        let mut child = self
+            .program
+            .spawn("json", &argv, Stdio::null(), None)
+            .context("starting the download")?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let running = Running::new(child);
+        {
+            let mut jobs = self.lock();
+            let Some(job) = jobs.iter_mut().find(|j| j.rec.id == id) else {
+                return Ok(());
+            };
+            job.pid = running.pid();
+            job.running = true;
+            job.stop = None;
+            job.rec.error = None;
+            if !job.rec.state.live() {
+                job.rec.state = State::Starting;
+            }
+            self.save(&jobs);
+        }
+        let me = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move { me.supervise(id, running, stdout, stderr).await });
+        Ok(())
+    }
+
+    async fn supervise(
+        self: Arc<Self>,
+        id: String,
+        mut running: Running,
+        stdout: impl AsyncRead + Unpin + Send + 'static,
+        stderr: impl AsyncRead + Unpin + Send + 'static,
+    ) {
+        let stderr_task = tokio::spawn(async move {
+            let mut tail = String::new();
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                tail.push_str(&l);
+                tail.push('\n');
+                if tail.len() > 32 << 10 {
+                    tail.drain(..tail.len() - (16 << 10));
+                    while !tail.is_char_boundary(0) {
+                        tail.remove(0);
+                    }
+                }
+            }
+            tail
+        });
+        let mut reader = tokio::io::BufReader::new(stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = match read_line(&mut reader, &mut line).await {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            if n == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
+            }
+            let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
+            let mut jobs = self.lock();
+            let Some(job) = jobs.iter_mut().find(|j| j.rec.id == id) else {
+                break;
+            };
+            let changed = value.as_ref().is_some_and(|v| job.apply(v));
+            let mut out = text.to_string();
+            out.push('\n');
+            let _ = job.events.send((false, Bytes::from(out)));
+            if changed {
+                self.save(&jobs);
+            }
+        }
+        let code = running.wait().await;
+        let stderr = stderr_task.await.unwrap_or_default();
+        let mut jobs = self.lock();
+        let Some(job) = jobs.iter_mut().find(|j| j.rec.id == id) else {
+            return;
+        };
+        job.running = false;
+        job.pid = None;
+        match job.stop.take() {
+            Some(Stop::Pause) => job.rec.state = State::Paused,
+            Some(Stop::Cancel) => job.rec.state = State::Cancelled,
+            // Kept as it was, so the next daemon starts it again.
+            Some(Stop::Shutdown) => {}
+            Some(Stop::Remove) => {}
+            None if code == 0 => job.rec.state = State::Completed,
+            None => {
+                job.rec.state = State::Failed;
+                job.rec.error = Some(server::error_of(&stderr).0);
+            }
+        }
+        if let Some(s) = &mut job.stats {
+            s.download_rate = 0.0;
+            s.upload_rate = 0.0;
+            s.peers = 0;
+            s.seeds = 0;
+            s.detail = None;
+        }
+        let end = serde_json::json!({"Type": "end", "Job": job.summary()});
+        let mut out = end.to_string();
+        out.push('\n');
+        let _ = job.events.send((true, Bytes::from(out)));
+        self.save(&jobs);
+    }
+
+    /// The job as the API shows it.
+    pub fn summary(&self, id: &str) -> Option<serde_json::Value> {
+        self.lock()
+            .iter()
+            .find(|j| j.rec.id == id)
+            .map(Job::summary)
+    }
+
+    fn list(&self) -> Vec<serde_json::Value> {
+        self.lock().iter().map(Job::summary).collect()
+    }
+
+    fn detail(&self, id: &str) -> Option<serde_json::Value> {
+        self.lock().iter().find(|j| j.rec.id == id).map(Job::detail)
+    }
+
+    fn stop(&self, id: &str, why: Stop) -> Result<bool, String> {
+        let mut jobs = self.lock();
+        let job = jobs
+            .iter_mut()
+            .find(|j| j.rec.id == id)
+            .ok_or_else(|| format!("no job {id:?} (see jobs ls)"))?;
+        if job.running {
+            job.stop = Some(why);
+            server::terminate(job.pid);
+            return Ok(true);
+        }
+        match why {
+            Stop::Pause if job.rec.state.live() => job.rec.state = State::Paused,
+            Stop::Cancel if job.rec.state != State::Completed => job.rec.state = State::Cancelled,
+            _ => {}
+        }
+        self.save(&jobs);
+        Ok(false)
+    }
+
+    async fn wait_stopped(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            let running = self.lock().iter().any(|j| j.rec.id == id && j.running);
+            if !running {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn resume(self: &Arc<Self>, id: &str) -> Result<(), String> {
+        {
+            let jobs = self.lock();
+            let job = jobs
+                .iter()
+                .find(|j| j.rec.id == id)
+                .ok_or_else(|| format!("no job {id:?} (see jobs ls)"))?;
+            if job.running {
+                return Ok(());
+            }
+            if job.rec.state == State::Completed && !job.rec.seed {
+                return Err(format!("job {id} is complete"));
+            }
+        }
+        self.start(id).map_err(|e| format!("{e:#}"))
+    }
+
+    /// Removes a job (stopping it first); with `delete_data` also its files, resume
+    /// data and the pin of its content.
+    async fn remove(&self, id: &str, delete_data: bool) -> Result<(), String> {
+        if self.stop(id, Stop::Remove)? {
+            self.wait_stopped(id).await;
+        }
+        let rec = {
+            let mut jobs = self.lock();
+            let i = jobs
+                .iter()
+                .position(|j| j.rec.id == id)
+                .ok_or_else(|| format!("no job {id:?}"))?;
+            if jobs[i].running {
+                return Err(format!("job {id} did not stop"));
+            }
+            let job = jobs.remove(i);
+            self.save(&jobs);
+            job.rec
+        };
+        if let Some(t) = &rec.torrent {
+            let _ = std::fs::remove_file(t);
+        }
+        if delete_data {
+            self.delete_data(&rec)?;
+        }
+        let _ = std::fs::remove_dir(self.dir.join(&rec.id));
+        Ok(())
+    }
+
+    fn delete_data(&self, rec: &Record) -> Result<(), String> {
+        let bt = self.btfs_path.join("bittorrent");
+        if let Some(ih) = &rec.info_hash {
+            if ih.len() == 40 && ih.bytes().all(|b| b.is_ascii_hexdigit()) {
+                let _ = std::fs::remove_file(bt.join("resume").join(format!("{ih}.resume")));
+                let _ = std::fs::remove_dir_all(bt.join("downloads").join(ih));
+                let _ = std::fs::remove_file(bt.join("downloads").join(format!("{ih}.lock")));
+            }
+        }
+        match (&rec.output, rec.own_output) {
+            (Some(o), true) => {
+                let _ = std::fs::remove_dir_all(o.parent().unwrap_or(o));
+            }
+            (Some(o), false) => {
+                // Only the torrent's own top-level entry inside the user's folder.
+                if let Some(name) = rec.name.as_deref().filter(|n| is_plain_name(n)) {
+                    let p = o.join(name);
+                    let r = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                    if let Err(e) = r {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            return Err(format!("removing {}: {e}", p.display()));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Some(cid) = rec
+            .cid
+            .as_deref()
+            .and_then(|c| c.parse::<store::Cid>().ok())
+        {
+            let repo = store::Repo::open(&self.btfs_path, store::LockMode::Shared)
+                .map_err(|e| e.to_string())?
+                .0;
+            repo.unpin(&cid).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Stops every job's process for a daemon shutdown; their states stay as they were
+    /// so the next daemon starts them again.
+    pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let ids: Vec<String> = {
+            let mut jobs = self.lock();
+            jobs.iter_mut()
+                .filter(|j| j.running)
+                .map(|j| {
+                    j.stop = Some(Stop::Shutdown);
+                    server::terminate(j.pid);
+                    j.rec.id.clone()
+                })
+                .collect()
+        };
+        for id in ids {
+            self.wait_stopped(&id).await;
+        }
+        let jobs = self.lock();
+        self.save(&jobs);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+fn is_plain_name(n: &str) -> bool {
+    !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0')
+}
+
+/// Reads one line (without a cap on the reader's buffer growing past [`MAX_LINE`]).
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    out: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(total);
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if out.len() < MAX_LINE {
+            out.extend_from_slice(&buf[..take.min(MAX_LINE - out.len())]);
+        }
+        r.consume(take);
+        total += take;
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+impl Job {
+    /// Takes in one event of the job's process; true when the record changed.
+    fn apply(&mut self, v: &serde_json::Value) -> bool {
+        let s = |k: &str| v[k].as_str().map(str::to_string);
+        let before = (self.rec.state, self.rec.name.clone(), self.rec.cid.clone());
+        match v["Type"].as_str() {
+            Some("metadata") => {
+                if v["Phase"] == "Fetching" {
+                    self.rec.state = State::Metadata;
+                    self.rec.info_hash = s("InfoHash").or(self.rec.info_hash.take());
+                }
+                if let Some(n) = s("Name") {
+                    self.rec.name = Some(n);
+                }
+            }
+            Some("torrent") => {
+                self.rec.name = s("Name").or(self.rec.name.take());
+                self.rec.info_hash = s("InfoHash").or(self.rec.info_hash.take());
+                self.piece_count = v["PieceCount"].as_u64().unwrap_or(0) as u32;
+                if let Ok(files) = serde_json::from_value::<Vec<FileInfo>>(v["Files"].clone()) {
+                    self.files = files;
+                }
+            }
+            Some("progress") => {
+                if let Ok(stats) = serde_json::from_value::<Stats>(v.clone()) {
+                    let state = match stats.phase {
+                        Phase::Checking => Some(State::Checking),
+                        Phase::Downloading => Some(State::Downloading),
+                        Phase::Seeding => Some(State::Seeding),
+                        _ => None,
+                    };
+                    if let Some(st) = state {
+                        self.rec.state = st;
+                    }
+                    self.rec.size = stats.bytes_wanted;
+                    self.rec.have = stats.bytes_have;
+                    self.stats = Some(stats);
+                }
+            }
+            Some("added") => {
+                if let (Some(name), Some(hash)) = (s("Name"), s("Hash")) {
+                    for f in &mut self.files {
+                        if f.added_name == name {
+                            f.cid = Some(hash.clone());
+                        }
+                    }
+                }
+            }
+            Some("imported") => {
+                self.rec.cid = s("Cid");
+                self.rec.gateway_url = s("GatewayUrl");
+            }
+            Some("summary") => {
+                if let Some(c) = s("Cid") {
+                    self.rec.cid = Some(c);
+                }
+                if let Some(g) = s("GatewayUrl") {
+                    self.rec.gateway_url = Some(g);
+                }
+                if let Some(n) = s("Name") {
+                    self.rec.name = Some(n);
+                }
+                self.rec.info_hash = s("InfoHash").or(self.rec.info_hash.take());
+                if v["AlreadyImported"] == true {
+                    self.rec.have = self.rec.size;
+                    if self.rec.size == 0 {
+                        // Nothing was downloaded: the import itself is the progress.
+                        self.stats = None;
+                    }
+                }
+                if let Ok(stats) = serde_json::from_value::<Stats>(v.clone()) {
+                    if v.get("BytesWanted").is_some() {
+                        self.rec.size = stats.bytes_wanted;
+                        self.rec.have = stats.bytes_have;
+                        let detail = self.stats.take().and_then(|s| s.detail);
+                        self.stats = Some(Stats { detail, ..stats });
+                    }
+                }
+            }
+            _ => {}
+        }
+        before != (self.rec.state, self.rec.name.clone(), self.rec.cid.clone())
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        let r = &self.rec;
+        let st = self.stats.clone().unwrap_or_default();
+        let done = r.state == State::Completed || (r.cid.is_some() && r.size == r.have);
+        let progress = if r.size > 0 {
+            r.have as f64 / r.size as f64
+        } else if done {
+            1.0
+        } else {
+            0.0
+        };
+        let left = r.size.saturating_sub(r.have);
+        let eta = (self.running && st.download_rate >= 1.0 && left > 0)
+            .then(|| left as f64 / st.download_rate);
+        serde_json::json!({
+            "Id": r.id,
+            "Name": r.name,
+            "InfoHash": r.info_hash,
+            "Source": r.source,
+            "State": r.state,
+            "Seed": r.seed,
+            "Size": r.size,
+            "Have": r.have,
+            "Progress": progress,
+            "PiecesHave": st.pieces_have,
+            "PiecesWanted": st.pieces_wanted,
+            "DownloadRate": if self.running { st.download_rate } else { 0.0 },
+            "UploadRate": if self.running { st.upload_rate } else { 0.0 },
+            "Downloaded": st.downloaded,
+            "Uploaded": st.uploaded,
+            "Peers": if self.running { st.peers } else { 0 },
+            "Seeds": if self.running { st.seeds } else { 0 },
+            "Eta": eta,
+            "Cid": r.cid,
+            "GatewayUrl": r.gateway_url,
+            "Error": r.error,
+            "Created": r.created,
+            "Output": r.output.as_ref().filter(|_| !r.own_output).map(|o| o.display().to_string()),
+        })
+    }
+
+    fn detail(&self) -> serde_json::Value {
+        let mut v = self.summary();
+        let detail = self
+            .stats
+            .as_ref()
+            .and_then(|s| s.detail.clone())
+            .unwrap_or_default();
+        v["Files"] = serde_json::json!(self
+            .files
+            .iter()
+            .map(|f| serde_json::json!({"Index": f.index, "Path": f.path, "Length": f.length, "Cid": f.cid}))
+            .collect::<Vec<_>>());
+        v["PeerList"] = serde_json::to_value(&detail.peer_list).unwrap_or_default();
+        v["Trackers"] = serde_json::to_value(&detail.trackers).unwrap_or_default();
+        v["PieceCount"] = self.piece_count.into();
+        v["PieceMap"] = detail.piece_map.into();
+        v
+    }
+}
+
+/// `POST /api/v1/bittorrent/jobs/<sub>?arg=ID`.
+pub async fn command(d: &Daemon, sub: &str, query: &[(String, String)]) -> Response<Body> {
+    let arg = query
+        .iter()
+        .find(|(k, _)| k == "arg")
+        .map(|(_, v)| v.as_str());
+    let flag = |name: &str| {
+        query
+            .iter()
+            .any(|(k, v)| k == name && matches!(v.as_str(), "" | "true" | "1"))
+    };
+    let need_id = || {
+        arg.ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                2,
+                format!("jobs {sub}: give the job id as arg=ID"),
+            )
+        })
+    };
+    let jobs = &d.jobs;
+    let not_found = |id: &str| {
+        error(
+            StatusCode::NOT_FOUND,
+            1,
+            format!("no job {id:?} (see jobs ls)"),
+        )
+    };
+    match sub {
+        "ls" => json(StatusCode::OK, &serde_json::json!({ "Jobs": jobs.list() })),
+        "show" => {
+            let id = match need_id() {
+                Ok(i) => i,
+                Err(r) => return r,
+            };
+            match jobs.detail(id) {
+                Some(v) => json(StatusCode::OK, &v),
+                None => not_found(id),
+            }
+        }
+        "pause" | "cancel" => {
+            let id = match need_id() {
+                Ok(i) => i,
+                Err(r) => return r,
+            };
+            let why = if sub == "pause" {
+                Stop::Pause
+            } else {
+                Stop::Cancel
+            };
+            match jobs.stop(id, why) {
+                Ok(true) => jobs.wait_stopped(id).await,
+                Ok(false) => {}
+                Err(_) => return not_found(id),
+            }
+            match jobs.summary(id) {
+                Some(v) => json(StatusCode::OK, &v),
+                None => not_found(id),
+            }
+        }
+        "resume" => {
+            let id = match need_id() {
+                Ok(i) => i,
+                Err(r) => return r,
+            };
+            if jobs.summary(id).is_none() {
+                return not_found(id);
+            }
+            if let Err(e) = jobs.resume(id) {
+                return error(StatusCode::CONFLICT, 1, e);
+            }
+            match jobs.summary(id) {
+                Some(v) => json(StatusCode::OK, &v),
+                None => not_found(id),
+            }
+        }
+        "rm" => {
+            let id = match need_id() {
+                Ok(i) => i,
+                Err(r) => return r,
+            };
+            if jobs.summary(id).is_none() {
+                return not_found(id);
+            }
+            match jobs.remove(id, flag("delete-data")).await {
+                Ok(()) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({"Id": id, "Removed": true}),
+                ),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, 1, e),
+            }
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            1,
+            format!("jobs {sub}: no such command (ls, show, pause, resume, cancel, rm, events)"),
+        ),
+    }
+}
+
+/// The events of one job as newline-delimited JSON: the job, then every line its process
+/// prints, then `{"Type": "end", "Job": …}`. Closing the connection cancels the job.
+pub fn attach(jobs: Arc<Jobs>, id: String) -> Response<Body> {
+    let Some(job) = jobs.summary(&id) else {
+        return error(StatusCode::NOT_FOUND, 1, "no such job");
+    };
+    let rx = {
+        let all = jobs.lock();
+        match all.iter().find(|j| j.rec.id == id) {
+            Some(j) => j.events.subscribe(),
+            None => return error(StatusCode::NOT_FOUND, 1, "no such job"),
+        }
+    };
+    let mut first = serde_json::json!({"Type": "job", "Job": job}).to_string();
+    first.push('\n');
+    /// Cancels the job when the stream is dropped before its end.
+    struct Attached {
+        jobs: Arc<Jobs>,
+        id: String,
+        ended: bool,
+    }
+    impl Attached {
+        fn end(&mut self) {
+            self.ended = true;
+        }
+    }
+    impl Drop for Attached {
+        fn drop(&mut self) {
+            if !self.ended && !self.jobs.stopping() {
+                let _ = self.jobs.stop(&self.id, Stop::Cancel);
+            }
+        }
+    }
+    let state = (
+        Some(Bytes::from(first)),
+        rx,
+        Attached {
+            jobs,
+            id,
+            ended: false,
+        },
+    );
+    let stream = futures_lite::stream::unfold(state, |(first, mut rx, mut att)| async move {
+        if let Some(f) = first {
+            return Some((Ok::<_, std::io::Error>(f), (None, rx, att)));
+        }
+        if att.ended {
+            return None;
+        }
+        loop {
+            match rx.recv().await {
+                Ok((last, b)) => {
+                    att.ended = last;
+                    return Some((Ok(b), (None, rx, att)));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => {
+                    att.end();
+                    return None;
+                }
+            }
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .body(Body::from_stream(stream))
+        .expect("static response")
+}
+
+/// `GET /api/v1/bittorrent/jobs/events[?arg=ID]`: server-sent events, about once a
+/// second: `jobs` with every job, and `detail` with the job `arg` names.
+pub fn events(d: Arc<Daemon>, query: &[(String, String)]) -> Response<Body> {
+    let id = query
+        .iter()
+        .find(|(k, _)| k == "arg")
+        .map(|(_, v)| v.clone());
+    let jobs = d.jobs.clone();
+    let tick = tokio::time::interval(Duration::from_secs(1));
+    let stream =
+        futures_lite::stream::unfold((jobs, id, tick), |(jobs, id, mut tick)| async move {
+            tick.tick().await;
+            if jobs.stopping() {
+                return None;
+            }
+            let mut out = format!(
+                "event: jobs\ndata: {}\n\n",
+                serde_json::json!({ "Jobs": jobs.list() })
+            );
+            if let Some(v) = id.as_deref().and_then(|i| jobs.detail(i)) {
+                out.push_str(&format!("event: detail\ndata: {v}\n\n"));
+            }
+            Some((Ok::<_, std::io::Error>(Bytes::from(out)), (jobs, id, tick)))
+        });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .body(Body::from_stream(stream))
+        .expect("static response")
+}
