@@ -342,9 +342,11 @@
       c.cid.replaceChildren(cid ? link(href, cid, 'gateway-link') : '');
     }
 
-    const paused = state === 'paused';
-    c.pause.hidden = !(paused || ACTIVE.has(state));
-    setText(c.pause, paused ? 'Resume' : 'Pause');
+    // Resume a paused job; a failed or cancelled one can be started again too.
+    const active = ACTIVE.has(state);
+    const again = state === 'failed' || state === 'cancelled';
+    c.pause.hidden = !(active || again || state === 'paused');
+    setText(c.pause, active ? 'Pause' : again ? 'Retry' : 'Resume');
     c.cancel.hidden = FINAL.has(state);
   }
 
@@ -405,7 +407,7 @@
 
   function pauseResume(id) {
     const job = jobs.get(id);
-    const cmd = job && job.State === 'paused' ? 'resume' : 'pause';
+    const cmd = job && ACTIVE.has(job.State) ? 'pause' : 'resume';
     act(async () => {
       const j = await apiJson(`bittorrent/jobs/${cmd}`, { arg: id });
       if (j && j.Id) upsert(j);
@@ -586,7 +588,9 @@
     const hex = typeof d.PieceMap === 'string' ? d.PieceMap : '';
     const bytes = new Uint8Array(Math.ceil(count / 8));
     for (let i = 0; i < bytes.length; i++) bytes[i] = parseInt(hex.substr(i * 2, 2), 16) || 0;
-    const has = (i) => (bytes[i >> 3] >> (7 - (i & 7))) & 1;
+    // No (or a short) bitfield while every piece is verified: all of them are there.
+    const all = hex.length < bytes.length * 2 && count > 0 && num(d.PiecesHave) >= count;
+    const has = all ? () => 1 : (i) => (bytes[i >> 3] >> (7 - (i & 7))) & 1;
     let have = 0;
     for (let i = 0; i < count; i++) have += has(i);
 

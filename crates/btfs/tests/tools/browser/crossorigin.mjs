@@ -12,8 +12,10 @@
 //      mode 'no-cors' (the response is opaque: only its side effect matters);
 //   3. submits <form method=post action=<api>/api/v1/bittorrent/download?arg=…>: the
 //      navigation must get HTTP 403.
-// Then a page at http://evil.example:<api port>/ (Chromium maps evil.example to
-// 127.0.0.1) makes a same-origin POST …/jobs/ls, as a rebound DNS name would: 403.
+// Then a page of origin http://evil.example:<api port> (Chromium maps evil.example to
+// 127.0.0.1 through --host-resolver-rules) makes a same-origin POST …/jobs/ls, as a page
+// whose DNS name was re-bound to 127.0.0.1 would: 403 (if the browser itself blocks
+// that request, the same request is made from node with that Host).
 // Directly with node's fetch: a POST carrying Origin: http://127.0.0.1:<that port> gets
 // 403, and so does one with `Origin: null`. Before and after, a POST …/jobs/ls without
 // Origin gets 200, and no job with the probe's infohash may exist afterwards.

@@ -75,17 +75,20 @@ async function main() {
       if (!(await page.$(sel))) fail(`the dashboard has no ${sel}`)
     }
 
+    // Jobs already listed (a daemon that ran before) are not the one added here.
+    await page.waitForTimeout(1500)
+    const before = await page.$$eval('#jobs tr.job[data-id]', (trs) => trs.map((tr) => tr.dataset.id))
     await page.fill('#magnet-input', magnet)
     await page.click('#magnet-add')
-    // Either a job row appears or the error area says why not.
+    // Either a new job row appears or the error area says why not.
     const first = await page.waitForFunction(
-      () => {
+      (old) => {
         const err = document.querySelector('#error')
         if (err && !err.hidden && err.textContent.trim()) return { error: err.textContent.trim() }
-        const row = document.querySelector('#jobs tr.job[data-id]')
+        const row = [...document.querySelectorAll('#jobs tr.job[data-id]')].find((tr) => !old.includes(tr.dataset.id))
         return row ? { id: row.dataset.id } : null
       },
-      null,
+      before,
       { timeout: 30_000, polling: 100 },
     )
     const added = await first.jsonValue()
