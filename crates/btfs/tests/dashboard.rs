@@ -34,73 +34,11 @@ fn browser_tools() -> (PathBuf, PathBuf) {
     (node, dir)
 }
 
-/// `btfs daemon` with a repo of its own, the API and the gateway on free ports of
-/// 127.0.0.1. Dropping it interrupts the daemon (so it stops its jobs) and then kills it
-/// by PID.
-struct Node {
-    daemon: Option<Daemon>,
-    repo: PathBuf,
-    api: u16,
-    gateway: u16,
-}
-
-impl Node {
-    fn start(repo: &Path) -> Node {
-        let api = free_port();
-        let gateway = std::iter::repeat_with(free_port)
-            .find(|&p| p != api)
-            .unwrap();
-        let daemon = Daemon::spawn(
-            "btfs daemon",
-            Command::new(env!("CARGO_BIN_EXE_btfs"))
-                .env("BTFS_PATH", repo)
-                .args([
-                    "daemon",
-                    "--api",
-                    &format!("127.0.0.1:{api}"),
-                    "--gateway",
-                    &format!("127.0.0.1:{gateway}"),
-                ]),
-        );
-        let node = Node {
-            daemon: Some(daemon),
-            repo: repo.to_owned(),
-            api,
-            gateway,
-        };
-        poll(
-            Duration::from_secs(60),
-            "POST /api/v1/version did not answer 200",
-            || format!("btfs daemon on 127.0.0.1:{api}, repo {}", repo.display()),
-            || {
-                let r = http(api, "POST", "/api/v1/version", &[])?;
-                (r.status == 200).then_some(())
-            },
-        );
-        node
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api)
-    }
-
-    /// The daemon's own view of its jobs, for failure messages.
-    fn jobs(&self) -> String {
-        match http(self.api, "POST", "/api/v1/bittorrent/jobs/ls", &[]) {
-            Some(r) => format!("POST jobs/ls: {} {}", r.status, r.body),
-            None => "POST jobs/ls: no answer".to_owned(),
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(d) = self.daemon.take() {
-            d.interrupt();
-            // Jobs are child processes that the daemon stops (within 25 s) on SIGINT;
-            // after that the daemon is killed by PID if it still runs.
-            let _ = d.finish(Duration::from_secs(30));
-        }
+/// The daemon's own view of its jobs, for failure messages.
+fn jobs(node: &Node) -> String {
+    match http(node.api, "POST", "/api/v1/bittorrent/jobs/ls", &[]) {
+        Some(r) => format!("POST jobs/ls: {} {}", r.status, r.body),
+        None => "POST jobs/ls: no answer".to_owned(),
     }
 }
 
@@ -185,6 +123,7 @@ fn dashboard_downloads_a_magnet_in_chromium() {
     let expected_cid = run_with_timeout(
         Command::new(env!("CARGO_BIN_EXE_btfs"))
             .env("BTFS_PATH", &repo)
+            .env_remove("BTFS_API_TOKEN")
             .args(["add", "-n", "-Q", s(&file)]),
         Duration::from_secs(60),
     )
@@ -194,7 +133,7 @@ fn dashboard_downloads_a_magnet_in_chromium() {
     .to_owned();
     assert!(!expected_cid.is_empty(), "btfs add -n -Q printed no CID");
 
-    let daemon = Node::start(&repo);
+    let daemon = Node::start(&repo, &[]);
     let page = format!("{}/dashboard/", daemon.base());
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&shots).unwrap();
@@ -216,7 +155,7 @@ fn dashboard_downloads_a_magnet_in_chromium() {
             run.status,
             run.stdout,
             run.stderr,
-            daemon.jobs(),
+            jobs(&daemon),
             daemon.repo.display(),
             daemon.gateway,
             shot.display()
@@ -264,7 +203,7 @@ fn dashboard_downloads_a_magnet_in_chromium() {
 fn cross_origin_requests_are_refused() {
     let (node, browser) = browser_tools();
     let tmp = tempfile::tempdir().unwrap();
-    let daemon = Node::start(&tmp.path().join("repo"));
+    let daemon = Node::start(&tmp.path().join("repo"), &[]);
     let api = daemon.api;
     let ls = "/api/v1/bittorrent/jobs/ls";
 
@@ -291,7 +230,7 @@ fn cross_origin_requests_are_refused() {
             run.status,
             run.stdout,
             run.stderr,
-            daemon.jobs()
+            jobs(&daemon)
         )
     };
     assert_eq!(

@@ -415,7 +415,10 @@ impl Jobs {
             s.upload_rate = 0.0;
             s.peers = 0;
             s.seeds = 0;
-            s.detail = None;
+            // No connections are left; the piece map and trackers stay.
+            if let Some(d) = &mut s.detail {
+                d.peer_list.clear();
+            }
         }
         let end = serde_json::json!({"Type": "end", "Job": job.summary()});
         let mut out = end.to_string();

@@ -436,6 +436,15 @@ impl Program {
         if let Some(c) = cwd {
             cmd.current_dir(c);
         }
+        // A daemon that dies (even by SIGKILL) stops its commands cleanly: they save
+        // their state, and the next daemon starts the jobs again.
+        // SAFETY: prctl(2) is async-signal-safe and touches nothing of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
         cmd.spawn()
     }
 }

@@ -660,3 +660,113 @@ pub fn seeders(url: &str, hash: &str) -> Option<u64> {
     }
     r.json()[0]["Seeders"].as_u64()
 }
+
+/// `btfs daemon` with a repo of its own, its API and gateway on free ports of 127.0.0.1.
+/// Dropping it sends SIGTERM (so it stops its jobs cleanly), waits a bounded time, then
+/// kills it by PID.
+pub struct Node {
+    pub daemon: Option<Daemon>,
+    pub repo: PathBuf,
+    pub api: u16,
+    pub gateway: u16,
+}
+
+impl Node {
+    pub fn start(repo: &Path, extra: &[&str]) -> Node {
+        let api = free_port();
+        let gateway = std::iter::repeat_with(free_port)
+            .find(|&p| p != api)
+            .unwrap();
+        let mut node = Node {
+            daemon: None,
+            repo: repo.to_path_buf(),
+            api,
+            gateway,
+        };
+        node.restart(extra);
+        node
+    }
+
+    /// Starts the daemon again on the same ports (after [`Node::stop`]).
+    pub fn restart(&mut self, extra: &[&str]) {
+        assert!(self.daemon.is_none(), "the daemon is running");
+        let d = Daemon::spawn(
+            "btfs daemon",
+            Command::new(env!("CARGO_BIN_EXE_btfs"))
+                .env("BTFS_PATH", &self.repo)
+                .env_remove("BTFS_API_TOKEN")
+                .args([
+                    "daemon",
+                    "--api",
+                    &format!("127.0.0.1:{}", self.api),
+                    "--gateway",
+                    &format!("127.0.0.1:{}", self.gateway),
+                ])
+                .args(extra),
+        );
+        d.wait_for_line("daemon is ready", Duration::from_secs(30));
+        self.daemon = Some(d);
+    }
+
+    /// SIGTERM, and the exit status once it has stopped (bounded).
+    pub fn stop(&mut self) -> Option<i32> {
+        let d = self.daemon.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &d.pid().to_string()])
+            .status();
+        d.finish(Duration::from_secs(40)).0
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api)
+    }
+
+    /// `btfs ARGS` with this node's repo (so it goes through the daemon while it runs).
+    pub fn btfs(&self, args: &[&str]) -> Run {
+        let r = run_with_timeout(
+            Command::new(env!("CARGO_BIN_EXE_btfs"))
+                .env("BTFS_PATH", &self.repo)
+                .env_remove("BTFS_API_TOKEN")
+                .args(args),
+            Duration::from_secs(120),
+        );
+        assert!(!r.stderr.contains("panicked"), "btfs panicked on {args:?}:\n{}", r.stderr);
+        r
+    }
+
+    /// `POST /api/v1/PATH` (with its query) by curl, with more curl arguments (headers,
+    /// `-F` parts): the status and the body.
+    pub fn post(&self, path: &str, curl_args: &[&str]) -> (u16, String) {
+        curl(&format!("{}/api/v1/{path}", self.base()), "POST", curl_args)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One HTTP request by curl: the status and the body.
+pub fn curl(url: &str, method: &str, args: &[&str]) -> (u16, String) {
+    let r = run_with_timeout(
+        Command::new(tool("curl"))
+            .args(["-s", "-S", "--max-time", "60", "-X", method, "-w", "\n%{http_code}"])
+            .args(args)
+            .arg(url),
+        Duration::from_secs(90),
+    );
+    let (body, status) = r
+        .stdout
+        .rsplit_once('\n')
+        .unwrap_or_else(|| panic!("curl {url}: no status\n{}{}", r.stdout, r.stderr));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The JSON objects of a newline-delimited JSON body.
+pub fn ndjson(body: &str) -> Vec<serde_json::Value> {
+    body.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}

@@ -339,7 +339,9 @@
     if (cid !== row.cid || href !== row.href) {
       row.cid = cid;
       row.href = href;
-      c.cid.replaceChildren(cid ? link(href, cid, 'gateway-link') : '');
+      const a = cid ? link(href, cid, 'gateway-link') : null;
+      if (a) a.title = href ? `${cid} on the gateway` : cid;
+      c.cid.replaceChildren(...(a ? [a] : []));
     }
 
     // Resume a paused job; a failed or cancelled one can be started again too.

@@ -1,0 +1,503 @@
+//! The daemon's HTTP API (`/api/v1/…`): every command over HTTP with the CLI's own
+//! arguments, uploads, error shapes, downloads as jobs (streamed progress, pause, resume,
+//! a daemon restart, removal), the command line going through a running daemon, and the
+//! access rules (origin, host, token). The peers are real: libtorrent seeds.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// A torrent of `len` random bytes with 64 KiB pieces, seeded by libtorrent (at `rate`
+/// bytes/s, 0 for no limit); the data file, its magnet (x.pe only) and the seeder.
+fn seeded(root: &Path, name: &str, len: usize, rate: u64) -> (std::path::PathBuf, String, Daemon) {
+    let dir = root.join(format!("seed-{name}"));
+    let file = dir.join(name);
+    write(&file, &data(len, len as u64 ^ 7));
+    let torrent = root.join(format!("{name}.torrent"));
+    btfs(&[
+        "bittorrent",
+        "create",
+        s(&file),
+        "-o",
+        s(&torrent),
+        "--piece-length",
+        "64KiB",
+        "--force",
+    ])
+    .ok();
+    let info = btfs(&["--json", "bittorrent", "metainfo", "-t", s(&torrent)]).ok().json();
+    let port = free_port();
+    let seeder = lt_seed_limited(&torrent, &dir, port, rate);
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}&dn={name}&x.pe=127.0.0.1:{port}",
+        info["InfoHash"].as_str().unwrap()
+    );
+    (file, magnet, seeder)
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The root CID `btfs add` gives, computed in a repo of its own (no daemon there).
+fn add_cid(root: &Path, path: &Path, recursive: bool) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_btfs"));
+    cmd.env("BTFS_PATH", root.join("reference-repo")).args(["add", "-n", "-Q"]);
+    if recursive {
+        cmd.arg("-r");
+    }
+    run_with_timeout(cmd.arg(path), Duration::from_secs(60))
+        .ok()
+        .stdout
+        .trim()
+        .to_string()
+}
+
+fn job_state(node: &Node, id: &str) -> Value {
+    let (st, body) = node.post(&format!("bittorrent/jobs/show?arg={id}"), &[]);
+    assert_eq!(st, 200, "{body}");
+    json(&body)
+}
+
+#[test]
+fn every_command_over_http_with_the_cli_arguments_and_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let node = Node::start(&t.path().join("repo"), &[]);
+
+    let (st, body) = node.post("version", &[]);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(json(&body)["Version"], env!("CARGO_PKG_VERSION"));
+    // The command tree comes from the same definitions as the command line.
+    let (st, body) = node.post("commands", &[]);
+    assert_eq!(st, 200);
+    let tree = json(&body);
+    let bt = tree["Subcommands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Name"] == "bittorrent")
+        .unwrap();
+    let names: Vec<&str> = bt["Subcommands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["Name"].as_str().unwrap())
+        .collect();
+    for n in ["download", "metainfo", "scrape", "bencode", "serve", "create", "jobs"] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+
+    // add: files are uploaded (kubo's multipart form), folders as x-directory parts.
+    let hello = t.path().join("hello.txt");
+    write(&hello, b"hello\n");
+    let (st, body) = node.post("add", &["-F", &format!("file=@{};filename=hello.txt", s(&hello))]);
+    assert_eq!(st, 200, "{body}");
+    let added = json(&body);
+    assert_eq!(added["Name"], "hello.txt");
+    assert_eq!(added["Hash"], "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN");
+    let dir = sample_dir(t.path(), "set");
+    let mut form: Vec<String> = vec![
+        "-F".into(),
+        "file=@/dev/null;filename=set;type=application/x-directory".into(),
+    ];
+    for rel in ["a.bin", "empty", "z.bin", "sub/b.txt", "sub/deeper/c.bin"] {
+        if rel.contains('/') {
+            let parent = Path::new(rel).parent().unwrap().to_str().unwrap();
+            form.push("-F".into());
+            form.push(format!(
+                "file=@/dev/null;filename=set%2F{};type=application/x-directory",
+                parent.replace('/', "%2F")
+            ));
+        }
+        form.push("-F".into());
+        form.push(format!(
+            "file=@{};filename=set%2F{}",
+            s(&dir.join(rel)),
+            rel.replace('/', "%2F")
+        ));
+    }
+    let form: Vec<&str> = form.iter().map(String::as_str).collect();
+    let (st, body) = node.post("add?recursive=true&quieter=true", &form);
+    assert_eq!(st, 200, "{body}");
+    let root = json(&body)["Hash"].as_str().unwrap().to_string();
+    assert_eq!(root, add_cid(t.path(), &dir, true), "the uploaded folder's CID");
+
+    // Reading commands, with their options as query keys (long or short names).
+    let (st, body) = node.post("cat?arg=QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN", &[]);
+    assert_eq!((st, body.as_str()), (200, "hello\n"));
+    let (st, body) = node.post(
+        "cat?arg=QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN&offset=1&l=3",
+        &[],
+    );
+    assert_eq!((st, body.as_str()), (200, "ell"));
+    let (st, body) = node.post(&format!("cat?arg={root}%2Fsub%2Fb.txt"), &[]);
+    assert_eq!((st, body.as_str()), (200, "hello\n"));
+    let (st, body) = node.post(&format!("ls?arg={root}"), &[]);
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("\"a.bin\""), "{body}");
+    let (st, body) = node.post("ls?arg=QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN&enc=text", &[]);
+    assert_eq!(st, 500, "a file is not a folder: {body}");
+    let (st, body) = node.post("pin/ls", &[]);
+    assert_eq!(st, 200);
+    assert!(body.contains(&root), "{body}");
+    let (st, body) = node.post("pin/rm?arg=QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN", &[]);
+    assert_eq!(st, 200, "{body}");
+    // gc through the daemon: the daemon lets go of its hold on the repo for it.
+    let (st, body) = node.post("repo/gc", &[]);
+    assert_eq!(st, 200, "{body}");
+    assert!(json(&body)["Removed"].as_u64().unwrap() >= 1, "{body}");
+    let (st, body) = node.post("repo/verify", &[]);
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = node.post("cat?arg=QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN", &[]);
+    assert_eq!(st, 500, "collected: {body}");
+    // The gateway is still served after gc took the repo for a moment.
+    let (st, body) = curl(
+        &format!("http://127.0.0.1:{}/btfs/{root}/sub/b.txt", node.gateway),
+        "GET",
+        &[],
+    );
+    assert_eq!((st, body.as_str()), (200, "hello\n"));
+
+    // Commands that do not use the repo run the same way.
+    let torrent = t.path().join("set.torrent");
+    let (st, body) = node.post(
+        &format!(
+            "bittorrent/create?arg={}&o={}&piece-length=16KiB",
+            enc(s(&dir)),
+            enc(s(&torrent))
+        ),
+        &[],
+    );
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = node.post(&format!("bittorrent/metainfo?t={}", enc(s(&torrent))), &[]);
+    assert_eq!(st, 200, "{body}");
+    let meta = json(&body);
+    assert_eq!(meta["Name"], "set");
+    assert_eq!(meta["NumFiles"], 5);
+    let (st, body) = node.post(&format!("bittorrent/bencode?f={}", enc(s(&torrent))), &[]);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(json(&body)["info"]["name"], "set");
+    let (st, body) = node.post(
+        "bittorrent/metainfo?m=magnet%3A%3Fxt%3Durn%3Abtih%3A0123456789abcdef0123456789abcdef01234567&offline=true",
+        &[],
+    );
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = node.post("bittorrent/serve?list=true", &[]);
+    assert_eq!((st, body.trim()), (200, ""));
+
+    // Error shapes: JSON with Message, Code and Type, and a status that says what kind.
+    let err = |path: &str, args: &[&str], want: u16| {
+        let (st, body) = node.post(path, args);
+        assert_eq!(st, want, "{path}: {body}");
+        let v = json(&body);
+        assert_eq!(v["Type"], "error", "{body}");
+        assert!(!v["Message"].as_str().unwrap().is_empty(), "{body}");
+        v["Message"].as_str().unwrap().to_string()
+    };
+    err("nonsense", &[], 404);
+    err("bittorrent/nonsense", &[], 404);
+    assert!(err("add?no-such-option=1", &[], 400).contains("no-such-option"));
+    assert!(err("cat", &[], 400).contains("PATH") || err("cat", &[], 400).contains("required"));
+    err("pin", &[], 400);
+    err("add?recursive=maybe", &[], 400);
+    assert!(err("cat?arg=QmBAD", &[], 500).contains("CID"));
+    err("daemon", &[], 400);
+    err("add?arg=/etc/passwd", &[], 400);
+    err("bittorrent/download?arg=not-a-magnet", &[], 400);
+    err("bittorrent/download", &[], 400);
+    err("bittorrent/jobs/show?arg=nope", &[], 404);
+    let (st, body) = curl(&format!("{}/api/v1/version", node.base()), "GET", &[]);
+    assert_eq!(st, 405, "{body}");
+    // An upload cannot name a place outside its folder.
+    for bad in ["..%2Fevil", "%2Fetc%2Fevil", "a%2F..%2F..%2Fevil"] {
+        err(
+            "add",
+            &["-F", &format!("file=@{};filename={bad}", s(&hello))],
+            400,
+        );
+    }
+    assert!(!t.path().join("evil").exists() && !node.repo.join("evil").exists());
+    // A broken .torrent upload is refused before any job exists.
+    let junk = t.path().join("junk.torrent");
+    write(&junk, b"d4:infoi1ee");
+    err("bittorrent/download", &["-F", &format!("file=@{}", s(&junk))], 400);
+    let (_, body) = node.post("bittorrent/jobs/ls", &[]);
+    assert_eq!(json(&body)["Jobs"].as_array().unwrap().len(), 0);
+    // Nothing of the uploads is left behind.
+    let uploads = node.repo.join("api-uploads");
+    assert!(
+        !uploads.exists() || std::fs::read_dir(&uploads).unwrap().count() == 0,
+        "uploads left in {}",
+        uploads.display()
+    );
+}
+
+#[test]
+fn downloads_are_jobs_streamed_paused_resumed_and_kept_across_restarts() {
+    let t = tempfile::tempdir().unwrap();
+    let mut node = Node::start(&t.path().join("repo"), &[]);
+
+    // A download streamed as newline-delimited JSON, from a real libtorrent seeder.
+    let (file, magnet, _seeder) = seeded(t.path(), "stream.bin", 3_000_000, 2_000_000);
+    let (st, body) = node.post(&format!("bittorrent/download?arg={}", enc(&magnet)), &[]);
+    assert_eq!(st, 200, "{body}");
+    let events = ndjson(&body);
+    let kinds: Vec<&str> = events.iter().map(|e| e["Type"].as_str().unwrap_or("")).collect();
+    assert_eq!(kinds.first(), Some(&"job"), "{kinds:?}");
+    for k in ["metadata", "torrent", "progress", "added", "imported", "summary"] {
+        assert!(kinds.contains(&k), "no {k} event in {kinds:?}");
+    }
+    assert_eq!(kinds.last(), Some(&"end"), "{kinds:?}");
+    let end = &events.last().unwrap()["Job"];
+    assert_eq!(end["State"], "completed", "{end}");
+    let cid = add_cid(t.path(), &file, false);
+    assert_eq!(end["Cid"], cid.as_str());
+    assert_eq!(end["Progress"], 1.0);
+    // Progress events carry the peers (with their client), the piece map and files.
+    let detailed = events
+        .iter()
+        .filter(|e| e["Type"] == "progress")
+        .find(|e| !e["Detail"]["PeerList"].as_array().unwrap().is_empty())
+        .expect("a progress event with peers");
+    assert!(
+        detailed["Detail"]["PeerList"][0]["Client"]
+            .as_str()
+            .unwrap_or("")
+            .contains("libtorrent"),
+        "{detailed}"
+    );
+    let id = end["Id"].as_str().unwrap().to_string();
+    let shown = job_state(&node, &id);
+    assert_eq!(shown["Files"][0]["Cid"], cid.as_str(), "{shown}");
+    assert_eq!(shown["PieceCount"], 46);
+    assert_eq!(shown["PieceMap"].as_str().unwrap().len(), 12, "{shown}");
+    let (st, bytes) = curl(end["GatewayUrl"].as_str().unwrap(), "GET", &["-o", s(&t.path().join("got"))]);
+    assert_eq!(st, 200, "{bytes}");
+    assert_same_tree(&file, &t.path().join("got"));
+
+    // A detached job, paused part-way, survives a restart of the daemon paused, then
+    // resumes and completes; a job running at a restart starts again by itself.
+    let (file2, magnet2, _seeder2) = seeded(t.path(), "slow.bin", 6_000_000, 1_000_000);
+    let (st, body) = node.post(&format!("bittorrent/download?arg={}&detach=true", enc(&magnet2)), &[]);
+    assert_eq!(st, 200, "{body}");
+    let id2 = json(&body)["Id"].as_str().unwrap().to_string();
+    poll(Duration::from_secs(60), "the slow job did not start downloading", || String::new(), || {
+        let j = job_state(&node, &id2);
+        (j["State"] == "downloading" && j["Have"].as_u64().unwrap() > 0).then_some(())
+    });
+    let (st, body) = node.post(&format!("bittorrent/jobs/pause?arg={id2}"), &[]);
+    assert_eq!(st, 200, "{body}");
+    let paused = json(&body);
+    assert_eq!(paused["State"], "paused", "{paused}");
+    let have = paused["Have"].as_u64().unwrap();
+    assert!(have > 0 && have < 6_000_000, "{paused}");
+    assert_eq!(node.stop(), Some(0), "the daemon stops cleanly");
+    node.restart(&[]);
+    let j = job_state(&node, &id2);
+    assert_eq!(j["State"], "paused", "{j}");
+    let (st, body) = node.post(&format!("bittorrent/jobs/resume?arg={id2}"), &[]);
+    assert_eq!(st, 200, "{body}");
+    poll(Duration::from_secs(60), "the resumed job did not run", || String::new(), || {
+        let j = job_state(&node, &id2);
+        (j["State"] == "downloading" && j["Have"].as_u64().unwrap() > have).then_some(())
+    });
+    assert_eq!(node.stop(), Some(0));
+    node.restart(&[]);
+    let done = poll(Duration::from_secs(90), "the job did not complete after the restart", || String::new(), || {
+        let j = job_state(&node, &id2);
+        (j["State"] == "completed").then_some(j)
+    });
+    assert_eq!(done["Cid"], add_cid(t.path(), &file2, false).as_str(), "{done}");
+
+    // Removing with its data unpins the content; a second removal is a 404.
+    let (st, body) = node.post(&format!("bittorrent/jobs/rm?arg={id2}&delete-data=true"), &[]);
+    assert_eq!(st, 200, "{body}");
+    let (_, pins) = node.post("pin/ls", &[]);
+    assert!(!pins.contains(done["Cid"].as_str().unwrap()), "{pins}");
+    assert!(pins.contains(&cid), "the other job's content stays pinned: {pins}");
+    let (st, _) = node.post(&format!("bittorrent/jobs/rm?arg={id2}"), &[]);
+    assert_eq!(st, 404);
+    let (_, body) = node.post("bittorrent/jobs/ls", &[]);
+    let list = json(&body);
+    let ids: Vec<&str> = list["Jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["Id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+}
+
+#[test]
+fn the_command_line_goes_through_a_running_daemon() {
+    let t = tempfile::tempdir().unwrap();
+    let node = Node::start(&t.path().join("repo"), &[]);
+    let dir = sample_dir(t.path(), "set");
+
+    // The same output as without a daemon, text and JSON.
+    let alone = |args: &[&str]| {
+        run_with_timeout(
+            Command::new(env!("CARGO_BIN_EXE_btfs"))
+                .env("BTFS_PATH", t.path().join("alone"))
+                .args(args),
+            Duration::from_secs(60),
+        )
+        .ok()
+    };
+    for args in [
+        &["add", "-r", s(&dir)][..],
+        &["--enc", "json", "add", "-r", "-w", s(&dir)],
+        &["add", "-r", "--cid-version", "1", s(&dir)],
+    ] {
+        let via = node.btfs(args).ok();
+        assert_eq!(via.stdout, alone(args).stdout, "{args:?}");
+    }
+    let via = node.btfs(&["cat", "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"]).ok();
+    assert_eq!(via.stdout, "hello\n");
+    // Errors keep their text and exit code.
+    let bad = node.btfs(&["cat", "QmBAD"]);
+    assert_eq!(bad.status, 1);
+    assert_eq!(bad.stderr, alone_err(t.path(), &["cat", "QmBAD"]));
+    // gc goes through the daemon too; alone it would be refused while the daemon holds
+    // the repo.
+    node.btfs(&["pin", "rm", "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"]).ok();
+    let gc = node.btfs(&["repo", "gc"]).ok();
+    assert!(gc.stdout.contains("removed"), "{}", gc.stdout);
+    let direct = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_btfs"))
+            .env("BTFS_PATH", &node.repo)
+            .env("BTFS_DAEMON_CHILD", "1")
+            .args(["repo", "gc"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(direct.status, 1, "gc beside the daemon's hold must be refused");
+    assert!(direct.stderr.contains("in use by pid"), "{}", direct.stderr);
+
+    // A download from the command line runs as a job: its progress is shown here, and
+    // Ctrl-C cancels the job in the daemon.
+    let (_file, magnet, _seeder) = seeded(t.path(), "cli.bin", 4_000_000, 500_000);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_btfs"));
+    cmd.env("BTFS_PATH", &node.repo)
+        .args(["--enc", "json", "bittorrent", "download", &magnet]);
+    let cli = Daemon::spawn("btfs download through the daemon", &mut cmd);
+    cli.wait_for("a progress event with bytes", Duration::from_secs(60), |l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| v["Type"] == "progress" && v["BytesHave"].as_u64() > Some(0))
+    });
+    cli.interrupt();
+    let (status, _) = cli.finish(Duration::from_secs(30));
+    assert_eq!(status, Some(1), "an interrupted download exits 1");
+    let (_, body) = node.post("bittorrent/jobs/ls", &[]);
+    let jobs = json(&body)["Jobs"].as_array().unwrap().clone();
+    assert_eq!(jobs.len(), 1, "{body}");
+    let id = jobs[0]["Id"].as_str().unwrap().to_string();
+    poll(Duration::from_secs(30), "the job was not cancelled", || body.clone(), || {
+        (job_state(&node, &id)["State"] == "cancelled").then_some(())
+    });
+    // jobs commands in text, and --detach.
+    let ls = node.btfs(&["bittorrent", "jobs", "ls"]).ok();
+    assert!(ls.stdout.contains(&id) && ls.stdout.contains("cancelled"), "{}", ls.stdout);
+    let resumed = node.btfs(&["bittorrent", "jobs", "resume", &id]).ok();
+    assert!(resumed.stdout.contains(&id), "{}", resumed.stdout);
+    node.btfs(&["bittorrent", "jobs", "rm", &id]).ok();
+    let detached = node.btfs(&["--enc", "json", "bittorrent", "download", "--detach", &magnet]).ok();
+    let job = detached.json();
+    assert!(job["Id"].as_str().is_some(), "{}", detached.stdout);
+    node.btfs(&["bittorrent", "jobs", "rm", job["Id"].as_str().unwrap()]).ok();
+
+    // Without a daemon the jobs commands say so, and --detach too.
+    drop(node);
+    let repo = t.path().join("repo");
+    for args in [&["bittorrent", "jobs", "ls"][..], &["bittorrent", "download", "--detach", &magnet]] {
+        let r = run_with_timeout(
+            Command::new(env!("CARGO_BIN_EXE_btfs")).env("BTFS_PATH", &repo).args(args),
+            Duration::from_secs(30),
+        );
+        assert_eq!(r.status, 1, "{args:?}");
+        assert!(r.stderr.contains("daemon"), "{}", r.stderr);
+    }
+}
+
+fn alone_err(root: &Path, args: &[&str]) -> String {
+    run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_btfs"))
+            .env("BTFS_PATH", root.join("alone"))
+            .args(args),
+        Duration::from_secs(60),
+    )
+    .stderr
+}
+
+#[test]
+fn the_api_refuses_other_origins_and_hosts_and_checks_its_token() {
+    let t = tempfile::tempdir().unwrap();
+    let node = Node::start(&t.path().join("repo"), &[]);
+    let refused = |headers: &[&str], want: u16| {
+        let mut args = Vec::new();
+        for h in headers {
+            args.extend(["-H", h]);
+        }
+        let (st, body) = node.post("bittorrent/jobs/ls", &args);
+        assert_eq!(st, want, "{headers:?}: {body}");
+        if want != 200 {
+            assert_eq!(json(&body)["Type"], "error");
+        }
+    };
+    refused(&[], 200);
+    refused(&[&format!("Origin: http://127.0.0.1:{}", node.api)], 200);
+    refused(&["Origin: http://evil.example"], 403);
+    refused(&["Origin: null"], 403);
+    refused(&[&format!("Origin: http://127.0.0.1:{}", node.gateway)], 403);
+    refused(&["Referer: http://evil.example/page"], 403);
+    refused(&["Sec-Fetch-Site: cross-site"], 403);
+    refused(&[&format!("Host: evil.example:{}", node.api)], 403);
+    refused(&[&format!("Host: localhost.evil.example:{}", node.api)], 403);
+    refused(&[&format!("Host: localhost:{}", node.api)], 200);
+    // A form a hostile page posts (text/plain, no preflight) is refused as well.
+    let (st, _) = node.post(
+        "bittorrent/download?arg=magnet%3A%3Fxt%3Durn%3Abtih%3A0123456789abcdef0123456789abcdef01234567&detach=true",
+        &["-H", "Origin: http://evil.example", "-H", "Content-Type: text/plain", "--data", "x"],
+    );
+    assert_eq!(st, 403);
+    let (_, body) = node.post("bittorrent/jobs/ls", &[]);
+    assert_eq!(json(&body)["Jobs"].as_array().unwrap().len(), 0);
+    drop(node);
+
+    // With a token every request needs it; the command line finds it in the repo.
+    let mut node = Node::start(&t.path().join("repo2"), &["--api-token", "s3cret"]);
+    let (st, _) = node.post("version", &[]);
+    assert_eq!(st, 401);
+    let (st, _) = node.post("version", &["-H", "Authorization: Bearer wrong"]);
+    assert_eq!(st, 401);
+    let (st, _) = node.post("version", &["-H", "Authorization: Bearer s3cret"]);
+    assert_eq!(st, 200);
+    node.btfs(&["bittorrent", "jobs", "ls"]).ok();
+    assert_eq!(node.stop(), Some(0));
+    assert!(!node.repo.join("api.token").exists() && !node.repo.join("api").exists());
+
+    // An API for other machines needs a token.
+    let r = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_btfs"))
+            .env("BTFS_PATH", t.path().join("repo3"))
+            .env_remove("BTFS_API_TOKEN")
+            .args(["daemon", "--api", "0.0.0.0:0", "--gateway", "127.0.0.1:0"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.status, 1);
+    assert!(r.stderr.contains("token"), "{}", r.stderr);
+}
