@@ -111,6 +111,13 @@ fn every_command_over_http_with_the_cli_arguments_and_errors() {
     let added = json(&body);
     assert_eq!(added["Name"], "hello.txt");
     assert_eq!(added["Hash"], "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN");
+    // Content only this upload has, for gc below.
+    let lone = t.path().join("lone.txt");
+    write(&lone, b"only here\n");
+    let (st, body) = node.post("add", &["-F", &format!("file=@{};filename=lone.txt", s(&lone))]);
+    assert_eq!(st, 200, "{body}");
+    let lone_cid = json(&body)["Hash"].as_str().unwrap().to_string();
+    assert_eq!(lone_cid, add_cid(t.path(), &lone, false));
     let dir = sample_dir(t.path(), "set");
     let mut form: Vec<String> = vec![
         "-F".into(),
@@ -156,7 +163,7 @@ fn every_command_over_http_with_the_cli_arguments_and_errors() {
     let (st, body) = node.post("pin/ls", &[]);
     assert_eq!(st, 200);
     assert!(body.contains(&root), "{body}");
-    let (st, body) = node.post("pin/rm?arg=QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN", &[]);
+    let (st, body) = node.post(&format!("pin/rm?arg={lone_cid}"), &[]);
     assert_eq!(st, 200, "{body}");
     // gc through the daemon: the daemon lets go of its hold on the repo for it.
     let (st, body) = node.post("repo/gc", &[]);
@@ -164,7 +171,7 @@ fn every_command_over_http_with_the_cli_arguments_and_errors() {
     assert!(json(&body)["Removed"].as_u64().unwrap() >= 1, "{body}");
     let (st, body) = node.post("repo/verify", &[]);
     assert_eq!(st, 200, "{body}");
-    let (st, body) = node.post("cat?arg=QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN", &[]);
+    let (st, body) = node.post(&format!("cat?arg={lone_cid}"), &[]);
     assert_eq!(st, 500, "collected: {body}");
     // The gateway is still served after gc took the repo for a moment.
     let (st, body) = curl(
@@ -273,7 +280,7 @@ fn downloads_are_jobs_streamed_paused_resumed_and_kept_across_restarts() {
     let detailed = events
         .iter()
         .filter(|e| e["Type"] == "progress")
-        .find(|e| !e["Detail"]["PeerList"].as_array().unwrap().is_empty())
+        .find(|e| e["Detail"]["PeerList"].as_array().is_some_and(|p| !p.is_empty()))
         .expect("a progress event with peers");
     assert!(
         detailed["Detail"]["PeerList"][0]["Client"]
@@ -376,9 +383,12 @@ fn the_command_line_goes_through_a_running_daemon() {
     assert_eq!(bad.stderr, alone_err(t.path(), &["cat", "QmBAD"]));
     // gc goes through the daemon too; alone it would be refused while the daemon holds
     // the repo.
-    node.btfs(&["pin", "rm", "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"]).ok();
+    let lone = t.path().join("lone.txt");
+    write(&lone, b"only here\n");
+    let cid = node.btfs(&["add", "-Q", s(&lone)]).ok().stdout.trim().to_string();
+    node.btfs(&["pin", "rm", &cid]).ok();
     let gc = node.btfs(&["repo", "gc"]).ok();
-    assert!(gc.stdout.contains("removed"), "{}", gc.stdout);
+    assert!(gc.stdout.contains("removed 1 block"), "{}", gc.stdout);
     let direct = run_with_timeout(
         Command::new(env!("CARGO_BIN_EXE_btfs"))
             .env("BTFS_PATH", &node.repo)
