@@ -33,7 +33,9 @@ fn seeded(root: &Path, name: &str, len: usize, rate: u64) -> (std::path::PathBuf
         "--force",
     ])
     .ok();
-    let info = btfs(&["--json", "bittorrent", "metainfo", "-t", s(&torrent)]).ok().json();
+    let info = btfs(&["--json", "bittorrent", "metainfo", "-t", s(&torrent)])
+        .ok()
+        .json();
     let port = free_port();
     let seeder = lt_seed_limited(&torrent, &dir, port, rate);
     let magnet = format!(
@@ -58,7 +60,8 @@ fn enc(s: &str) -> String {
 /// The root CID `btfs add` gives, computed in a repo of its own (no daemon there).
 fn add_cid(root: &Path, path: &Path, recursive: bool) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_btfs"));
-    cmd.env("BTFS_PATH", root.join("reference-repo")).args(["add", "-n", "-Q"]);
+    cmd.env("BTFS_PATH", root.join("reference-repo"))
+        .args(["add", "-n", "-Q"]);
     if recursive {
         cmd.arg("-r");
     }
@@ -99,22 +102,33 @@ fn every_command_over_http_with_the_cli_arguments_and_errors() {
         .iter()
         .map(|c| c["Name"].as_str().unwrap())
         .collect();
-    for n in ["download", "metainfo", "scrape", "bencode", "serve", "create", "jobs"] {
+    for n in [
+        "download", "metainfo", "scrape", "bencode", "serve", "create", "jobs",
+    ] {
         assert!(names.contains(&n), "{n} missing from {names:?}");
     }
 
     // add: files are uploaded (kubo's multipart form), folders as x-directory parts.
     let hello = t.path().join("hello.txt");
     write(&hello, b"hello\n");
-    let (st, body) = node.post("add", &["-F", &format!("file=@{};filename=hello.txt", s(&hello))]);
+    let (st, body) = node.post(
+        "add",
+        &["-F", &format!("file=@{};filename=hello.txt", s(&hello))],
+    );
     assert_eq!(st, 200, "{body}");
     let added = json(&body);
     assert_eq!(added["Name"], "hello.txt");
-    assert_eq!(added["Hash"], "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN");
+    assert_eq!(
+        added["Hash"],
+        "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"
+    );
     // Content only this upload has, for gc below.
     let lone = t.path().join("lone.txt");
     write(&lone, b"only here\n");
-    let (st, body) = node.post("add", &["-F", &format!("file=@{};filename=lone.txt", s(&lone))]);
+    let (st, body) = node.post(
+        "add",
+        &["-F", &format!("file=@{};filename=lone.txt", s(&lone))],
+    );
     assert_eq!(st, 200, "{body}");
     let lone_cid = json(&body)["Hash"].as_str().unwrap().to_string();
     assert_eq!(lone_cid, add_cid(t.path(), &lone, false));
@@ -143,10 +157,17 @@ fn every_command_over_http_with_the_cli_arguments_and_errors() {
     let (st, body) = node.post("add?recursive=true&quieter=true", &form);
     assert_eq!(st, 200, "{body}");
     let root = json(&body)["Hash"].as_str().unwrap().to_string();
-    assert_eq!(root, add_cid(t.path(), &dir, true), "the uploaded folder's CID");
+    assert_eq!(
+        root,
+        add_cid(t.path(), &dir, true),
+        "the uploaded folder's CID"
+    );
 
     // Reading commands, with their options as query keys (long or short names).
-    let (st, body) = node.post("cat?arg=QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN", &[]);
+    let (st, body) = node.post(
+        "cat?arg=QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN",
+        &[],
+    );
     assert_eq!((st, body.as_str()), (200, "hello\n"));
     let (st, body) = node.post(
         "cat?arg=QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN&offset=1&l=3",
@@ -158,7 +179,10 @@ fn every_command_over_http_with_the_cli_arguments_and_errors() {
     let (st, body) = node.post(&format!("ls?arg={root}"), &[]);
     assert_eq!(st, 200, "{body}");
     assert!(body.contains("\"a.bin\""), "{body}");
-    let (st, body) = node.post("ls?arg=QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN&enc=text", &[]);
+    let (st, body) = node.post(
+        "ls?arg=QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN&enc=text",
+        &[],
+    );
     assert_eq!(st, 500, "a file is not a folder: {body}");
     let (st, body) = node.post("pin/ls", &[]);
     assert_eq!(st, 200);
@@ -243,7 +267,11 @@ fn every_command_over_http_with_the_cli_arguments_and_errors() {
     // A broken .torrent upload is refused before any job exists.
     let junk = t.path().join("junk.torrent");
     write(&junk, b"d4:infoi1ee");
-    err("bittorrent/download", &["-F", &format!("file=@{}", s(&junk))], 400);
+    err(
+        "bittorrent/download",
+        &["-F", &format!("file=@{}", s(&junk))],
+        400,
+    );
     let (_, body) = node.post("bittorrent/jobs/ls", &[]);
     assert_eq!(json(&body)["Jobs"].as_array().unwrap().len(), 0);
     // Nothing of the uploads is left behind.
@@ -265,9 +293,14 @@ fn downloads_are_jobs_streamed_paused_resumed_and_kept_across_restarts() {
     let (st, body) = node.post(&format!("bittorrent/download?arg={}", enc(&magnet)), &[]);
     assert_eq!(st, 200, "{body}");
     let events = ndjson(&body);
-    let kinds: Vec<&str> = events.iter().map(|e| e["Type"].as_str().unwrap_or("")).collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["Type"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(kinds.first(), Some(&"job"), "{kinds:?}");
-    for k in ["metadata", "torrent", "progress", "added", "imported", "summary"] {
+    for k in [
+        "metadata", "torrent", "progress", "added", "imported", "summary",
+    ] {
         assert!(kinds.contains(&k), "no {k} event in {kinds:?}");
     }
     assert_eq!(kinds.last(), Some(&"end"), "{kinds:?}");
@@ -280,7 +313,11 @@ fn downloads_are_jobs_streamed_paused_resumed_and_kept_across_restarts() {
     let detailed = events
         .iter()
         .filter(|e| e["Type"] == "progress")
-        .find(|e| e["Detail"]["PeerList"].as_array().is_some_and(|p| !p.is_empty()))
+        .find(|e| {
+            e["Detail"]["PeerList"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty())
+        })
         .expect("a progress event with peers");
     assert!(
         detailed["Detail"]["PeerList"][0]["Client"]
@@ -294,20 +331,32 @@ fn downloads_are_jobs_streamed_paused_resumed_and_kept_across_restarts() {
     assert_eq!(shown["Files"][0]["Cid"], cid.as_str(), "{shown}");
     assert_eq!(shown["PieceCount"], 46);
     assert_eq!(shown["PieceMap"].as_str().unwrap().len(), 12, "{shown}");
-    let (st, bytes) = curl(end["GatewayUrl"].as_str().unwrap(), "GET", &["-o", s(&t.path().join("got"))]);
+    let (st, bytes) = curl(
+        end["GatewayUrl"].as_str().unwrap(),
+        "GET",
+        &["-o", s(&t.path().join("got"))],
+    );
     assert_eq!(st, 200, "{bytes}");
     assert_same_tree(&file, &t.path().join("got"));
 
     // A detached job, paused part-way, survives a restart of the daemon paused, then
     // resumes and completes; a job running at a restart starts again by itself.
     let (file2, magnet2, _seeder2) = seeded(t.path(), "slow.bin", 6_000_000, 1_000_000);
-    let (st, body) = node.post(&format!("bittorrent/download?arg={}&detach=true", enc(&magnet2)), &[]);
+    let (st, body) = node.post(
+        &format!("bittorrent/download?arg={}&detach=true", enc(&magnet2)),
+        &[],
+    );
     assert_eq!(st, 200, "{body}");
     let id2 = json(&body)["Id"].as_str().unwrap().to_string();
-    poll(Duration::from_secs(60), "the slow job did not start downloading", || String::new(), || {
-        let j = job_state(&node, &id2);
-        (j["State"] == "downloading" && j["Have"].as_u64().unwrap() > 0).then_some(())
-    });
+    poll(
+        Duration::from_secs(60),
+        "the slow job did not start downloading",
+        || String::new(),
+        || {
+            let j = job_state(&node, &id2);
+            (j["State"] == "downloading" && j["Have"].as_u64().unwrap() > 0).then_some(())
+        },
+    );
     let (st, body) = node.post(&format!("bittorrent/jobs/pause?arg={id2}"), &[]);
     assert_eq!(st, 200, "{body}");
     let paused = json(&body);
@@ -320,24 +369,44 @@ fn downloads_are_jobs_streamed_paused_resumed_and_kept_across_restarts() {
     assert_eq!(j["State"], "paused", "{j}");
     let (st, body) = node.post(&format!("bittorrent/jobs/resume?arg={id2}"), &[]);
     assert_eq!(st, 200, "{body}");
-    poll(Duration::from_secs(60), "the resumed job did not run", || String::new(), || {
-        let j = job_state(&node, &id2);
-        (j["State"] == "downloading" && j["Have"].as_u64().unwrap() > have).then_some(())
-    });
+    poll(
+        Duration::from_secs(60),
+        "the resumed job did not run",
+        || String::new(),
+        || {
+            let j = job_state(&node, &id2);
+            (j["State"] == "downloading" && j["Have"].as_u64().unwrap() > have).then_some(())
+        },
+    );
     assert_eq!(node.stop(), Some(0));
     node.restart(&[]);
-    let done = poll(Duration::from_secs(90), "the job did not complete after the restart", || String::new(), || {
-        let j = job_state(&node, &id2);
-        (j["State"] == "completed").then_some(j)
-    });
-    assert_eq!(done["Cid"], add_cid(t.path(), &file2, false).as_str(), "{done}");
+    let done = poll(
+        Duration::from_secs(90),
+        "the job did not complete after the restart",
+        || String::new(),
+        || {
+            let j = job_state(&node, &id2);
+            (j["State"] == "completed").then_some(j)
+        },
+    );
+    assert_eq!(
+        done["Cid"],
+        add_cid(t.path(), &file2, false).as_str(),
+        "{done}"
+    );
 
     // Removing with its data unpins the content; a second removal is a 404.
-    let (st, body) = node.post(&format!("bittorrent/jobs/rm?arg={id2}&delete-data=true"), &[]);
+    let (st, body) = node.post(
+        &format!("bittorrent/jobs/rm?arg={id2}&delete-data=true"),
+        &[],
+    );
     assert_eq!(st, 200, "{body}");
     let (_, pins) = node.post("pin/ls", &[]);
     assert!(!pins.contains(done["Cid"].as_str().unwrap()), "{pins}");
-    assert!(pins.contains(&cid), "the other job's content stays pinned: {pins}");
+    assert!(
+        pins.contains(&cid),
+        "the other job's content stays pinned: {pins}"
+    );
     let (st, _) = node.post(&format!("bittorrent/jobs/rm?arg={id2}"), &[]);
     assert_eq!(st, 404);
     let (_, body) = node.post("bittorrent/jobs/ls", &[]);
@@ -375,7 +444,9 @@ fn the_command_line_goes_through_a_running_daemon() {
         let via = node.btfs(args).ok();
         assert_eq!(via.stdout, alone(args).stdout, "{args:?}");
     }
-    let via = node.btfs(&["cat", "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"]).ok();
+    let via = node
+        .btfs(&["cat", "QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN"])
+        .ok();
     assert_eq!(via.stdout, "hello\n");
     // Errors keep their text and exit code.
     let bad = node.btfs(&["cat", "QmBAD"]);
@@ -385,7 +456,12 @@ fn the_command_line_goes_through_a_running_daemon() {
     // the repo.
     let lone = t.path().join("lone.txt");
     write(&lone, b"only here\n");
-    let cid = node.btfs(&["add", "-Q", s(&lone)]).ok().stdout.trim().to_string();
+    let cid = node
+        .btfs(&["add", "-Q", s(&lone)])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
     node.btfs(&["pin", "rm", &cid]).ok();
     let gc = node.btfs(&["repo", "gc"]).ok();
     assert!(gc.stdout.contains("removed 1 block"), "{}", gc.stdout);
@@ -396,19 +472,27 @@ fn the_command_line_goes_through_a_running_daemon() {
             .args(["repo", "gc"]),
         Duration::from_secs(60),
     );
-    assert_eq!(direct.status, 1, "gc beside the daemon's hold must be refused");
+    assert_eq!(
+        direct.status, 1,
+        "gc beside the daemon's hold must be refused"
+    );
     assert!(direct.stderr.contains("in use by pid"), "{}", direct.stderr);
 
     // A download from the command line runs as a job: its progress is shown here, and
     // Ctrl-C cancels the job in the daemon.
-    let (_file, magnet, _seeder) = seeded(t.path(), "cli.bin", 4_000_000, 500_000);
+    let (file, magnet, _seeder) = seeded(t.path(), "cli.bin", 4_000_000, 500_000);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_btfs"));
     cmd.env("BTFS_PATH", &node.repo)
         .args(["--enc", "json", "bittorrent", "download", &magnet]);
     let cli = Daemon::spawn("btfs download through the daemon", &mut cmd);
-    cli.wait_for("a progress event with bytes", Duration::from_secs(60), |l| {
-        serde_json::from_str::<Value>(l).is_ok_and(|v| v["Type"] == "progress" && v["BytesHave"].as_u64() > Some(0))
-    });
+    cli.wait_for(
+        "a progress event with bytes",
+        Duration::from_secs(60),
+        |l| {
+            serde_json::from_str::<Value>(l)
+                .is_ok_and(|v| v["Type"] == "progress" && v["BytesHave"].as_u64() > Some(0))
+        },
+    );
     cli.interrupt();
     let (status, _) = cli.finish(Duration::from_secs(30));
     assert_eq!(status, Some(1), "an interrupted download exits 1");
@@ -416,26 +500,68 @@ fn the_command_line_goes_through_a_running_daemon() {
     let jobs = json(&body)["Jobs"].as_array().unwrap().clone();
     assert_eq!(jobs.len(), 1, "{body}");
     let id = jobs[0]["Id"].as_str().unwrap().to_string();
-    poll(Duration::from_secs(30), "the job was not cancelled", || body.clone(), || {
-        (job_state(&node, &id)["State"] == "cancelled").then_some(())
-    });
+    poll(
+        Duration::from_secs(30),
+        "the job was not cancelled",
+        || body.clone(),
+        || (job_state(&node, &id)["State"] == "cancelled").then_some(()),
+    );
     // jobs commands in text, and --detach.
     let ls = node.btfs(&["bittorrent", "jobs", "ls"]).ok();
-    assert!(ls.stdout.contains(&id) && ls.stdout.contains("cancelled"), "{}", ls.stdout);
+    assert!(
+        ls.stdout.contains(&id) && ls.stdout.contains("cancelled"),
+        "{}",
+        ls.stdout
+    );
     let resumed = node.btfs(&["bittorrent", "jobs", "resume", &id]).ok();
     assert!(resumed.stdout.contains(&id), "{}", resumed.stdout);
     node.btfs(&["bittorrent", "jobs", "rm", &id]).ok();
-    let detached = node.btfs(&["--enc", "json", "bittorrent", "download", "--detach", &magnet]).ok();
+    // A .torrent file is uploaded to the daemon; the download carries on from the
+    // pieces the cancelled job verified.
+    let torrent = t.path().join("cli.bin.torrent");
+    let peer = magnet.rsplit_once("x.pe=").unwrap().1;
+    let got = node
+        .btfs(&["bittorrent", "download", "-t", s(&torrent), "--peer", peer])
+        .ok();
+    let added = format!("added {} cli.bin", add_cid(t.path(), &file, false));
+    assert!(
+        got.stdout.contains(&added),
+        "{}\n{}",
+        got.stdout,
+        got.stderr
+    );
+    assert!(
+        got.stdout
+            .contains(&format!("gateway: http://127.0.0.1:{}/btfs/", node.gateway)),
+        "{}",
+        got.stdout
+    );
+    let detached = node
+        .btfs(&[
+            "--enc",
+            "json",
+            "bittorrent",
+            "download",
+            "--detach",
+            &magnet,
+        ])
+        .ok();
     let job = detached.json();
     assert!(job["Id"].as_str().is_some(), "{}", detached.stdout);
-    node.btfs(&["bittorrent", "jobs", "rm", job["Id"].as_str().unwrap()]).ok();
+    node.btfs(&["bittorrent", "jobs", "rm", job["Id"].as_str().unwrap()])
+        .ok();
 
     // Without a daemon the jobs commands say so, and --detach too.
     drop(node);
     let repo = t.path().join("repo");
-    for args in [&["bittorrent", "jobs", "ls"][..], &["bittorrent", "download", "--detach", &magnet]] {
+    for args in [
+        &["bittorrent", "jobs", "ls"][..],
+        &["bittorrent", "download", "--detach", &magnet],
+    ] {
         let r = run_with_timeout(
-            Command::new(env!("CARGO_BIN_EXE_btfs")).env("BTFS_PATH", &repo).args(args),
+            Command::new(env!("CARGO_BIN_EXE_btfs"))
+                .env("BTFS_PATH", &repo)
+                .args(args),
             Duration::from_secs(30),
         );
         assert_eq!(r.status, 1, "{args:?}");
@@ -472,11 +598,17 @@ fn the_api_refuses_other_origins_and_hosts_and_checks_its_token() {
     refused(&[&format!("Origin: http://127.0.0.1:{}", node.api)], 200);
     refused(&["Origin: http://evil.example"], 403);
     refused(&["Origin: null"], 403);
-    refused(&[&format!("Origin: http://127.0.0.1:{}", node.gateway)], 403);
+    refused(
+        &[&format!("Origin: http://127.0.0.1:{}", node.gateway)],
+        403,
+    );
     refused(&["Referer: http://evil.example/page"], 403);
     refused(&["Sec-Fetch-Site: cross-site"], 403);
     refused(&[&format!("Host: evil.example:{}", node.api)], 403);
-    refused(&[&format!("Host: localhost.evil.example:{}", node.api)], 403);
+    refused(
+        &[&format!("Host: localhost.evil.example:{}", node.api)],
+        403,
+    );
     refused(&[&format!("Host: localhost:{}", node.api)], 200);
     // A form a hostile page posts (text/plain, no preflight) is refused as well.
     let (st, _) = node.post(

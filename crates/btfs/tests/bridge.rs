@@ -73,8 +73,13 @@ struct Gateway {
 fn gateway(repo: &Path) -> Gateway {
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_btfs"));
-    cmd.env("BTFS_PATH", repo)
-        .args(["daemon", "--api", "127.0.0.1:0", "--gateway", &format!("127.0.0.1:{port}")]);
+    cmd.env("BTFS_PATH", repo).args([
+        "daemon",
+        "--api",
+        "127.0.0.1:0",
+        "--gateway",
+        &format!("127.0.0.1:{port}"),
+    ]);
     let d = Daemon::spawn("btfs daemon", &mut cmd);
     d.wait_for_line("gateway listening", Duration::from_secs(30));
     Gateway { _daemon: d, port }

@@ -373,8 +373,13 @@ fn large_folders_are_hamt_sharded_like_kubo() {
     // The gateway resolves names through the shards and lists the sharded folder.
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_btfs"));
-    cmd.env("BTFS_PATH", &repo)
-        .args(["daemon", "--api", "127.0.0.1:0", "--gateway", &format!("127.0.0.1:{port}")]);
+    cmd.env("BTFS_PATH", &repo).args([
+        "daemon",
+        "--api",
+        "127.0.0.1:0",
+        "--gateway",
+        &format!("127.0.0.1:{port}"),
+    ]);
     let d = Daemon::spawn("btfs daemon", &mut cmd);
     d.wait_for_line("gateway listening", Duration::from_secs(30));
     let curl = |path: &str| {

@@ -77,7 +77,13 @@ impl Gateway {
             "btfs daemon",
             Command::new(env!("CARGO_BIN_EXE_btfs"))
                 .env("BTFS_PATH", &repo)
-                .args(["daemon", "--api", "127.0.0.1:0", "--gateway", &format!("127.0.0.1:{port}")]),
+                .args([
+                    "daemon",
+                    "--api",
+                    "127.0.0.1:0",
+                    "--gateway",
+                    &format!("127.0.0.1:{port}"),
+                ]),
         );
         let line = daemon.wait_for_line("gateway listening on http://", Duration::from_secs(60));
         let addr = line.split("http://").nth(1).unwrap().trim().to_owned();

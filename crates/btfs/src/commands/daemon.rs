@@ -47,6 +47,8 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
     let blocks =
         Arc::new(Blockstore::open(&path.join("blocks")).context("opening the blockstore")?);
     let exe = std::env::current_exe().context("finding the btfs executable")?;
+    // Uploads a killed daemon left behind.
+    let _ = std::fs::remove_dir_all(path.join("api-uploads"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

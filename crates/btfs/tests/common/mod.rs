@@ -730,7 +730,11 @@ impl Node {
                 .args(args),
             Duration::from_secs(120),
         );
-        assert!(!r.stderr.contains("panicked"), "btfs panicked on {args:?}:\n{}", r.stderr);
+        assert!(
+            !r.stderr.contains("panicked"),
+            "btfs panicked on {args:?}:\n{}",
+            r.stderr
+        );
         r
     }
 
@@ -751,7 +755,16 @@ impl Drop for Node {
 pub fn curl(url: &str, method: &str, args: &[&str]) -> (u16, String) {
     let r = run_with_timeout(
         Command::new(tool("curl"))
-            .args(["-s", "-S", "--max-time", "60", "-X", method, "-w", "\n%{http_code}"])
+            .args([
+                "-s",
+                "-S",
+                "--max-time",
+                "60",
+                "-X",
+                method,
+                "-w",
+                "\n%{http_code}",
+            ])
             .args(args)
             .arg(url),
         Duration::from_secs(90),
