@@ -351,7 +351,7 @@ fn downloads_are_jobs_streamed_paused_resumed_and_kept_across_restarts() {
     poll(
         Duration::from_secs(60),
         "the slow job did not start downloading",
-        || String::new(),
+        String::new,
         || {
             let j = job_state(&node, &id2);
             (j["State"] == "downloading" && j["Have"].as_u64().unwrap() > 0).then_some(())
@@ -372,7 +372,7 @@ fn downloads_are_jobs_streamed_paused_resumed_and_kept_across_restarts() {
     poll(
         Duration::from_secs(60),
         "the resumed job did not run",
-        || String::new(),
+        String::new,
         || {
             let j = job_state(&node, &id2);
             (j["State"] == "downloading" && j["Have"].as_u64().unwrap() > have).then_some(())
@@ -383,7 +383,7 @@ fn downloads_are_jobs_streamed_paused_resumed_and_kept_across_restarts() {
     let done = poll(
         Duration::from_secs(90),
         "the job did not complete after the restart",
-        || String::new(),
+        String::new,
         || {
             let j = job_state(&node, &id2);
             (j["State"] == "completed").then_some(j)

@@ -779,11 +779,11 @@ pub async fn command(d: &Daemon, sub: &str, query: &[(String, String)]) -> Respo
     };
     let need_id = || {
         arg.ok_or_else(|| {
-            error(
+            Box::new(error(
                 StatusCode::BAD_REQUEST,
                 2,
                 format!("jobs {sub}: give the job id as arg=ID"),
-            )
+            ))
         })
     };
     let jobs = &d.jobs;
@@ -799,7 +799,7 @@ pub async fn command(d: &Daemon, sub: &str, query: &[(String, String)]) -> Respo
         "show" => {
             let id = match need_id() {
                 Ok(i) => i,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             match jobs.detail(id) {
                 Some(v) => json(StatusCode::OK, &v),
@@ -809,7 +809,7 @@ pub async fn command(d: &Daemon, sub: &str, query: &[(String, String)]) -> Respo
         "pause" | "cancel" => {
             let id = match need_id() {
                 Ok(i) => i,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             let why = if sub == "pause" {
                 Stop::Pause
@@ -829,7 +829,7 @@ pub async fn command(d: &Daemon, sub: &str, query: &[(String, String)]) -> Respo
         "resume" => {
             let id = match need_id() {
                 Ok(i) => i,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             if jobs.summary(id).is_none() {
                 return not_found(id);
@@ -845,7 +845,7 @@ pub async fn command(d: &Daemon, sub: &str, query: &[(String, String)]) -> Respo
         "rm" => {
             let id = match need_id() {
                 Ok(i) => i,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             if jobs.summary(id).is_none() {
                 return not_found(id);

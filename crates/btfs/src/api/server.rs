@@ -80,7 +80,7 @@ async fn handle(State(d): State<Arc<Daemon>>, req: Request<Body>) -> Response<Bo
         })
         .flatten();
     if let Err(r) = check_access(&d, req.headers(), query_token.as_deref()) {
-        return r;
+        return *r;
     }
     if path == "/" || path == "/dashboard" {
         return redirect("/dashboard/");
@@ -166,7 +166,7 @@ async fn handle(State(d): State<Arc<Daemon>>, req: Request<Body>) -> Response<Bo
         ["repo", "gc"] => {
             let argv = match checked_argv(&["repo", "gc"], &query) {
                 Ok(a) => a,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             let guard = d.gc.clone().lock_owned().await;
             // gc needs the repo to itself: the daemon lets go of its shared hold while
@@ -193,7 +193,7 @@ async fn handle(State(d): State<Arc<Daemon>>, req: Request<Body>) -> Response<Bo
         _ => {
             let argv = match checked_argv(&segments, &query) {
                 Ok(a) => a,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             let raw = segments == ["cat"];
             let run = Run {
@@ -210,26 +210,26 @@ async fn handle(State(d): State<Arc<Daemon>>, req: Request<Body>) -> Response<Bo
 
 /// The arguments of the command at `path` from the query, checked by the command
 /// line's own parser (so the API refuses exactly what the CLI refuses).
-fn checked_argv(path: &[&str], query: &[(String, String)]) -> Result<Vec<String>, Response<Body>> {
+fn checked_argv(path: &[&str], query: &[(String, String)]) -> Result<Vec<String>, Refusal> {
     let argv = mapping::argv_from_query(&Cli::command(), path, query).map_err(|e| {
         let status = if e.0.starts_with("unknown command") {
             StatusCode::NOT_FOUND
         } else {
             StatusCode::BAD_REQUEST
         };
-        error(status, 2, e.to_string())
+        Box::new(error(status, 2, e.to_string()))
     })?;
     parse_cli(&argv).map(|_| argv)
 }
 
 /// Parses an argument vector (after the program name) as the command line would.
-pub fn parse_cli(argv: &[String]) -> Result<Cli, Response<Body>> {
+pub fn parse_cli(argv: &[String]) -> Result<Cli, Refusal> {
     use clap::Parser;
     let full = std::iter::once("btfs".to_string()).chain(argv.iter().cloned());
     Cli::try_parse_from(full).map_err(|e| {
         let msg = e.render().to_string();
         let msg = msg.trim().trim_start_matches("error: ").to_string();
-        error(StatusCode::BAD_REQUEST, 2, msg)
+        Box::new(error(StatusCode::BAD_REQUEST, 2, msg))
     })
 }
 
@@ -240,8 +240,8 @@ pub fn check_access(
     d: &Daemon,
     headers: &HeaderMap,
     query_token: Option<&str>,
-) -> Result<(), Response<Body>> {
-    let forbidden = |m: String| Err(error(StatusCode::FORBIDDEN, 1, m));
+) -> Result<(), Refusal> {
+    let forbidden = |m: String| Err(Box::new(error(StatusCode::FORBIDDEN, 1, m)));
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return forbidden("a Host header is required".into());
     };
@@ -287,7 +287,7 @@ pub fn check_access(
             );
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return Err(r);
+            return Err(Box::new(r));
         }
     }
     Ok(())
@@ -312,6 +312,9 @@ pub fn host_allowed(host: &str, port: u16) -> bool {
     let name = name.trim_start_matches('[').trim_end_matches(']');
     port_ok && (name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok())
 }
+
+/// A response that ends a request early (boxed: a `Response` is large).
+pub type Refusal = Box<Response<Body>>;
 
 pub fn error(status: StatusCode, code: u8, msg: impl Into<String>) -> Response<Body> {
     json(
@@ -733,7 +736,7 @@ async fn add(
     }
     let mut argv = match checked_argv(&["add"], query) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let temp = match upload_dir(&d) {
         Ok(t) => t,
@@ -987,7 +990,7 @@ async fn download(
     ));
     let argv = match checked_argv(&["bittorrent", "download"], &probe) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Ok(Cli {
         command: crate::cli::Command::Bittorrent(bt),
