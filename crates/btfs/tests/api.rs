@@ -232,6 +232,29 @@ fn every_command_over_http_with_the_cli_arguments_and_errors() {
     let (st, body) = node.post("bittorrent/serve?list=true", &[]);
     assert_eq!((st, body.trim()), (200, ""));
 
+    // A command that prints nothing for a long time still stops when its client goes:
+    // a seeder run through the API frees its port once the request is gone.
+    let port = free_port();
+    let (st, body) = node.post(
+        &format!(
+            "bittorrent/serve?arg={}&port={port}&listen-ip=127.0.0.1&no-dht=true&no-add=true",
+            enc(s(&hello))
+        ),
+        &["--max-time", "3"],
+    );
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("magnet:?xt=urn:btih:"), "{body}");
+    poll(
+        Duration::from_secs(30),
+        "the seeder run through the API did not stop with its request",
+        String::new,
+        || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .is_err()
+                .then_some(())
+        },
+    );
+
     // Error shapes: JSON with Message, Code and Type, and a status that says what kind.
     let err = |path: &str, args: &[&str], want: u16| {
         let (st, body) = node.post(path, args);
@@ -253,7 +276,7 @@ fn every_command_over_http_with_the_cli_arguments_and_errors() {
     err("bittorrent/download?arg=not-a-magnet", &[], 400);
     err("bittorrent/download", &[], 400);
     err("bittorrent/jobs/show?arg=nope", &[], 404);
-    let (st, body) = curl(&format!("{}/api/v1/version", node.base()), "GET", &[]);
+    let (st, body) = node.request("GET", "version", &[]);
     assert_eq!(st, 405, "{body}");
     // An upload cannot name a place outside its folder.
     for bad in ["..%2Fevil", "%2Fetc%2Fevil", "a%2F..%2F..%2Fevil"] {
@@ -264,6 +287,46 @@ fn every_command_over_http_with_the_cli_arguments_and_errors() {
         );
     }
     assert!(!t.path().join("evil").exists() && !node.repo.join("evil").exists());
+    // Nor through a symbolic link of the same upload.
+    let outside = t.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let link_body = t.path().join("link-body");
+    write(&link_body, s(&outside).as_bytes());
+    for second in ["d%2Fx", "d"] {
+        err(
+            "add?recursive=true",
+            &[
+                "-F",
+                &format!(
+                    "file=@{};filename=d;type=application/symlink",
+                    s(&link_body)
+                ),
+                "-F",
+                &format!("file=@{};filename={second}", s(&hello)),
+            ],
+            400,
+        );
+    }
+    let (st, body) = node.post(
+        "add?recursive=true",
+        &[
+            "-F",
+            "file=@/dev/null;filename=d;type=application/x-directory",
+            "-F",
+            &format!(
+                "file=@{};filename=d%2Fl;type=application/symlink",
+                s(&link_body)
+            ),
+            "-F",
+            &format!("file=@{};filename=d%2Fl%2Fx", s(&hello)),
+        ],
+    );
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "written outside"
+    );
     // A broken .torrent upload is refused before any job exists.
     let junk = t.path().join("junk.torrent");
     write(&junk, b"d4:infoi1ee");
@@ -618,17 +681,46 @@ fn the_api_refuses_other_origins_and_hosts_and_checks_its_token() {
     assert_eq!(st, 403);
     let (_, body) = node.post("bittorrent/jobs/ls", &[]);
     assert_eq!(json(&body)["Jobs"].as_array().unwrap().len(), 0);
-    drop(node);
 
-    // With a token every request needs it; the command line finds it in the repo.
+    // Every request needs the token (a fresh one each run unless one is chosen); the
+    // command line finds it in the repo, the dashboard's files need none.
+    let api = |node: &Node, path: &str, args: &[&str]| {
+        curl(&format!("{}/api/v1/{path}", node.base()), "POST", args).0
+    };
+    let first = node.token();
+    assert_eq!(first.len(), 32);
+    assert_eq!(api(&node, "version", &[]), 401);
+    assert_eq!(
+        api(&node, "version", &["-H", "Authorization: Bearer wrong"]),
+        401
+    );
+    assert_eq!(
+        curl(&format!("{}/dashboard/", node.base()), "GET", &[]).0,
+        200
+    );
+    let mode = std::fs::metadata(node.repo.join("api.token")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    drop(node);
     let mut node = Node::start(&t.path().join("repo2"), &["--api-token", "s3cret"]);
-    let (st, _) = node.post("version", &[]);
-    assert_eq!(st, 401);
-    let (st, _) = node.post("version", &["-H", "Authorization: Bearer wrong"]);
-    assert_eq!(st, 401);
-    let (st, _) = node.post("version", &["-H", "Authorization: Bearer s3cret"]);
-    assert_eq!(st, 200);
+    assert_eq!(node.token(), "s3cret");
+    assert_eq!(api(&node, "version", &[]), 401);
+    assert_eq!(
+        api(&node, "version", &["-H", "Authorization: Bearer s3cret"]),
+        200
+    );
     node.btfs(&["bittorrent", "jobs", "ls"]).ok();
+    // One daemon per repo.
+    let second = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_btfs"))
+            .env("BTFS_PATH", &node.repo)
+            .args(["daemon", "--api", "127.0.0.1:0", "--gateway", "127.0.0.1:0"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(second.status, 1);
+    assert!(second.stderr.contains("already runs"), "{}", second.stderr);
     assert_eq!(node.stop(), Some(0));
     assert!(!node.repo.join("api.token").exists() && !node.repo.join("api").exists());
 

@@ -36,7 +36,13 @@ fn browser_tools() -> (PathBuf, PathBuf) {
 
 /// The daemon's own view of its jobs, for failure messages.
 fn jobs(node: &Node) -> String {
-    match http(node.api, "POST", "/api/v1/bittorrent/jobs/ls", &[]) {
+    let auth = format!("Bearer {}", node.token());
+    match http(
+        node.api,
+        "POST",
+        "/api/v1/bittorrent/jobs/ls",
+        &[("Authorization", auth.as_str())],
+    ) {
         Some(r) => format!("POST jobs/ls: {} {}", r.status, r.body),
         None => "POST jobs/ls: no answer".to_owned(),
     }
@@ -134,7 +140,8 @@ fn dashboard_downloads_a_magnet_in_chromium() {
     assert!(!expected_cid.is_empty(), "btfs add -n -Q printed no CID");
 
     let daemon = Node::start(&repo, &[]);
-    let page = format!("{}/dashboard/", daemon.base());
+    // The page takes the API token from its fragment, as the daemon prints the URL.
+    let page = format!("{}/dashboard/#token={}", daemon.base(), daemon.token());
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&shots).unwrap();
     let shot = shots.join("dashboard.png");
@@ -220,7 +227,8 @@ fn cross_origin_requests_are_refused() {
         Command::new(&node)
             .current_dir(&browser)
             .arg(browser.join("crossorigin.mjs"))
-            .arg(daemon.base()),
+            .arg(daemon.base())
+            .arg(daemon.token()),
         BROWSER_TIMEOUT,
     );
     let story = || {
@@ -243,7 +251,9 @@ fn cross_origin_requests_are_refused() {
     assert_eq!(out["ok"], true, "{}", story());
 
     // The same from Rust, byte for byte.
-    let evil = http(api, "POST", ls, &[("Origin", "http://evil.example")]).expect("answered");
+    let auth = format!("Bearer {}", daemon.token());
+    let auth = ("Authorization", auth.as_str());
+    let evil = http(api, "POST", ls, &[("Origin", "http://evil.example"), auth]).expect("answered");
     assert_eq!(
         evil.status, 403,
         "POST jobs/ls with Origin: http://evil.example: {}",
@@ -258,7 +268,7 @@ fn cross_origin_requests_are_refused() {
         evil.body
     );
     let rebound = format!("evil.example:{api}");
-    let r = http(api, "POST", ls, &[("Host", rebound.as_str())]).expect("answered");
+    let r = http(api, "POST", ls, &[("Host", rebound.as_str()), auth]).expect("answered");
     assert_eq!(
         r.status, 403,
         "POST jobs/ls with Host: {rebound}: {}",
@@ -280,7 +290,7 @@ fn cross_origin_requests_are_refused() {
         "POST jobs/ls with Host and Origin of a re-bound name: {}",
         r.body
     );
-    let plain = http(api, "POST", ls, &[]).expect("answered");
+    let plain = http(api, "POST", ls, &[auth]).expect("answered");
     assert_eq!(
         plain.status, 200,
         "POST jobs/ls without Origin: {}",
@@ -291,6 +301,9 @@ fn cross_origin_requests_are_refused() {
     assert!(jobs["Jobs"].is_array(), "{}", plain.body);
     // The dashboard's own requests carry its origin (browsers send Origin on every POST).
     let own = format!("http://127.0.0.1:{api}");
-    let r = http(api, "POST", ls, &[("Origin", own.as_str())]).expect("answered");
+    let r = http(api, "POST", ls, &[("Origin", own.as_str()), auth]).expect("answered");
     assert_eq!(r.status, 200, "POST jobs/ls with Origin: {own}: {}", r.body);
+    // Without the token, even from the API's own origin: 401.
+    let r = http(api, "POST", ls, &[("Origin", own.as_str())]).expect("answered");
+    assert_eq!(r.status, 401, "POST jobs/ls without the token: {}", r.body);
 }

@@ -292,25 +292,29 @@ async fn upload_form(
 ) -> anyhow::Result<reqwest::multipart::Form> {
     use reqwest::multipart::{Form, Part};
     let mut form = Form::new();
-    if paths.is_empty() {
+    if paths.is_empty() || paths == [PathBuf::from("-")] {
         let body = reqwest::Body::wrap_stream(tokio_util_stream(tokio::io::stdin()));
         return Ok(form.part("file", Part::stream(body).file_name("")));
     }
     let mut entries: Vec<(String, PathBuf, Kind)> = Vec::new();
     for p in paths {
         let meta = std::fs::symlink_metadata(p).with_context(|| format!("{}", p.display()))?;
-        let name = p
-            .canonicalize()
-            .ok()
-            .and_then(|c| c.file_name().map(|n| n.to_os_string()))
-            .or_else(|| p.file_name().map(|n| n.to_os_string()))
-            .with_context(|| format!("{}: no file name", p.display()))?;
+        // Named as a local `add` names it: its last component, or for `.`, `..` and
+        // `/` the name of the folder it is.
+        let name = match p.file_name() {
+            Some(n) => n.to_os_string(),
+            None => p
+                .canonicalize()
+                .with_context(|| format!("{}", p.display()))?
+                .file_name()
+                .map_or_else(|| "root".into(), |n| n.to_os_string()),
+        };
         let name = name
             .into_string()
             .map_err(|_| anyhow::anyhow!("{}: the name is not UTF-8", p.display()))?;
         if meta.is_dir() {
             if !recursive {
-                bail!("{} is a directory: add it with -r", p.display());
+                bail!("{} is a directory; use -r to add directories", p.display());
             }
             walk(p, &name, hidden, &mut entries)?;
         } else if meta.file_type().is_symlink() {
@@ -434,6 +438,7 @@ async fn download(
         }
     }
     let detach = q.iter().any(|(k, v)| k == "detach" && v == "true");
+    let detail = q.iter().any(|(k, v)| k == "progress-detail" && v == "true");
     let mut req = conn.post(path, &q);
     if let Some(t) = &torrent {
         let bytes = crate::commands::read_input(t)?;
@@ -468,12 +473,16 @@ async fn download(
     let mut id = String::new();
     let mut failure: Option<String> = None;
     let mut saved_in: Option<String> = None;
+    let mut seeding = false;
     let events = lines(resp, |line| {
         let v: serde_json::Value = match serde_json::from_str(line) {
             Ok(v) => v,
             Err(_) => return Ok(None),
         };
         let kind = v["Type"].as_str().unwrap_or("");
+        if kind == "progress" {
+            seeding = v["Phase"] == "Seeding";
+        }
         if kind == "job" {
             id = v["Job"]["Id"].as_str().unwrap_or("").to_string();
             if enc == Encoding::Text {
@@ -481,8 +490,19 @@ async fn download(
             }
         }
         if enc == Encoding::Json {
-            if kind != "job" && kind != "end" {
-                println!("{line}");
+            // What the command prints when it runs here: without the daemon's extras
+            // (the torrent event and the detail of progress events) unless asked for.
+            match kind {
+                "job" | "end" => {}
+                "torrent" if !detail => {}
+                _ if !detail && v.get("Detail").is_some() => {
+                    let mut v = v.clone();
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("Detail");
+                    }
+                    println!("{v}");
+                }
+                _ => println!("{line}"),
             }
         } else {
             match kind {
@@ -559,6 +579,10 @@ async fn download(
                     .post(&["bittorrent".into(), "jobs".into(), "cancel".into()], &[("arg".into(), id.clone())])
                     .send()
                     .await;
+                if seeding {
+                    // Complete and seeding: stopping is the normal end, as it is here.
+                    return Ok(0);
+                }
                 bail!("cancelled job {id}; its verified pieces are kept (`btfs bittorrent jobs resume {id}`)");
             }
             return Ok(130);
@@ -616,14 +640,14 @@ async fn jobs(
                     f["Index"],
                     human_size(f["Length"].as_u64().unwrap_or(0)),
                     f["Cid"].as_str().unwrap_or("-"),
-                    f["Path"].as_str().unwrap_or("")
+                    clean(f["Path"].as_str().unwrap_or(""))
                 );
             }
             for p in v["PeerList"].as_array().into_iter().flatten() {
                 println!(
                     "  peer {}  {}  down {}/s  up {}/s  {:.0}%",
                     p["Addr"].as_str().unwrap_or(""),
-                    p["Client"].as_str().unwrap_or("?"),
+                    clean(p["Client"].as_str().unwrap_or("?")),
                     human_size(p["DownRate"].as_f64().unwrap_or(0.0) as u64),
                     human_size(p["UpRate"].as_f64().unwrap_or(0.0) as u64),
                     p["Progress"].as_f64().unwrap_or(0.0) * 100.0
@@ -631,17 +655,34 @@ async fn jobs(
             }
             for t in v["Trackers"].as_array().into_iter().flatten() {
                 let result = match (t["Peers"].as_u64(), t["Error"].as_str()) {
-                    (_, Some(e)) => format!("error: {e}"),
+                    (_, Some(e)) => format!("error: {}", clean(e)),
                     (Some(n), None) => format!("{n} peers"),
                     _ => "not announced yet".into(),
                 };
-                println!("  tracker {}  {result}", t["Url"].as_str().unwrap_or(""));
+                println!(
+                    "  tracker {}  {result}",
+                    clean(t["Url"].as_str().unwrap_or(""))
+                );
             }
         }
         JobsCommand::Rm { id, .. } => println!("removed job {id}"),
         _ => println!("{}", job_line(&v)),
     }
     Ok(0)
+}
+
+/// Text from peers, trackers and torrents, with control characters escaped (a terminal
+/// would act on them).
+fn clean(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 fn job_line(j: &serde_json::Value) -> String {
@@ -651,7 +692,7 @@ fn job_line(j: &serde_json::Value) -> String {
         j["State"].as_str().unwrap_or(""),
         j["Progress"].as_f64().unwrap_or(0.0) * 100.0,
         human_size(j["Size"].as_u64().unwrap_or(0)),
-        j["Name"].as_str().or(j["Source"].as_str()).unwrap_or(""),
+        clean(j["Name"].as_str().or(j["Source"].as_str()).unwrap_or("")),
         match j["Cid"].as_str() {
             Some(c) => format!("  {c}"),
             None => String::new(),

@@ -34,6 +34,9 @@ const MAX_LINE: usize = 16 << 20;
 /// How long a stop waits for a job's process.
 const STOP_WAIT: Duration = Duration::from_secs(25);
 
+/// The lines of a job's process; `true` with the last.
+pub type Receiver = broadcast::Receiver<(bool, Bytes)>;
+
 pub enum JobSpec {
     Magnet(String),
     Torrent(Vec<u8>),
@@ -92,6 +95,13 @@ struct Record {
     created: u64,
     size: u64,
     have: u64,
+    /// What the detail view shows once the process has ended (kept across restarts).
+    #[serde(default)]
+    files: Vec<FileInfo>,
+    #[serde(default)]
+    piece_count: u32,
+    #[serde(default)]
+    piece_map: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -156,14 +166,14 @@ impl Jobs {
         let jobs = records
             .into_iter()
             .map(|rec| Job {
-                rec,
                 stats: None,
-                files: Vec::new(),
-                piece_count: 0,
+                files: rec.files.clone(),
+                piece_count: rec.piece_count,
+                rec,
                 pid: None,
                 running: false,
                 stop: None,
-                events: broadcast::channel(256).0,
+                events: broadcast::channel(32).0,
             })
             .collect();
         Ok(Arc::new(Jobs {
@@ -218,7 +228,10 @@ impl Jobs {
         spec: JobSpec,
         options: Vec<(String, String)>,
         args: &DownloadArgs,
-    ) -> anyhow::Result<String> {
+    ) -> anyhow::Result<(String, Receiver)> {
+        if self.stopping() {
+            anyhow::bail!("the daemon is stopping");
+        }
         let id = loop {
             let id = format!("{:08x}", rand::random::<u32>());
             if !self.lock().iter().any(|j| j.rec.id == id) {
@@ -262,9 +275,15 @@ impl Jobs {
             created: now(),
             size: 0,
             have: 0,
+            files: Vec::new(),
+            piece_count: 0,
+            piece_map: String::new(),
         };
-        {
+        let rx = {
             let mut jobs = self.lock();
+            let events = broadcast::channel(32).0;
+            // Subscribed before the process starts, so nothing it prints is missed.
+            let rx = events.subscribe();
             jobs.push(Job {
                 rec,
                 stats: None,
@@ -273,26 +292,43 @@ impl Jobs {
                 pid: None,
                 running: false,
                 stop: None,
-                events: broadcast::channel(256).0,
+                events,
             });
             self.save(&jobs);
-        }
+            rx
+        };
         self.start(&id)?;
-        Ok(id)
+        Ok((id, rx))
     }
 
-    /// Starts a job's process.
+    /// Starts a job's process. A failure to start marks the job failed.
     fn start(self: &Arc<Self>, id: &str) -> anyhow::Result<()> {
+        let r = self.try_start(id);
+        if let Err(e) = &r {
+            let mut jobs = self.lock();
+            if let Some(job) = jobs.iter_mut().find(|j| j.rec.id == id) {
+                if !job.running {
+                    job.rec.state = State::Failed;
+                    job.rec.error = Some(format!("{e:#}"));
+                    self.save(&jobs);
+                }
+            }
+        }
+        r
+    }
+
+    fn try_start(self: &Arc<Self>, id: &str) -> anyhow::Result<()> {
         if self.stopping.load(Ordering::SeqCst) {
             anyhow::bail!("the daemon is stopping");
         }
         let (argv, output) = {
-            let jobs = self.lock();
+            let mut jobs = self.lock();
             let job = jobs
-                .iter()
+                .iter_mut()
                 .find(|j| j.rec.id == id)
                 .context("no such job")?;
             if job.running {
+                // Already running, or being started by another request.
                 return Ok(());
             }
             let mut pairs = job.rec.options.clone();
@@ -307,15 +343,33 @@ impl Jobs {
             let argv =
                 mapping::argv_from_query(&Cli::command(), &["bittorrent", "download"], &pairs)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
+            // Claimed under the lock: a second start returns above, and a stop asked
+            // for meanwhile is kept in `stop` and applied once the process exists.
+            job.running = true;
+            job.pid = None;
+            job.stop = None;
             (argv, job.rec.output.clone())
         };
-        if let Some(o) = &output {
-            std::fs::create_dir_all(o).with_context(|| format!("creating {}", o.display()))?;
-        }
-        let mut child = self
-            .program
-            .spawn("json", &argv, Stdio::null(), None)
-            .context("starting the download")?;
+        let spawned = output
+            .as_ref()
+            .map_or(Ok(()), |o| {
+                std::fs::create_dir_all(o).with_context(|| format!("creating {}", o.display()))
+            })
+            .and_then(|()| {
+                self.program
+                    .spawn("json", &argv, Stdio::null(), None)
+                    .context("starting the download")
+            });
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let mut jobs = self.lock();
+                if let Some(job) = jobs.iter_mut().find(|j| j.rec.id == id) {
+                    job.running = false;
+                }
+                return Err(e);
+            }
+        };
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         let running = Running::new(child);
@@ -325,10 +379,10 @@ impl Jobs {
                 return Ok(());
             };
             job.pid = running.pid();
-            job.running = true;
-            job.stop = None;
             job.rec.error = None;
-            if !job.rec.state.live() {
+            if job.stop.is_some() {
+                server::terminate(job.pid);
+            } else if !job.rec.state.live() {
                 job.rec.state = State::Starting;
             }
             self.save(&jobs);
@@ -346,20 +400,23 @@ impl Jobs {
         stdout: impl AsyncRead + Unpin + Send + 'static,
         stderr: impl AsyncRead + Unpin + Send + 'static,
     ) {
+        // Read to the end whatever comes (a closed pipe would make the child fail on
+        // its next message); the tail is kept for the error message.
         let stderr_task = tokio::spawn(async move {
-            let mut tail = String::new();
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
-                tail.push_str(&l);
-                tail.push('\n');
+            use tokio::io::AsyncReadExt;
+            let mut stderr = stderr;
+            let mut tail: Vec<u8> = Vec::new();
+            let mut buf = vec![0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
                 if tail.len() > 32 << 10 {
                     tail.drain(..tail.len() - (16 << 10));
-                    while !tail.is_char_boundary(0) {
-                        tail.remove(0);
-                    }
                 }
             }
-            tail
+            String::from_utf8_lossy(&tail).into_owned()
         });
         let mut reader = tokio::io::BufReader::new(stdout);
         let mut line = Vec::new();
@@ -398,18 +455,29 @@ impl Jobs {
         };
         job.running = false;
         job.pid = None;
-        match job.stop.take() {
-            Some(Stop::Pause) => job.rec.state = State::Paused,
-            Some(Stop::Cancel) => job.rec.state = State::Cancelled,
+        let stop = match job.stop.take() {
+            // The daemon is stopping (its signal may have reached the child first).
+            None if self.stopping() => Some(Stop::Shutdown),
+            other => other,
+        };
+        // Exit 0 means every piece was verified (a seeding download stopped, or one
+        // that ended just as it was told to stop).
+        match stop {
             // Kept as it was, so the next daemon starts it again.
             Some(Stop::Shutdown) => {}
-            Some(Stop::Remove) => {}
+            // A paused seed seeds again when resumed.
+            Some(Stop::Pause) if code == 0 && !job.rec.seed => job.rec.state = State::Completed,
+            Some(Stop::Cancel | Stop::Remove) if code == 0 => job.rec.state = State::Completed,
+            Some(Stop::Pause) => job.rec.state = State::Paused,
+            // A removal that outlasted its wait leaves the job cancelled, not live.
+            Some(Stop::Cancel | Stop::Remove) => job.rec.state = State::Cancelled,
             None if code == 0 => job.rec.state = State::Completed,
             None => {
                 job.rec.state = State::Failed;
                 job.rec.error = Some(server::error_of(&stderr).0);
             }
         }
+        job.keep_detail();
         if let Some(s) = &mut job.stats {
             s.download_rate = 0.0;
             s.upload_rate = 0.0;
@@ -451,6 +519,7 @@ impl Jobs {
             .ok_or_else(|| format!("no job {id:?} (see jobs ls)"))?;
         if job.running {
             job.stop = Some(why);
+            // While it is being started the pid is not known yet: the start applies it.
             server::terminate(job.pid);
             return Ok(true);
         }
@@ -565,22 +634,42 @@ impl Jobs {
     }
 
     /// Stops every job's process for a daemon shutdown; their states stay as they were
-    /// so the next daemon starts them again.
+    /// so the next daemon starts them again. Those still running after [`STOP_WAIT`]
+    /// are killed.
     pub async fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        let ids: Vec<String> = {
+        {
             let mut jobs = self.lock();
-            jobs.iter_mut()
+            for j in jobs.iter_mut().filter(|j| j.running) {
+                j.stop = Some(Stop::Shutdown);
+                server::terminate(j.pid);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        loop {
+            let left: Vec<Option<u32>> = self
+                .lock()
+                .iter()
                 .filter(|j| j.running)
-                .map(|j| {
-                    j.stop = Some(Stop::Shutdown);
-                    server::terminate(j.pid);
-                    j.rec.id.clone()
-                })
-                .collect()
-        };
-        for id in ids {
-            self.wait_stopped(&id).await;
+                .map(|j| j.pid)
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                for pid in left.into_iter().flatten() {
+                    if let Ok(pid) = i32::try_from(pid) {
+                        // SAFETY: kill(2) on our own child.
+                        unsafe {
+                            libc::kill(pid, libc::SIGKILL);
+                        }
+                    }
+                }
+                // Reaped by their supervisors; a moment for them to record it.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let jobs = self.lock();
         self.save(&jobs);
@@ -622,6 +711,17 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
 }
 
 impl Job {
+    /// Keeps the files and the piece map in the record once the process has ended.
+    fn keep_detail(&mut self) {
+        self.rec.files = self.files.clone();
+        self.rec.piece_count = self.piece_count;
+        if let Some(d) = self.stats.as_ref().and_then(|s| s.detail.as_ref()) {
+            if !d.piece_map.is_empty() {
+                self.rec.piece_map = d.piece_map.clone();
+            }
+        }
+    }
+
     /// Takes in one event of the job's process; true when the record changed.
     fn apply(&mut self, v: &serde_json::Value) -> bool {
         let s = |k: &str| v[k].as_str().map(str::to_string);
@@ -761,7 +861,11 @@ impl Job {
         v["PeerList"] = serde_json::to_value(&detail.peer_list).unwrap_or_default();
         v["Trackers"] = serde_json::to_value(&detail.trackers).unwrap_or_default();
         v["PieceCount"] = self.piece_count.into();
-        v["PieceMap"] = detail.piece_map.into();
+        v["PieceMap"] = if detail.piece_map.is_empty() {
+            self.rec.piece_map.clone().into()
+        } else {
+            detail.piece_map.into()
+        };
         v
     }
 }
@@ -868,16 +972,9 @@ pub async fn command(d: &Daemon, sub: &str, query: &[(String, String)]) -> Respo
 
 /// The events of one job as newline-delimited JSON: the job, then every line its process
 /// prints, then `{"Type": "end", "Job": …}`. Closing the connection cancels the job.
-pub fn attach(jobs: Arc<Jobs>, id: String) -> Response<Body> {
+pub fn attach(jobs: Arc<Jobs>, id: String, rx: Receiver) -> Response<Body> {
     let Some(job) = jobs.summary(&id) else {
         return error(StatusCode::NOT_FOUND, 1, "no such job");
-    };
-    let rx = {
-        let all = jobs.lock();
-        match all.iter().find(|j| j.rec.id == id) {
-            Some(j) => j.events.subscribe(),
-            None => return error(StatusCode::NOT_FOUND, 1, "no such job"),
-        }
     };
     let mut first = serde_json::json!({"Type": "job", "Job": job}).to_string();
     first.push('\n');

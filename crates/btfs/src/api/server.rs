@@ -35,6 +35,8 @@ pub const GATEWAY_ENV: &str = "BTFS_DAEMON_GATEWAY";
 pub const MAX_BODY: usize = 64 << 20;
 /// Largest `add` upload.
 pub const MAX_ADD_BODY: u64 = 64 << 30;
+/// Most files and folders in one `add` upload.
+const MAX_PARTS: usize = 100_000;
 /// Longest query string.
 const MAX_QUERY: usize = 64 << 10;
 /// Most bytes of a command's standard error kept for its error message.
@@ -44,6 +46,7 @@ pub struct Daemon {
     pub btfs_path: PathBuf,
     pub program: Program,
     pub api_addr: SocketAddr,
+    /// Every API request must carry it (`Authorization: Bearer …`).
     pub token: Option<String>,
     /// The daemon's shared hold on the repo (see `daemon.rs`); let go during `repo gc`.
     pub hold: Mutex<Option<store::Repo>>,
@@ -79,7 +82,12 @@ async fn handle(State(d): State<Arc<Daemon>>, req: Request<Body>) -> Response<Bo
                 .map(|(_, v)| v.clone())
         })
         .flatten();
-    if let Err(r) = check_access(&d, req.headers(), query_token.as_deref()) {
+    // The dashboard's files are static and hold no secret: they need no token (a
+    // browser cannot send the one in the page's #fragment for them), and a link to the
+    // page from elsewhere may open it.
+    let page = (req.method() == Method::GET || req.method() == Method::HEAD)
+        && (path == "/" || path == "/dashboard" || path.starts_with("/dashboard/"));
+    if let Err(r) = check_access(&d, req.headers(), query_token.as_deref(), page) {
         return *r;
     }
     if path == "/" || path == "/dashboard" {
@@ -235,11 +243,13 @@ pub fn parse_cli(argv: &[String]) -> Result<Cli, Refusal> {
 
 /// Checks that a request may use the API: the `Host` names this API (an IP literal or
 /// `localhost`, with its port), a browser's `Origin` (or `Referer`) is the API's own
-/// origin, and the bearer token matches when the daemon has one.
+/// origin, and the bearer token matches. For the dashboard's static files (`page`) only
+/// the `Host` is checked.
 pub fn check_access(
     d: &Daemon,
     headers: &HeaderMap,
     query_token: Option<&str>,
+    page: bool,
 ) -> Result<(), Refusal> {
     let forbidden = |m: String| Err(Box::new(error(StatusCode::FORBIDDEN, 1, m)));
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
@@ -250,6 +260,9 @@ pub fn check_access(
             "Host {host:?} is not this API; use http://127.0.0.1:{}",
             d.api_addr.port()
         ));
+    }
+    if page {
+        return Ok(());
     }
     let own = format!("http://{host}");
     if let Some(origin) = headers.get(header::ORIGIN) {
@@ -442,9 +455,17 @@ impl Program {
         // A daemon that dies (even by SIGKILL) stops its commands cleanly: they save
         // their state, and the next daemon starts the jobs again.
         // SAFETY: prctl(2) is async-signal-safe and touches nothing of the parent.
+        // Its own process group: a Ctrl-C at the daemon's terminal reaches the daemon,
+        // which stops its commands itself (and keeps the jobs to start again).
+        cmd.process_group(0).env_remove("BTFS_API_TOKEN");
+        let parent = std::process::id();
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                // The daemon died before the line above: do not run orphaned.
+                if libc::getppid() as u32 != parent {
+                    return Err(std::io::Error::other("the daemon is gone"));
+                }
                 Ok(())
             });
         }
@@ -472,6 +493,25 @@ impl Running {
         let code = match child.wait().await {
             Ok(s) => s.code().unwrap_or(-1),
             Err(_) => -1,
+        };
+        self.0 = None;
+        code
+    }
+}
+
+impl Running {
+    /// SIGTERM, then SIGKILL if it has not ended within `grace`; reaps it.
+    pub async fn stop(&mut self, grace: std::time::Duration) -> i32 {
+        let Some(child) = self.0.as_mut() else {
+            return -1;
+        };
+        terminate(child.id());
+        let code = match tokio::time::timeout(grace, child.wait()).await {
+            Ok(Ok(s)) => s.code().unwrap_or(-1),
+            _ => {
+                let _ = child.kill().await;
+                -1
+            }
         };
         self.0 = None;
         code
@@ -532,20 +572,27 @@ pub fn error_of(stderr: &str) -> (String, u8) {
     (msg, 1)
 }
 
-async fn read_tail(mut r: impl AsyncRead + Unpin, frames: Option<mpsc::Sender<Bytes>>) -> String {
+async fn read_tail(mut r: impl AsyncRead + Unpin, frames: Option<mpsc::Sender<Chunk>>) -> String {
     let mut tail: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 8192];
+    let mut text = Utf8Carry::default();
     loop {
         let n = match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         if let Some(tx) = &frames {
-            let _ = tx.send(frame("Stderr", &buf[..n])).await;
+            let _ = tx.send(Ok(frame("Stderr", &text.take(&buf[..n])))).await;
         }
         tail.extend_from_slice(&buf[..n]);
         if tail.len() > 2 * STDERR_TAIL {
             tail.drain(..tail.len() - STDERR_TAIL);
+        }
+    }
+    if let Some(tx) = &frames {
+        let rest = text.finish();
+        if !rest.is_empty() {
+            let _ = tx.send(Ok(frame("Stderr", &rest))).await;
         }
     }
     String::from_utf8_lossy(&tail).into_owned()
@@ -583,11 +630,14 @@ pub async fn exec(d: &Daemon, run: Run, after: Option<Box<dyn FnOnce() + Send>>)
     };
     let mut stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+    let (tx, mut rx) = mpsc::channel::<Chunk>(16);
     let (first_tx, first_rx) = oneshot::channel::<First>();
     let channels = run.channels;
+    let raw = run.raw;
     let temp = run.temp;
     tokio::spawn(async move {
+        // Runs last, whatever happens: after the command has been reaped.
+        let _after = After(after);
         let _temp = temp;
         let mut running = Running::new(child);
         let stderr_task = tokio::spawn(read_tail(stderr, channels.then(|| tx.clone())));
@@ -598,29 +648,51 @@ pub async fn exec(d: &Daemon, run: Run, after: Option<Box<dyn FnOnce() + Send>>)
             }
         }
         let mut buf = vec![0u8; 64 << 10];
+        let mut text = Utf8Carry::default();
+        let mut gone = false;
         loop {
-            let n = match stdout.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+            let n = tokio::select! {
+                r = stdout.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                },
+                // The client went away (a command may print nothing for a long time).
+                _ = tx.closed() => {
+                    gone = true;
+                    break;
+                }
             };
             let chunk = if channels {
-                frame("Stdout", &buf[..n])
+                frame("Stdout", &text.take(&buf[..n]))
             } else {
                 Bytes::copy_from_slice(&buf[..n])
             };
             if let Some(f) = first_tx.take() {
                 let _ = f.send(First::Output);
             }
-            if tx.send(chunk).await.is_err() {
-                // The client went away: `running` is dropped, which stops the command.
-                return;
+            if tx.send(Ok(chunk)).await.is_err() {
+                gone = true;
+                break;
             }
         }
-        let code = running.wait().await;
-        let stderr = stderr_task.await.unwrap_or_default();
-        if let Some(after) = after {
-            after();
+        if gone {
+            running.stop(STOP_GRACE).await;
+            return;
         }
+        if channels {
+            let rest = text.finish();
+            if !rest.is_empty() {
+                let _ = tx.send(Ok(frame("Stdout", &rest))).await;
+            }
+        }
+        let code = tokio::select! {
+            c = running.wait() => c,
+            _ = tx.closed() => {
+                running.stop(STOP_GRACE).await;
+                return;
+            }
+        };
+        let stderr = stderr_task.await.unwrap_or_default();
         match first_tx.take() {
             Some(f) => {
                 let _ = f.send(First::Exit { code, stderr });
@@ -628,7 +700,13 @@ pub async fn exec(d: &Daemon, run: Run, after: Option<Box<dyn FnOnce() + Send>>)
             None if channels => {
                 let mut s = serde_json::json!({ "Exit": code }).to_string();
                 s.push('\n');
-                let _ = tx.send(Bytes::from(s)).await;
+                let _ = tx.send(Ok(Bytes::from(s))).await;
+            }
+            // Bytes cannot carry an error object: the response is cut off instead, so
+            // the client sees a failed transfer, not a file with an error at its end.
+            None if code != 0 && raw => {
+                let (msg, _) = error_of(&stderr);
+                let _ = tx.send(Err(std::io::Error::other(msg))).await;
             }
             None if code != 0 => {
                 let (msg, c) = error_of(&stderr);
@@ -636,7 +714,7 @@ pub async fn exec(d: &Daemon, run: Run, after: Option<Box<dyn FnOnce() + Send>>)
                     serde_json::json!({"Message": msg, "Code": c, "Type": "error"}).to_string();
                 s.insert(0, '\n');
                 s.push('\n');
-                let _ = tx.send(Bytes::from(s)).await;
+                let _ = tx.send(Ok(Bytes::from(s))).await;
             }
             None => {}
         }
@@ -651,7 +729,7 @@ pub async fn exec(d: &Daemon, run: Run, after: Option<Box<dyn FnOnce() + Send>>)
         }
         Ok(First::Output) => {
             let stream = futures_lite::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+                rx.recv().await.map(|b| (b, rx))
             });
             content(run.enc, run.raw, channels, Body::from_stream(stream))
         }
@@ -664,6 +742,45 @@ pub async fn exec(d: &Daemon, run: Run, after: Option<Box<dyn FnOnce() + Send>>)
                 "the command ended unexpectedly",
             )
         }
+    }
+}
+
+/// A piece of a response body, or the error that cuts it off.
+type Chunk = Result<Bytes, std::io::Error>;
+
+/// How long a stopped command has to end after SIGTERM before it is killed.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Runs a closure when dropped.
+struct After(Option<Box<dyn FnOnce() + Send>>);
+
+impl Drop for After {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+/// Turns a byte stream into text without splitting a character between two reads.
+#[derive(Default)]
+struct Utf8Carry(Vec<u8>);
+
+impl Utf8Carry {
+    fn take(&mut self, data: &[u8]) -> Vec<u8> {
+        self.0.extend_from_slice(data);
+        let keep = match std::str::from_utf8(&self.0) {
+            Ok(_) => 0,
+            // An incomplete character at the end waits for the next read.
+            Err(e) if e.error_len().is_none() => self.0.len() - e.valid_up_to(),
+            Err(_) => 0,
+        };
+        let rest = self.0.split_off(self.0.len() - keep);
+        std::mem::replace(&mut self.0, rest)
+    }
+
+    fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
     }
 }
 
@@ -747,6 +864,12 @@ async fn add(
         Err(e) => return error(StatusCode::BAD_REQUEST, 2, format!("add: {e}")),
     };
     let mut tops: Vec<String> = Vec::new();
+    let mut seen_tops = std::collections::HashSet::new();
+    // Symbolic links are made after every part is written, and no part may lie under
+    // one: a link made earlier could otherwise lead a later part out of the folder.
+    let mut links: Vec<(PathBuf, std::ffi::OsString)> = Vec::new();
+    let mut link_paths = std::collections::HashSet::new();
+    let mut parts = 0usize;
     let mut stdin = None;
     let mut total: u64 = 0;
     loop {
@@ -757,6 +880,14 @@ async fn add(
         };
         let kind = field.content_type().unwrap_or("").to_string();
         let name = field.file_name().unwrap_or("").to_string();
+        parts += 1;
+        if parts > MAX_PARTS {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                2,
+                format!("add: at most {MAX_PARTS} files and folders in one upload"),
+            );
+        }
         let target = if name.is_empty() {
             if stdin.is_some() {
                 return error(
@@ -773,13 +904,23 @@ async fn add(
                 Ok(p) => p,
                 Err(e) => return error(StatusCode::BAD_REQUEST, 2, format!("add: {e}")),
             };
+            if rel.ancestors().any(|a| link_paths.contains(a)) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    2,
+                    format!("add: {name}: a path inside a symbolic link of the upload"),
+                );
+            }
             let top = rel
                 .components()
                 .next()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if !tops.contains(&top) {
+            if seen_tops.insert(top.clone()) {
                 tops.push(top);
+            }
+            if kind == "application/symlink" {
+                link_paths.insert(rel.clone());
             }
             temp.0.join("files").join(rel)
         };
@@ -837,10 +978,18 @@ async fn add(
                 return error(StatusCode::INTERNAL_SERVER_ERROR, 1, e.to_string());
             }
         } else {
-            let link = String::from_utf8_lossy(&data).into_owned();
-            if let Err(e) = std::os::unix::fs::symlink(&link, &target) {
-                return error(StatusCode::BAD_REQUEST, 2, format!("add: {name}: {e}"));
-            }
+            use std::os::unix::ffi::OsStringExt;
+            links.push((target, std::ffi::OsString::from_vec(data)));
+        }
+    }
+    for (target, link) in links {
+        if let Err(e) = std::os::unix::fs::symlink(&link, &target) {
+            let shown = target
+                .strip_prefix(&temp.0)
+                .unwrap_or(&target)
+                .display()
+                .to_string();
+            return error(StatusCode::BAD_REQUEST, 2, format!("add: {shown}: {e}"));
         }
     }
     if !tops.is_empty() {
@@ -980,7 +1129,9 @@ async fn download(
     // The options, checked by the command line's parser (with a stand-in source).
     let options: Vec<(String, String)> = query
         .iter()
-        .filter(|(k, _)| k != "arg" && !mapping::API_KEYS.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            k != "arg" && k != "progress-detail" && !mapping::API_KEYS.contains(&k.as_str())
+        })
         .cloned()
         .collect();
     let mut probe = options.clone();
@@ -1004,14 +1155,14 @@ async fn download(
     };
     let detach = args.detach;
     match d.jobs.create(spec, options, &args) {
-        Ok(id) => {
+        Ok((id, rx)) => {
             if detach {
                 match d.jobs.summary(&id) {
                     Some(j) => json(StatusCode::OK, &j),
                     None => error(StatusCode::INTERNAL_SERVER_ERROR, 1, "the job vanished"),
                 }
             } else {
-                super::jobs::attach(d.jobs.clone(), id)
+                super::jobs::attach(d.jobs.clone(), id, rx)
             }
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, 1, format!("{e:#}")),

@@ -33,12 +33,48 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
     let api = args.api.unwrap_or(config.addresses.api);
     let api_addr = parse_listen_addr(&api)
         .with_context(|| format!("API address {api:?}: give IP:PORT or /ip4/IP/tcp/PORT"))?;
-    let token = args.api_token.filter(|t| !t.is_empty());
-    if !api_addr.ip().is_loopback() && token.is_none() {
+    let given = args.api_token.filter(|t| !t.is_empty());
+    if !api_addr.ip().is_loopback() && given.is_none() {
         anyhow::bail!(
-            "the API on {api_addr} would be reachable from other machines: give it a token \
-             with --api-token TOKEN (or BTFS_API_TOKEN), or listen on 127.0.0.1"
+            "the API on {api_addr} would be reachable from other machines: choose its token \
+             with BTFS_API_TOKEN (or --api-token), or listen on 127.0.0.1"
         );
+    }
+    // Every request needs the token, on loopback too (other users and programs of this
+    // machine reach loopback as well). Without one given, a fresh one each run; the
+    // command line reads it from the repo, the dashboard from its URL.
+    let token = given.unwrap_or_else(|| {
+        format!(
+            "{:016x}{:016x}",
+            rand::random::<u64>(),
+            rand::random::<u64>()
+        )
+    });
+    // One daemon per repo: two would run every job twice.
+    let daemon_lock = path.join("daemon.lock");
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&daemon_lock)
+        .with_context(|| format!("{}", daemon_lock.display()))?;
+    if lock_file.try_lock().is_err() {
+        let pid = std::fs::read_to_string(&daemon_lock).unwrap_or_default();
+        anyhow::bail!(
+            "a daemon already runs for the repo at {} (pid {})",
+            path.display(),
+            pid.trim()
+        );
+    }
+    // Uploads a killed daemon left behind.
+    let _ = std::fs::remove_dir_all(path.join("api-uploads"));
+    {
+        use std::io::{Seek, Write};
+        let mut f = &lock_file;
+        let _ = f.set_len(0);
+        let _ = f.seek(std::io::SeekFrom::Start(0));
+        let _ = write!(f, "{}", std::process::id());
     }
     // A shared hold on the repo: downloads and `add` go on while the daemon runs, but
     // `repo gc` (exclusive) cannot delete blocks under a response being streamed; gc
@@ -47,8 +83,7 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
     let blocks =
         Arc::new(Blockstore::open(&path.join("blocks")).context("opening the blockstore")?);
     let exe = std::env::current_exe().context("finding the btfs executable")?;
-    // Uploads a killed daemon left behind.
-    let _ = std::fs::remove_dir_all(path.join("api-uploads"));
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,13 +108,13 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
             btfs_path: path.clone(),
             program,
             api_addr: api_local,
-            token: token.clone(),
+            token: Some(token.clone()),
             hold: Mutex::new(Some(repo)),
             jobs: jobs.clone(),
             shutdown: shutdown_tx,
             gc: Arc::new(tokio::sync::Mutex::new(())),
         });
-        write_api_files(&path, api_local, token.as_deref())?;
+        write_api_files(&path, api_local, &token)?;
         let (stop_servers_tx, stop_servers_rx) = watch::channel(false);
         let until = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
@@ -102,14 +137,14 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({
                     "Api": api_url,
-                    "Dashboard": format!("{api_url}/dashboard/"),
+                    "Dashboard": format!("{api_url}/dashboard/#token={token}"),
                     "Gateway": format!("http://{gw_local}"),
                     "Repo": path.display().to_string(),
                 })
             ),
             Encoding::Text => {
                 println!("API server listening on {api_url}");
-                println!("dashboard: {api_url}/dashboard/");
+                println!("dashboard: {api_url}/dashboard/#token={token}");
                 println!("gateway listening on http://{gw_local}");
                 println!("daemon is ready (repo {}); Ctrl-C stops it", path.display());
             }
@@ -149,11 +184,7 @@ fn loopback_if_unspecified(a: SocketAddr) -> SocketAddr {
     }
 }
 
-fn write_api_files(
-    path: &std::path::Path,
-    api: SocketAddr,
-    token: Option<&str>,
-) -> anyhow::Result<()> {
+fn write_api_files(path: &std::path::Path, api: SocketAddr, token: &str) -> anyhow::Result<()> {
     let a = loopback_if_unspecified(api);
     let multiaddr = match a {
         SocketAddr::V4(v) => format!("/ip4/{}/tcp/{}", v.ip(), v.port()),
@@ -163,17 +194,15 @@ fn write_api_files(
     std::fs::write(&f, multiaddr).with_context(|| format!("{}", f.display()))?;
     let t = path.join(TOKEN_FILE);
     let _ = std::fs::remove_file(&t);
-    if let Some(token) = token {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&t)
-            .with_context(|| format!("{}", t.display()))?;
-        file.write_all(token.as_bytes())?;
-    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&t)
+        .with_context(|| format!("{}", t.display()))?;
+    file.write_all(token.as_bytes())?;
     Ok(())
 }
 

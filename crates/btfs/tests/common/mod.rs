@@ -738,10 +738,26 @@ impl Node {
         r
     }
 
-    /// `POST /api/v1/PATH` (with its query) by curl, with more curl arguments (headers,
-    /// `-F` parts): the status and the body.
+    /// The API token the running daemon wrote to its repo.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.repo.join("api.token"))
+            .expect("the daemon writes api.token")
+            .trim()
+            .to_string()
+    }
+
+    /// `POST /api/v1/PATH` (with its query) by curl with the daemon's token, with more
+    /// curl arguments (headers, `-F` parts): the status and the body.
     pub fn post(&self, path: &str, curl_args: &[&str]) -> (u16, String) {
-        curl(&format!("{}/api/v1/{path}", self.base()), "POST", curl_args)
+        self.request("POST", path, curl_args)
+    }
+
+    /// Any method on `/api/v1/PATH`, with the daemon's token.
+    pub fn request(&self, method: &str, path: &str, curl_args: &[&str]) -> (u16, String) {
+        let auth = format!("Authorization: Bearer {}", self.token());
+        let mut args = vec!["-H", auth.as_str()];
+        args.extend_from_slice(curl_args);
+        curl(&format!("{}/api/v1/{path}", self.base()), method, &args)
     }
 }
 

@@ -54,10 +54,15 @@ const expect = (cond, msg) => {
   if (!cond) problems.push(msg)
 }
 
+// The daemon's API token (the second argument): node's own requests carry it, as the
+// CLI's do; the hostile pages do not know it.
+let TOKEN = ''
+
 // A bodyless POST with exactly these extra headers (node:http, so Host can be set too).
 function post(url, headers = {}) {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: 'POST', headers: { 'Content-Length': 0, ...headers }, timeout: 15_000 }, (res) => {
+    const auth = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {}
+    const req = request(url, { method: 'POST', headers: { 'Content-Length': 0, ...auth, ...headers }, timeout: 15_000 }, (res) => {
       const chunks = []
       res.on('data', (c) => chunks.push(c))
       res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }))
@@ -112,7 +117,8 @@ window.blindDownload = async () => {
 
 async function main() {
   const base = process.argv[2]
-  if (!base || process.argv.length > 3) throw new Error('usage: node crossorigin.mjs <api-base, e.g. http://127.0.0.1:5001>')
+  TOKEN = process.argv[3] || ''
+  if (!base || process.argv.length > 4) throw new Error('usage: node crossorigin.mjs <api-base, e.g. http://127.0.0.1:5001> [token]')
   const api = new URL(base).origin
   const apiPort = new URL(api).port || '80'
   const infohash = randomBytes(20).toString('hex')
