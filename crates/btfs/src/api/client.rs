@@ -111,6 +111,23 @@ struct Conn {
 }
 
 impl Conn {
+    /// Sends a bodiless command; an error status becomes the error.
+    async fn send(
+        &self,
+        path: &[String],
+        query: &[(String, String)],
+    ) -> anyhow::Result<reqwest::Response> {
+        let resp = self
+            .post(path, query)
+            .send()
+            .await
+            .context("sending the command to the daemon")?;
+        if !resp.status().is_success() {
+            return Err(failed(resp).await);
+        }
+        Ok(resp)
+    }
+
     fn post(&self, path: &[String], query: &[(String, String)]) -> reqwest::RequestBuilder {
         let url = format!(
             "{}/api/v1/{}?{}",
@@ -211,14 +228,7 @@ async fn generic(
 
 /// `cat`: the body is the file.
 async fn raw(conn: &Conn, path: &[String], query: Vec<(String, String)>) -> anyhow::Result<u8> {
-    let mut resp = conn
-        .post(path, &query)
-        .send()
-        .await
-        .context("sending the command to the daemon")?;
-    if !resp.status().is_success() {
-        return Err(failed(resp).await);
-    }
+    let mut resp = conn.send(path, &query).await?;
     let mut out = std::io::stdout().lock();
     while let Some(chunk) = resp.chunk().await.context("reading from the daemon")? {
         match out.write_all(&chunk) {
@@ -604,14 +614,7 @@ async fn jobs(
     cmd: &JobsCommand,
     enc: Encoding,
 ) -> anyhow::Result<u8> {
-    let resp = conn
-        .post(path, &query)
-        .send()
-        .await
-        .context("sending the command to the daemon")?;
-    if !resp.status().is_success() {
-        return Err(failed(resp).await);
-    }
+    let resp = conn.send(path, &query).await?;
     let v: serde_json::Value =
         serde_json::from_slice(&resp.bytes().await.context("reading the daemon's answer")?)
             .context("reading the daemon's answer")?;

@@ -795,7 +795,10 @@ impl Job {
                     if v.get("BytesWanted").is_some() {
                         self.rec.size = stats.bytes_wanted;
                         self.rec.have = stats.bytes_have;
-                        let detail = self.stats.take().and_then(|s| s.detail);
+                        // The summary's own detail is the last word (the piece map
+                        // complete); an older one only when it has none.
+                        let older = self.stats.take().and_then(|s| s.detail);
+                        let detail = stats.detail.clone().or(older);
                         self.stats = Some(Stats { detail, ..stats });
                     }
                 }
@@ -872,49 +875,41 @@ impl Job {
 
 /// `POST /api/v1/bittorrent/jobs/<sub>?arg=ID`.
 pub async fn command(d: &Daemon, sub: &str, query: &[(String, String)]) -> Response<Body> {
-    let arg = query
+    let jobs = &d.jobs;
+    if sub == "ls" {
+        return json(StatusCode::OK, &serde_json::json!({ "Jobs": jobs.list() }));
+    }
+    if !matches!(sub, "show" | "pause" | "resume" | "cancel" | "rm") {
+        return error(
+            StatusCode::NOT_FOUND,
+            1,
+            format!("jobs {sub}: no such command (ls, show, pause, resume, cancel, rm, events)"),
+        );
+    }
+    let Some(id) = query
         .iter()
         .find(|(k, _)| k == "arg")
-        .map(|(_, v)| v.as_str());
-    let flag = |name: &str| {
-        query
-            .iter()
-            .any(|(k, v)| k == name && matches!(v.as_str(), "" | "true" | "1"))
+        .map(|(_, v)| v.as_str())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            2,
+            format!("jobs {sub}: give the job id as arg=ID"),
+        );
     };
-    let need_id = || {
-        arg.ok_or_else(|| {
-            Box::new(error(
-                StatusCode::BAD_REQUEST,
-                2,
-                format!("jobs {sub}: give the job id as arg=ID"),
-            ))
-        })
-    };
-    let jobs = &d.jobs;
-    let not_found = |id: &str| {
+    let not_found = || {
         error(
             StatusCode::NOT_FOUND,
             1,
             format!("no job {id:?} (see jobs ls)"),
         )
     };
+    if jobs.summary(id).is_none() {
+        return not_found();
+    }
     match sub {
-        "ls" => json(StatusCode::OK, &serde_json::json!({ "Jobs": jobs.list() })),
-        "show" => {
-            let id = match need_id() {
-                Ok(i) => i,
-                Err(r) => return *r,
-            };
-            match jobs.detail(id) {
-                Some(v) => json(StatusCode::OK, &v),
-                None => not_found(id),
-            }
-        }
+        "show" => {}
         "pause" | "cancel" => {
-            let id = match need_id() {
-                Ok(i) => i,
-                Err(r) => return *r,
-            };
             let why = if sub == "pause" {
                 Stop::Pause
             } else {
@@ -923,50 +918,40 @@ pub async fn command(d: &Daemon, sub: &str, query: &[(String, String)]) -> Respo
             match jobs.stop(id, why) {
                 Ok(true) => jobs.wait_stopped(id).await,
                 Ok(false) => {}
-                Err(_) => return not_found(id),
-            }
-            match jobs.summary(id) {
-                Some(v) => json(StatusCode::OK, &v),
-                None => not_found(id),
+                Err(_) => return not_found(),
             }
         }
         "resume" => {
-            let id = match need_id() {
-                Ok(i) => i,
-                Err(r) => return *r,
-            };
-            if jobs.summary(id).is_none() {
-                return not_found(id);
-            }
             if let Err(e) = jobs.resume(id) {
-                return error(StatusCode::CONFLICT, 1, e);
-            }
-            match jobs.summary(id) {
-                Some(v) => json(StatusCode::OK, &v),
-                None => not_found(id),
+                let status = if jobs.stopping() {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::CONFLICT
+                };
+                return error(status, 1, e);
             }
         }
-        "rm" => {
-            let id = match need_id() {
-                Ok(i) => i,
-                Err(r) => return *r,
-            };
-            if jobs.summary(id).is_none() {
-                return not_found(id);
-            }
-            match jobs.remove(id, flag("delete-data")).await {
+        _ => {
+            let delete = query
+                .iter()
+                .any(|(k, v)| k == "delete-data" && matches!(v.as_str(), "" | "true" | "1"));
+            return match jobs.remove(id, delete).await {
                 Ok(()) => json(
                     StatusCode::OK,
                     &serde_json::json!({"Id": id, "Removed": true}),
                 ),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, 1, e),
-            }
+                Err(e) => error(StatusCode::CONFLICT, 1, e),
+            };
         }
-        _ => error(
-            StatusCode::NOT_FOUND,
-            1,
-            format!("jobs {sub}: no such command (ls, show, pause, resume, cancel, rm, events)"),
-        ),
+    }
+    let v = if sub == "show" {
+        jobs.detail(id)
+    } else {
+        jobs.summary(id)
+    };
+    match v {
+        Some(v) => json(StatusCode::OK, &v),
+        None => not_found(),
     }
 }
 
