@@ -335,6 +335,10 @@ pub struct DownloadArgs {
     /// piece map with every progress event (what the daemon's jobs show).
     #[arg(long, hide = true)]
     pub progress_detail: bool,
+    /// For a magnet link: keep the fetched metadata in this .torrent file, and use it
+    /// instead of asking peers when it is already there (the daemon's jobs restart so).
+    #[arg(long, hide = true)]
+    pub metadata_cache: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -735,3 +735,56 @@ fn the_api_refuses_other_origins_and_hosts_and_checks_its_token() {
     assert_eq!(r.status, 1);
     assert!(r.stderr.contains("token"), "{}", r.stderr);
 }
+
+#[test]
+fn a_seeding_job_seeds_again_after_a_restart() {
+    let t = tempfile::tempdir().unwrap();
+    let mut node = Node::start(&t.path().join("repo"), &[]);
+    let (file, magnet, seeder) = seeded(t.path(), "seedme.bin", 2_000_000, 0);
+    let (st, body) = node.post(
+        &format!(
+            "bittorrent/download?arg={}&seed=true&detach=true&listen-ip=127.0.0.1",
+            enc(&magnet)
+        ),
+        &[],
+    );
+    assert_eq!(st, 200, "{body}");
+    let id = json(&body)["Id"].as_str().unwrap().to_string();
+    let seeding = |node: &Node| {
+        poll(
+            Duration::from_secs(60),
+            "the job did not seed",
+            || job_state(node, &id).to_string(),
+            || {
+                let j = job_state(node, &id);
+                (j["State"] == "seeding" && j["ListenPort"].is_u64()).then_some(j)
+            },
+        )
+    };
+    let j = seeding(&node);
+    assert_eq!(j["Cid"], add_cid(t.path(), &file, false).as_str(), "{j}");
+    // The first seeder goes; after a restart of the daemon the job is the only source.
+    drop(seeder);
+    assert_eq!(node.stop(), Some(0));
+    node.restart(&[]);
+    let j = seeding(&node);
+    let peer = format!("127.0.0.1:{}", j["ListenPort"]);
+    let out = t.path().join("leech");
+    let got = lt(&[
+        "leech",
+        s(&t.path().join("seedme.bin.torrent")),
+        s(&out),
+        "0",
+        &peer,
+        "60",
+    ]);
+    assert!(got.stdout.contains("done"), "{}{}", got.stdout, got.stderr);
+    assert_same_tree(&file, &out.join("seedme.bin"));
+    // Removing it with its data removes the files it kept for seeding.
+    let (st, body) = node.post(
+        &format!("bittorrent/jobs/rm?arg={id}&delete-data=true"),
+        &[],
+    );
+    assert_eq!(st, 200, "{body}");
+    assert!(!node.repo.join("bittorrent/jobs").join(&id).exists());
+}

@@ -338,7 +338,13 @@ impl Jobs {
             pairs.push(("progress-detail".into(), "true".into()));
             match &job.rec.torrent {
                 Some(t) => pairs.push(("torrent".into(), t.display().to_string())),
-                None => pairs.push(("arg".into(), job.rec.source.clone())),
+                None => {
+                    // A magnet's metadata is kept once fetched: a restart needs no peer
+                    // that has it.
+                    let cache = self.dir.join(format!("{}.metadata.torrent", job.rec.id));
+                    pairs.push(("metadata-cache".into(), cache.display().to_string()));
+                    pairs.push(("arg".into(), job.rec.source.clone()));
+                }
             }
             let argv =
                 mapping::argv_from_query(&Cli::command(), &["bittorrent", "download"], &pairs)
@@ -582,6 +588,7 @@ impl Jobs {
         if let Some(t) = &rec.torrent {
             let _ = std::fs::remove_file(t);
         }
+        let _ = std::fs::remove_file(self.dir.join(format!("{}.metadata.torrent", rec.id)));
         if delete_data {
             self.delete_data(&rec)?;
         }
@@ -846,6 +853,8 @@ impl Job {
             "Error": r.error,
             "Created": r.created,
             "Output": r.output.as_ref().filter(|_| !r.own_output).map(|o| o.display().to_string()),
+            // Where peers reach it while it runs (for seeds).
+            "ListenPort": (self.running && st.listen_port > 0).then_some(st.listen_port),
         })
     }
 

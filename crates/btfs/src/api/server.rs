@@ -1130,7 +1130,10 @@ async fn download(
     let options: Vec<(String, String)> = query
         .iter()
         .filter(|(k, _)| {
-            k != "arg" && k != "progress-detail" && !mapping::API_KEYS.contains(&k.as_str())
+            k != "arg"
+                && k != "progress-detail"
+                && k != "metadata-cache"
+                && !mapping::API_KEYS.contains(&k.as_str())
         })
         .cloned()
         .collect();

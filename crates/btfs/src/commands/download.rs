@@ -57,13 +57,37 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                     serde_json::json!({"Type": "metadata", "Phase": "Fetching", "InfoHash": magnet.wire_info_hash().to_hex()})
                 ),
             }
-            let fetched = runtime.block_on(super::magnet::fetch(
-                &magnet,
-                &args.peers,
-                !args.no_trackers,
-                args.metadata_timeout,
-                dht.clone(),
-            ))?;
+            // Metadata fetched by an earlier run (the daemon's jobs keep it), when it is
+            // this torrent's.
+            let cached = args
+                .metadata_cache
+                .as_ref()
+                .and_then(|p| std::fs::read(p).ok())
+                .and_then(|b| Metainfo::from_bytes(&b).ok().map(|m| (m, b)))
+                .filter(|(m, _)| m.wire_info_hash() == magnet.wire_info_hash());
+            let fetched = match cached {
+                Some((meta, torrent)) => super::magnet::Fetched {
+                    meta,
+                    torrent,
+                    peers: Vec::new(),
+                },
+                None => {
+                    let fetched = runtime.block_on(super::magnet::fetch(
+                        &magnet,
+                        &args.peers,
+                        !args.no_trackers,
+                        args.metadata_timeout,
+                        dht.clone(),
+                    ))?;
+                    if let Some(p) = &args.metadata_cache {
+                        let tmp = p.with_extension("tmp");
+                        std::fs::write(&tmp, &fetched.torrent)
+                            .and_then(|()| std::fs::rename(&tmp, p))
+                            .with_context(|| format!("writing {}", p.display()))?;
+                    }
+                    fetched
+                }
+            };
             if enc == Encoding::Json {
                 println!(
                     "{}",
