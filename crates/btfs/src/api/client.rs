@@ -45,6 +45,12 @@ pub fn find(btfs_path: &Path) -> Option<Api> {
     if std::env::var_os(CHILD_ENV).is_some() {
         return None;
     }
+    // A daemon holds `daemon.lock` while it runs: without that, the `api` file is left
+    // from one that died, and whatever listens on its port now is not ours.
+    let lock = std::fs::File::open(btfs_path.join(crate::commands::daemon::LOCK_FILE)).ok()?;
+    if lock.try_lock_shared().is_ok() {
+        return None;
+    }
     let text = std::fs::read_to_string(btfs_path.join(crate::commands::daemon::API_FILE)).ok()?;
     let addr: SocketAddr = store::repo::parse_listen_addr(text.trim())?;
     // A file left by a daemon that was killed names nothing that answers.
@@ -668,7 +674,12 @@ async fn jobs(
                 );
             }
         }
-        JobsCommand::Rm { id, .. } => println!("removed job {id}"),
+        JobsCommand::Rm { id, .. } => {
+            println!("removed job {id}");
+            if let Some(why) = v["DataKept"].as_str() {
+                eprintln!("{why}");
+            }
+        }
         _ => println!("{}", job_line(&v)),
     }
     Ok(0)

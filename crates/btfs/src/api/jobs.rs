@@ -568,7 +568,7 @@ impl Jobs {
 
     /// Removes a job (stopping it first); with `delete_data` also its files, resume
     /// data and the pin of its content.
-    async fn remove(&self, id: &str, delete_data: bool) -> Result<(), String> {
+    async fn remove(&self, id: &str, delete_data: bool) -> Result<Option<String>, String> {
         if self.stop(id, Stop::Remove)? {
             self.wait_stopped(id).await;
         }
@@ -590,10 +590,20 @@ impl Jobs {
         }
         let _ = std::fs::remove_file(self.dir.join(format!("{}.metadata.torrent", rec.id)));
         if delete_data {
+            // What another job shares (the same torrent or content) stays.
+            let shared = self.lock().iter().any(|j| {
+                (rec.info_hash.is_some() && j.rec.info_hash == rec.info_hash)
+                    || (rec.cid.is_some() && j.rec.cid == rec.cid)
+            });
+            if shared {
+                return Ok(Some(
+                    "another job has the same torrent: its data stays".into(),
+                ));
+            }
             self.delete_data(&rec)?;
         }
         let _ = std::fs::remove_dir(self.dir.join(&rec.id));
-        Ok(())
+        Ok(None)
     }
 
     fn delete_data(&self, rec: &Record) -> Result<(), String> {
@@ -945,9 +955,9 @@ pub async fn command(d: &Daemon, sub: &str, query: &[(String, String)]) -> Respo
                 .iter()
                 .any(|(k, v)| k == "delete-data" && matches!(v.as_str(), "" | "true" | "1"));
             return match jobs.remove(id, delete).await {
-                Ok(()) => json(
+                Ok(kept) => json(
                     StatusCode::OK,
-                    &serde_json::json!({"Id": id, "Removed": true}),
+                    &serde_json::json!({"Id": id, "Removed": true, "DataKept": kept}),
                 ),
                 Err(e) => error(StatusCode::CONFLICT, 1, e),
             };

@@ -17,6 +17,8 @@ use tokio::sync::watch;
 
 /// The file that names the running daemon's API.
 pub const API_FILE: &str = "api";
+/// The file a running daemon holds locked (exclusively), with its pid.
+pub const LOCK_FILE: &str = "daemon.lock";
 /// The file that holds the API token of the running daemon, readable by its owner only.
 pub const TOKEN_FILE: &str = "api.token";
 
@@ -51,7 +53,7 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
         )
     });
     // One daemon per repo: two would run every job twice.
-    let daemon_lock = path.join("daemon.lock");
+    let daemon_lock = path.join(LOCK_FILE);
     let lock_file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
