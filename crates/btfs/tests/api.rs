@@ -614,6 +614,37 @@ fn the_command_line_goes_through_a_running_daemon() {
     node.btfs(&["bittorrent", "jobs", "rm", job["Id"].as_str().unwrap()])
         .ok();
 
+    // Ctrl-C on a command run through the daemon stops it there as Ctrl-C stops it
+    // here: a seeder ends cleanly, its closing summary arrives, and the exit code is 0.
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_btfs"));
+    cmd.env("BTFS_PATH", &node.repo).args([
+        "--enc",
+        "json",
+        "bittorrent",
+        "serve",
+        s(&lone),
+        "--port",
+        &port.to_string(),
+        "--listen-ip",
+        "127.0.0.1",
+        "--no-dht",
+        "--no-add",
+    ]);
+    let serve = Daemon::spawn("btfs serve through the daemon", &mut cmd);
+    serve.wait_for_line("magnet:?xt=urn:btih:", Duration::from_secs(30));
+    serve.interrupt();
+    let (status, lines) = serve.finish(Duration::from_secs(40));
+    assert_eq!(status, Some(0), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("\"Type\":\"summary\"")),
+        "no summary after Ctrl-C: {lines:?}"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still seeding"
+    );
+
     // Without a daemon the jobs commands say so, and --detach too.
     drop(node);
     let repo = t.path().join("repo");

@@ -204,6 +204,11 @@ async fn generic(
     if !resp.status().is_success() {
         return Err(failed(resp).await);
     }
+    let command = resp
+        .headers()
+        .get(super::server::COMMAND_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let done = lines(resp, |line| {
         let v: serde_json::Value = match serde_json::from_str(line) {
             Ok(v) => v,
@@ -222,12 +227,30 @@ async fn generic(
         }
         Ok(None)
     });
+    let ended = |r: anyhow::Result<Option<u8>>| match r? {
+        Some(code) => Ok(code),
+        None => bail!("the daemon closed the connection before the command ended"),
+    };
+    let mut done = std::pin::pin!(done);
     tokio::select! {
-        r = done => match r? {
-            Some(code) => Ok(code),
-            None => bail!("the daemon closed the connection before the command ended"),
+        r = &mut done => return ended(r),
+        _ = crate::commands::wait_for_signal() => {}
+    }
+    // Ctrl-C: the daemon stops the command as Ctrl-C would stop it here, and what it
+    // prints as it ends still comes; a second Ctrl-C (or 30 s) leaves at once (closing
+    // the connection stops it too).
+    let Some(id) = command else { return Ok(130) };
+    let stop = conn
+        .send(&["requests".into(), "stop".into()], &[("arg".into(), id)])
+        .await;
+    if stop.is_err() {
+        return Ok(130);
+    }
+    tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(30), &mut done) => match r {
+            Ok(r) => ended(r),
+            Err(_) => Ok(130),
         },
-        // Closing the connection stops the command in the daemon.
         _ = crate::commands::wait_for_signal() => Ok(130),
     }
 }

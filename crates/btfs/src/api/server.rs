@@ -31,6 +31,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub const CHILD_ENV: &str = "BTFS_DAEMON_CHILD";
 /// The gateway URL of the daemon, for the commands it runs (see [`Program`]).
 pub const GATEWAY_ENV: &str = "BTFS_DAEMON_GATEWAY";
+/// The response header naming a running command, for `POST /api/v1/requests/stop?arg=ID`.
+pub const COMMAND_HEADER: &str = "x-btfs-command";
 /// Largest request body, except for `add` uploads.
 pub const MAX_BODY: usize = 64 << 20;
 /// Largest `add` upload.
@@ -55,6 +57,8 @@ pub struct Daemon {
     pub shutdown: watch::Sender<bool>,
     /// Serialises `repo gc` runs.
     pub gc: Arc<tokio::sync::Mutex<()>>,
+    /// Commands running for requests, by the id sent in [`COMMAND_HEADER`]: their pids.
+    pub commands: Arc<Mutex<std::collections::HashMap<String, u32>>>,
 }
 
 pub fn router(d: Arc<Daemon>) -> axum::Router {
@@ -167,6 +171,27 @@ async fn handle(State(d): State<Arc<Daemon>>, req: Request<Body>) -> Response<Bo
             2,
             "the daemon is already running: this is its API",
         ),
+        // SIGTERM to a command a request runs (the CLI's Ctrl-C): it ends as on Ctrl-C
+        // here and its last words still reach the client.
+        ["requests", "stop"] => {
+            let id = query
+                .iter()
+                .find(|(k, _)| k == "arg")
+                .map(|(_, v)| v.clone());
+            let pid = id
+                .as_ref()
+                .and_then(|i| d.commands.lock().ok().and_then(|c| c.get(i).copied()));
+            match pid {
+                Some(pid) => {
+                    terminate(Some(pid));
+                    json(
+                        StatusCode::OK,
+                        &serde_json::json!({"Id": id, "Stopped": true}),
+                    )
+                }
+                None => error(StatusCode::NOT_FOUND, 1, "no such running command"),
+            }
+        }
         ["bittorrent", "jobs", "events"] => super::jobs::events(d.clone(), &query),
         ["bittorrent", "jobs", sub] => super::jobs::command(&d, sub, &query).await,
         ["bittorrent", "download"] => download(d.clone(), req, &query).await,
@@ -630,14 +655,28 @@ pub async fn exec(d: &Daemon, run: Run, after: Option<Box<dyn FnOnce() + Send>>)
     };
     let mut stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
+    let command_id = format!("{:016x}", rand::random::<u64>());
+    if let (Some(pid), Ok(mut c)) = (child.id(), d.commands.lock()) {
+        c.insert(command_id.clone(), pid);
+    }
+    let forget = {
+        let id = command_id.clone();
+        let commands = d.commands.clone();
+        move || {
+            if let Ok(mut c) = commands.lock() {
+                c.remove(&id);
+            }
+        }
+    };
     let (tx, mut rx) = mpsc::channel::<Chunk>(16);
     let (first_tx, first_rx) = oneshot::channel::<First>();
     let channels = run.channels;
     let raw = run.raw;
     let temp = run.temp;
     tokio::spawn(async move {
-        // Runs last, whatever happens: after the command has been reaped.
+        // Run last, whatever happens: after the command has been reaped.
         let _after = After(after);
+        let _forget = After(Some(Box::new(forget)));
         let _temp = temp;
         let mut running = Running::new(child);
         let stderr_task = tokio::spawn(read_tail(stderr, channels.then(|| tx.clone())));
@@ -731,7 +770,11 @@ pub async fn exec(d: &Daemon, run: Run, after: Option<Box<dyn FnOnce() + Send>>)
             let stream = futures_lite::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|b| (b, rx))
             });
-            content(run.enc, run.raw, channels, Body::from_stream(stream))
+            let mut r = content(run.enc, run.raw, channels, Body::from_stream(stream));
+            if let Ok(v) = HeaderValue::from_str(&command_id) {
+                r.headers_mut().insert(COMMAND_HEADER, v);
+            }
+            r
         }
         Err(_) => {
             // The task ended without a word: a read error before any output.

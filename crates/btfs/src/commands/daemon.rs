@@ -115,6 +115,7 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
             jobs: jobs.clone(),
             shutdown: shutdown_tx,
             gc: Arc::new(tokio::sync::Mutex::new(())),
+            commands: Default::default(),
         });
         write_api_files(&path, api_local, &token)?;
         let (stop_servers_tx, stop_servers_rx) = watch::channel(false);
