@@ -403,7 +403,8 @@ pub fn summary(lines: &[String]) -> serde_json::Value {
 }
 
 /// nginx serving `root` on 127.0.0.1 (it honours Range), optionally rate-limited
-/// (`limit_rate`, e.g. "2m").
+/// (`limit_rate`, e.g. "2m"). One process (no master and workers), so killing it by PID
+/// leaves nothing behind.
 pub struct Nginx {
     pub daemon: Daemon,
     pub port: u16,
@@ -418,7 +419,7 @@ impl Nginx {
         let d = dir.path().display();
         let limit = limit_rate.map_or(String::new(), |r| format!("limit_rate {r};"));
         let conf = format!(
-            "daemon off;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
+            "daemon off;\nmaster_process off;\nuser root;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
              http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
              server {{ listen 127.0.0.1:{port}; root {}; {limit} }}\n}}\n",
