@@ -17,7 +17,7 @@ use super::server::{self, error, json, Daemon, Running};
 use crate::cli::{Cli, DownloadArgs};
 use anyhow::Context;
 use axum::body::{Body, Bytes};
-use axum::http::{header, Response, StatusCode};
+use axum::http::{Response, StatusCode};
 use bittorrent::engine::{Phase, Stats};
 use clap::CommandFactory;
 use serde::{Deserialize, Serialize};
@@ -127,8 +127,6 @@ enum Stop {
 struct Job {
     rec: Record,
     stats: Option<Stats>,
-    files: Vec<FileInfo>,
-    piece_count: u32,
     pid: Option<u32>,
     running: bool,
     stop: Option<Stop>,
@@ -138,7 +136,6 @@ struct Job {
 
 pub struct Jobs {
     program: server::Program,
-    btfs_path: PathBuf,
     dir: PathBuf,
     inner: Mutex<Vec<Job>>,
     stopping: AtomicBool,
@@ -153,8 +150,7 @@ fn now() -> u64 {
 impl Jobs {
     /// Reads the saved jobs (none on first use).
     pub fn load(program: server::Program) -> anyhow::Result<Arc<Jobs>> {
-        let btfs_path = program.btfs_path.clone();
-        let dir = btfs_path.join("bittorrent").join("jobs");
+        let dir = program.btfs_path.join("bittorrent").join("jobs");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let file = dir.join("jobs.json");
         let records: Vec<Record> = match std::fs::read(&file) {
@@ -167,8 +163,6 @@ impl Jobs {
             .into_iter()
             .map(|rec| Job {
                 stats: None,
-                files: rec.files.clone(),
-                piece_count: rec.piece_count,
                 rec,
                 pid: None,
                 running: false,
@@ -178,7 +172,6 @@ impl Jobs {
             .collect();
         Ok(Arc::new(Jobs {
             program,
-            btfs_path,
             dir,
             inner: Mutex::new(jobs),
             stopping: AtomicBool::new(false),
@@ -287,8 +280,6 @@ impl Jobs {
             jobs.push(Job {
                 rec,
                 stats: None,
-                files: Vec::new(),
-                piece_count: 0,
                 pid: None,
                 running: false,
                 stop: None,
@@ -607,7 +598,7 @@ impl Jobs {
     }
 
     fn delete_data(&self, rec: &Record) -> Result<(), String> {
-        let bt = self.btfs_path.join("bittorrent");
+        let bt = self.program.btfs_path.join("bittorrent");
         if let Some(ih) = &rec.info_hash {
             if ih.len() == 40 && ih.bytes().all(|b| b.is_ascii_hexdigit()) {
                 let _ = std::fs::remove_file(bt.join("resume").join(format!("{ih}.resume")));
@@ -642,7 +633,7 @@ impl Jobs {
             .as_deref()
             .and_then(|c| c.parse::<store::Cid>().ok())
         {
-            let repo = store::Repo::open(&self.btfs_path, store::LockMode::Shared)
+            let repo = store::Repo::open(&self.program.btfs_path, store::LockMode::Shared)
                 .map_err(|e| e.to_string())?
                 .0;
             repo.unpin(&cid).map_err(|e| e.to_string())?;
@@ -728,10 +719,8 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
 }
 
 impl Job {
-    /// Keeps the files and the piece map in the record once the process has ended.
+    /// Keeps the last piece map in the record once the process has ended.
     fn keep_detail(&mut self) {
-        self.rec.files = self.files.clone();
-        self.rec.piece_count = self.piece_count;
         if let Some(d) = self.stats.as_ref().and_then(|s| s.detail.as_ref()) {
             if !d.piece_map.is_empty() {
                 self.rec.piece_map = d.piece_map.clone();
@@ -756,9 +745,9 @@ impl Job {
             Some("torrent") => {
                 self.rec.name = s("Name").or(self.rec.name.take());
                 self.rec.info_hash = s("InfoHash").or(self.rec.info_hash.take());
-                self.piece_count = v["PieceCount"].as_u64().unwrap_or(0) as u32;
+                self.rec.piece_count = v["PieceCount"].as_u64().unwrap_or(0) as u32;
                 if let Ok(files) = serde_json::from_value::<Vec<FileInfo>>(v["Files"].clone()) {
-                    self.files = files;
+                    self.rec.files = files;
                 }
             }
             Some("progress") => {
@@ -779,7 +768,7 @@ impl Job {
             }
             Some("added") => {
                 if let (Some(name), Some(hash)) = (s("Name"), s("Hash")) {
-                    for f in &mut self.files {
+                    for f in &mut self.rec.files {
                         if f.added_name == name {
                             f.cid = Some(hash.clone());
                         }
@@ -876,13 +865,14 @@ impl Job {
             .and_then(|s| s.detail.clone())
             .unwrap_or_default();
         v["Files"] = serde_json::json!(self
+            .rec
             .files
             .iter()
             .map(|f| serde_json::json!({"Index": f.index, "Path": f.path, "Length": f.length, "Cid": f.cid}))
             .collect::<Vec<_>>());
         v["PeerList"] = serde_json::to_value(&detail.peer_list).unwrap_or_default();
         v["Trackers"] = serde_json::to_value(&detail.trackers).unwrap_or_default();
-        v["PieceCount"] = self.piece_count.into();
+        v["PieceCount"] = self.rec.piece_count.into();
         v["PieceMap"] = if detail.piece_map.is_empty() {
             self.rec.piece_map.clone().into()
         } else {
@@ -1030,12 +1020,7 @@ pub fn attach(jobs: Arc<Jobs>, id: String, rx: Receiver) -> Response<Body> {
             }
         }
     });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .header(header::CACHE_CONTROL, "no-store")
-        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-        .body(Body::from_stream(stream))
-        .expect("static response")
+    server::uncached("application/x-ndjson", Body::from_stream(stream))
 }
 
 /// `GET /api/v1/bittorrent/jobs/events[?arg=ID]`: server-sent events, about once a
@@ -1062,10 +1047,5 @@ pub fn events(d: Arc<Daemon>, query: &[(String, String)]) -> Response<Body> {
             }
             Some((Ok::<_, std::io::Error>(Bytes::from(out)), (jobs, id, tick)))
         });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-store")
-        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-        .body(Body::from_stream(stream))
-        .expect("static response")
+    server::uncached("text/event-stream", Body::from_stream(stream))
 }

@@ -49,7 +49,7 @@ pub struct Daemon {
     pub program: Program,
     pub api_addr: SocketAddr,
     /// Every API request must carry it (`Authorization: Bearer …`).
-    pub token: Option<String>,
+    pub token: String,
     /// The daemon's shared hold on the repo (see `daemon.rs`); let go during `repo gc`.
     pub hold: Mutex<Option<store::Repo>>,
     pub jobs: Arc<Jobs>,
@@ -311,22 +311,20 @@ pub fn check_access(
     {
         return forbidden("cross-site request refused".into());
     }
-    if let Some(token) = &d.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .or(query_token);
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            let mut r = error(
-                StatusCode::UNAUTHORIZED,
-                1,
-                "this API needs its token: Authorization: Bearer <token>",
-            );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return Err(Box::new(r));
-        }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or(query_token);
+    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), d.token.as_bytes())) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            1,
+            "this API needs its token: Authorization: Bearer <token>",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Err(Box::new(r));
     }
     Ok(())
 }
@@ -837,6 +835,11 @@ fn content(enc: &str, raw: bool, channels: bool, body: Body) -> Response<Body> {
     } else {
         "text/plain; charset=utf-8"
     };
+    uncached(kind, body)
+}
+
+/// A 200 response of this media type that no cache keeps (and no browser sniffs).
+pub fn uncached(kind: &str, body: Body) -> Response<Body> {
     Response::builder()
         .header(header::CONTENT_TYPE, kind)
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")

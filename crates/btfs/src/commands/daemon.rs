@@ -110,7 +110,7 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
             btfs_path: path.clone(),
             program,
             api_addr: api_local,
-            token: Some(token.clone()),
+            token: token.clone(),
             hold: Mutex::new(Some(repo)),
             jobs: jobs.clone(),
             shutdown: shutdown_tx,

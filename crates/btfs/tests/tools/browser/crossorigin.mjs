@@ -25,24 +25,12 @@
 import { chromium } from 'playwright-core'
 import { createServer, request } from 'node:http'
 import { randomBytes } from 'node:crypto'
+import { launchOptions } from './chromium.mjs'
 
 const HARD_TIMEOUT_MS = 90_000
 const REBIND_HOST = 'evil.example'
-const LAUNCH = {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    // DNS rebinding without DNS: the name resolves to the API's own address.
-    `--host-resolver-rules=MAP ${REBIND_HOST} 127.0.0.1`,
-  ],
-}
+// DNS rebinding without DNS: the name resolves to the API's own address.
+const LAUNCH = launchOptions([`--host-resolver-rules=MAP ${REBIND_HOST} 127.0.0.1`])
 
 setTimeout(() => {
   console.error(`crossorigin.mjs: still running after ${HARD_TIMEOUT_MS / 1000} s; giving up`)

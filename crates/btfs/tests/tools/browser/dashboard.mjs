@@ -18,23 +18,12 @@
 import { chromium } from 'playwright-core'
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { launchOptions } from './chromium.mjs'
 import { resolve } from 'node:path'
 
 const HARD_TIMEOUT_MS = 150_000
 const DOWNLOAD_TIMEOUT_MS = 90_000
-const LAUNCH = {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-}
+const LAUNCH = launchOptions()
 
 setTimeout(() => {
   console.error(`dashboard.mjs: still running after ${HARD_TIMEOUT_MS / 1000} s; giving up`)
