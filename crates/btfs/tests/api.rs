@@ -788,7 +788,9 @@ fn a_seeding_job_seeds_again_after_a_restart() {
             || job_state(node, &id).to_string(),
             || {
                 let j = job_state(node, &id);
-                (j["State"] == "seeding" && j["ListenPort"].is_u64()).then_some(j)
+                // The import runs beside the seeding, so the root CID may come a moment later.
+                (j["State"] == "seeding" && j["ListenPort"].is_u64() && j["Cid"].is_string())
+                    .then_some(j)
             },
         )
     };
