@@ -195,6 +195,10 @@ pub struct DaemonArgs {
     /// listens on other than loopback). Also read from BTFS_API_TOKEN.
     #[arg(long, env = "BTFS_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// How many download jobs run at once; more wait queued, oldest first (seeding
+    /// jobs do not count). 0: no limit.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_active_downloads: usize,
 }
 
 #[derive(Subcommand, Debug)]

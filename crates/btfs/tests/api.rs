@@ -821,3 +821,118 @@ fn a_seeding_job_seeds_again_after_a_restart() {
     assert_eq!(st, 200, "{body}");
     assert!(!node.repo.join("bittorrent/jobs").join(&id).exists());
 }
+
+#[test]
+fn downloads_wait_their_turn_in_the_queue() {
+    let t = tempfile::tempdir().unwrap();
+    let limit = ["--max-active-downloads", "1"];
+    let mut node = Node::start(&t.path().join("repo"), &limit);
+    // A magnet whose only tracker never answers holds the one slot: its job looks for
+    // the metadata until it is cancelled.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let stuck = format!(
+        "magnet:?xt=urn:btih:{}&dn=stuck&tr=udp://{}",
+        "5a".repeat(20),
+        silent.local_addr().unwrap()
+    );
+    let detach = |magnet: &str| {
+        let (st, body) = node.post(
+            &format!("bittorrent/download?arg={}&detach=true", enc(magnet)),
+            &[],
+        );
+        assert_eq!(st, 200, "{body}");
+        json(&body)
+    };
+    let a = detach(&stuck)["Id"].as_str().unwrap().to_string();
+    poll(
+        Duration::from_secs(30),
+        "the first job did not look for its metadata",
+        || job_state(&node, &a).to_string(),
+        || (job_state(&node, &a)["State"] == "metadata").then_some(()),
+    );
+    let (file, magnet, _seeder) = seeded(t.path(), "queued.bin", 1_500_000, 0);
+    let b = detach(&magnet);
+    assert_eq!(b["State"], "queued", "{b}");
+    let b = b["Id"].as_str().unwrap().to_string();
+
+    // A download streamed while it waits ends with its `end` event when it is
+    // cancelled, though no process ran for it.
+    let (st, body) = std::thread::scope(|scope| {
+        let (base, token) = (node.base(), node.token());
+        let other = stuck.replace("5a", "6b");
+        let stream = scope.spawn(move || {
+            let auth = format!("Authorization: Bearer {token}");
+            let url = format!("{base}/api/v1/bittorrent/download?arg={}", enc(&other));
+            curl(&url, "POST", &["-H", &auth])
+        });
+        let c = poll(
+            Duration::from_secs(30),
+            "the streamed job was not listed",
+            String::new,
+            || {
+                let (_, body) = node.post("bittorrent/jobs/ls", &[]);
+                json(&body)["Jobs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|j| j["Id"] != a.as_str() && j["Id"] != b.as_str())
+                    .cloned()
+            },
+        );
+        assert_eq!(c["State"], "queued", "{c}");
+        let (st, body) = node.post(
+            &format!("bittorrent/jobs/cancel?arg={}", c["Id"].as_str().unwrap()),
+            &[],
+        );
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(json(&body)["State"], "cancelled", "{body}");
+        stream.join().unwrap()
+    });
+    assert_eq!(st, 200, "{body}");
+    let events = ndjson(&body);
+    assert_eq!(events.first().unwrap()["Job"]["State"], "queued", "{body}");
+    let end = events.last().unwrap();
+    assert_eq!(end["Type"], "end", "{body}");
+    assert_eq!(end["Job"]["State"], "cancelled", "{body}");
+
+    // Paused and resumed, a queued job goes back to the queue.
+    let (st, body) = node.post(&format!("bittorrent/jobs/pause?arg={b}"), &[]);
+    assert_eq!(
+        (st, json(&body)["State"].clone()),
+        (200, "paused".into()),
+        "{body}"
+    );
+    let (st, body) = node.post(&format!("bittorrent/jobs/resume?arg={b}"), &[]);
+    assert_eq!(
+        (st, json(&body)["State"].clone()),
+        (200, "queued".into()),
+        "{body}"
+    );
+    // The queue survives a restart of the daemon: the oldest job runs first.
+    assert_eq!(node.stop(), Some(0));
+    node.restart(&limit);
+    poll(
+        Duration::from_secs(30),
+        "the first job did not start again",
+        || job_state(&node, &a).to_string(),
+        || (job_state(&node, &a)["State"] == "metadata").then_some(()),
+    );
+    assert_eq!(job_state(&node, &b)["State"], "queued");
+    // The slot freed, the waiting job downloads.
+    let (st, body) = node.post(&format!("bittorrent/jobs/cancel?arg={a}"), &[]);
+    assert_eq!(st, 200, "{body}");
+    let done = poll(
+        Duration::from_secs(60),
+        "the queued job did not complete",
+        || job_state(&node, &b).to_string(),
+        || {
+            let j = job_state(&node, &b);
+            (j["State"] == "completed").then_some(j)
+        },
+    );
+    assert_eq!(
+        done["Cid"],
+        add_cid(t.path(), &file, false).as_str(),
+        "{done}"
+    );
+}

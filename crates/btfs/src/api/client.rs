@@ -526,6 +526,12 @@ async fn download(
             id = v["Job"]["Id"].as_str().unwrap_or("").to_string();
             if enc == Encoding::Text {
                 eprintln!("downloading in the daemon as job {id} (Ctrl-C cancels it)");
+                if v["Job"]["State"] == "queued" {
+                    eprintln!(
+                        "queued: the daemon's other downloads take its slots \
+                         (daemon --max-active-downloads); this one starts when one ends"
+                    );
+                }
             }
         }
         if enc == Encoding::Json {

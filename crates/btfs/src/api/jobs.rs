@@ -9,8 +9,12 @@
 //! the daemon stopped start again with it. A job that seeds keeps its files in
 //! `jobs/<id>/files` (or its `-o` folder) so it can seed again after a restart.
 //!
-//! Lock order: the jobs mutex is never held across an await or while writing files
-//! other than `jobs.json`.
+//! Downloads wait their turn: at most `max_active` jobs download at once (seeding and
+//! complete jobs do not count); the others are `queued` and start, oldest first, as
+//! active ones finish or turn to seeding.
+//!
+//! Lock order: the queue mutex before the jobs mutex; the jobs mutex is never held
+//! across an await or while writing files other than `jobs.json`.
 
 use super::mapping;
 use super::server::{self, error, json, Daemon, Running};
@@ -45,6 +49,8 @@ pub enum JobSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
+    /// Waiting for one of the download slots.
+    Queued,
     Starting,
     Metadata,
     Checking,
@@ -61,7 +67,8 @@ impl State {
     fn live(self) -> bool {
         matches!(
             self,
-            State::Starting
+            State::Queued
+                | State::Starting
                 | State::Metadata
                 | State::Checking
                 | State::Downloading
@@ -139,6 +146,10 @@ pub struct Jobs {
     dir: PathBuf,
     inner: Mutex<Vec<Job>>,
     stopping: AtomicBool,
+    /// How many jobs may download at once (0: no limit).
+    max_active: usize,
+    /// Held while queued jobs are chosen and started, so two never take one slot.
+    queue: Mutex<()>,
 }
 
 fn now() -> u64 {
@@ -149,7 +160,7 @@ fn now() -> u64 {
 
 impl Jobs {
     /// Reads the saved jobs (none on first use).
-    pub fn load(program: server::Program) -> anyhow::Result<Arc<Jobs>> {
+    pub fn load(program: server::Program, max_active: usize) -> anyhow::Result<Arc<Jobs>> {
         let dir = program.btfs_path.join("bittorrent").join("jobs");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let file = dir.join("jobs.json");
@@ -175,6 +186,8 @@ impl Jobs {
             dir,
             inner: Mutex::new(jobs),
             stopping: AtomicBool::new(false),
+            max_active,
+            queue: Mutex::new(()),
         }))
     }
 
@@ -182,19 +195,58 @@ impl Jobs {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts the jobs that were running (or seeding) when the daemon last stopped.
+    /// Starts the jobs that were running, queued or seeding when the daemon last
+    /// stopped: all of them join the queue (seeds pass it at once).
     pub fn start_saved(self: &Arc<Self>) {
-        let ids: Vec<String> = self
-            .lock()
-            .iter()
-            .filter(|j| j.rec.state.live() || (j.rec.seed && j.rec.state == State::Completed))
-            .map(|j| j.rec.id.clone())
-            .collect();
-        for id in ids {
+        {
+            let mut jobs = self.lock();
+            for j in jobs.iter_mut() {
+                if j.rec.state.live() || (j.rec.seed && j.rec.state == State::Completed) {
+                    j.rec.state = State::Queued;
+                }
+            }
+            self.save(&jobs);
+        }
+        self.pump();
+    }
+
+    /// Starts queued jobs, oldest first, while download slots are free; a queued job
+    /// that is already complete (a seed) starts whatever the count.
+    fn pump(self: &Arc<Self>) {
+        let _queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.stopping() {
+                return;
+            }
+            let next = {
+                let jobs = self.lock();
+                let active = jobs.iter().filter(|j| j.downloading()).count();
+                let room = self.max_active == 0 || active < self.max_active;
+                jobs.iter()
+                    .filter(|j| !j.running && j.rec.state == State::Queued)
+                    .filter(|j| room || j.complete())
+                    .min_by_key(|j| j.rec.created)
+                    .map(|j| j.rec.id.clone())
+            };
+            let Some(id) = next else { return };
+            // A job that cannot start is marked failed, so it is not chosen again.
             if let Err(e) = self.start(&id) {
                 eprintln!("job {id}: cannot start: {e:#}");
             }
         }
+    }
+
+    /// Puts a job in the queue and starts what the queue allows.
+    fn enqueue(self: &Arc<Self>, id: &str) {
+        {
+            let mut jobs = self.lock();
+            if let Some(j) = jobs.iter_mut().find(|j| j.rec.id == id && !j.running) {
+                j.rec.state = State::Queued;
+                j.rec.error = None;
+                self.save(&jobs);
+            }
+        }
+        self.pump();
     }
 
     fn save(&self, jobs: &[Job]) {
@@ -215,7 +267,7 @@ impl Jobs {
         }
     }
 
-    /// A new job, started at once.
+    /// A new job, started at once when a download slot is free, else queued.
     pub fn create(
         self: &Arc<Self>,
         spec: JobSpec,
@@ -259,7 +311,7 @@ impl Jobs {
             seed: args.seed,
             output,
             own_output,
-            state: State::Starting,
+            state: State::Queued,
             name: None,
             info_hash: None,
             cid: None,
@@ -288,7 +340,15 @@ impl Jobs {
             self.save(&jobs);
             rx
         };
-        self.start(&id)?;
+        self.enqueue(&id);
+        if let Some(e) = self
+            .lock()
+            .iter()
+            .find(|j| j.rec.id == id && j.rec.state == State::Failed)
+            .and_then(|j| j.rec.error.clone())
+        {
+            anyhow::bail!("{e}");
+        }
         Ok((id, rx))
     }
 
@@ -379,7 +439,7 @@ impl Jobs {
             job.rec.error = None;
             if job.stop.is_some() {
                 server::terminate(job.pid);
-            } else if !job.rec.state.live() {
+            } else if !job.rec.state.live() || job.rec.state == State::Queued {
                 job.rec.state = State::Starting;
             }
             self.save(&jobs);
@@ -432,16 +492,25 @@ impl Jobs {
                 continue;
             }
             let value: Option<serde_json::Value> = serde_json::from_str(text).ok();
-            let mut jobs = self.lock();
-            let Some(job) = jobs.iter_mut().find(|j| j.rec.id == id) else {
-                break;
+            let freed = {
+                let mut jobs = self.lock();
+                let Some(job) = jobs.iter_mut().find(|j| j.rec.id == id) else {
+                    break;
+                };
+                let was = job.downloading();
+                let changed = value.as_ref().is_some_and(|v| job.apply(v));
+                let mut out = text.to_string();
+                out.push('\n');
+                let _ = job.events.send((false, Bytes::from(out)));
+                let freed = was && !job.downloading();
+                if changed {
+                    self.save(&jobs);
+                }
+                freed
             };
-            let changed = value.as_ref().is_some_and(|v| job.apply(v));
-            let mut out = text.to_string();
-            out.push('\n');
-            let _ = job.events.send((false, Bytes::from(out)));
-            if changed {
-                self.save(&jobs);
+            // Seeding (or complete and importing) takes no download slot.
+            if freed {
+                self.pump();
             }
         }
         let code = running.wait().await;
@@ -485,11 +554,10 @@ impl Jobs {
                 d.peer_list.clear();
             }
         }
-        let end = serde_json::json!({"Type": "end", "Job": job.summary()});
-        let mut out = end.to_string();
-        out.push('\n');
-        let _ = job.events.send((true, Bytes::from(out)));
+        job.send_end();
         self.save(&jobs);
+        drop(jobs);
+        self.pump();
     }
 
     /// The job as the API shows it.
@@ -520,10 +588,16 @@ impl Jobs {
             server::terminate(job.pid);
             return Ok(true);
         }
+        let before = job.rec.state;
         match why {
             Stop::Pause if job.rec.state.live() => job.rec.state = State::Paused,
             Stop::Cancel if job.rec.state != State::Completed => job.rec.state = State::Cancelled,
+            Stop::Remove if job.rec.state == State::Queued => job.rec.state = State::Cancelled,
             _ => {}
+        }
+        // A queued job stopped here has no process to end the streams attached to it.
+        if before == State::Queued && job.rec.state != State::Queued {
+            job.send_end();
         }
         self.save(&jobs);
         Ok(false)
@@ -554,7 +628,13 @@ impl Jobs {
                 return Err(format!("job {id} is complete"));
             }
         }
-        self.start(id).map_err(|e| format!("{e:#}"))
+        self.enqueue(id);
+        match self.lock().iter().find(|j| j.rec.id == id) {
+            Some(j) if j.rec.state == State::Failed && !j.running => {
+                Err(j.rec.error.clone().unwrap_or_else(|| "cannot start".into()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Removes a job (stopping it first); with `delete_data` also its files, resume
@@ -719,6 +799,24 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
 }
 
 impl Job {
+    /// Every wanted byte is verified (as last known).
+    fn complete(&self) -> bool {
+        self.rec.size > 0 && self.rec.have >= self.rec.size
+    }
+
+    /// Takes a download slot: its process runs and it is not yet complete.
+    fn downloading(&self) -> bool {
+        self.running && self.rec.state != State::Seeding && !self.complete()
+    }
+
+    /// Tells the attached streams that the job has ended.
+    fn send_end(&self) {
+        let end = serde_json::json!({"Type": "end", "Job": self.summary()});
+        let mut out = end.to_string();
+        out.push('\n');
+        let _ = self.events.send((true, Bytes::from(out)));
+    }
+
     /// Keeps the last piece map in the record once the process has ended.
     fn keep_detail(&mut self) {
         if let Some(d) = self.stats.as_ref().and_then(|s| s.detail.as_ref()) {

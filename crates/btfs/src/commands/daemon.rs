@@ -104,7 +104,7 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
             btfs_path: path.clone(),
             gateway_url: format!("http://{}", loopback_if_unspecified(gw_local)),
         };
-        let jobs = Jobs::load(program.clone())?;
+        let jobs = Jobs::load(program.clone(), args.max_active_downloads)?;
         let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
         let d = Arc::new(Daemon {
             btfs_path: path.clone(),

@@ -19,7 +19,7 @@
     }
   })();
 
-  const ACTIVE = new Set(['starting', 'metadata', 'checking', 'downloading', 'seeding']);
+  const ACTIVE = new Set(['queued', 'starting', 'metadata', 'checking', 'downloading', 'seeding']);
   const FINAL = new Set(['completed', 'failed', 'cancelled']);
 
   const jobs = new Map(); // Id -> Job
