@@ -908,8 +908,35 @@ fn downloads_wait_their_turn_in_the_queue() {
         (200, "queued".into()),
         "{body}"
     );
-    // The queue survives a restart of the daemon: the oldest job runs first.
+    // The queue survives a restart of the daemon: the oldest job runs first. A stream
+    // of a queued job ends when the daemon stops (and its job stays queued).
+    let (base, token) = (node.base(), node.token());
+    let other = stuck.replace("5a", "7c");
+    let stream = std::thread::spawn(move || {
+        let auth = format!("Authorization: Bearer {token}");
+        let url = format!("{base}/api/v1/bittorrent/download?arg={}", enc(&other));
+        curl(&url, "POST", &["-H", &auth])
+    });
+    let d = poll(
+        Duration::from_secs(30),
+        "the second streamed job was not listed",
+        String::new,
+        || {
+            let (_, body) = node.post("bittorrent/jobs/ls", &[]);
+            json(&body)["Jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|j| j["InfoHash"] == "7c".repeat(20).as_str())
+                .cloned()
+        },
+    );
     assert_eq!(node.stop(), Some(0));
+    let (st, body) = stream.join().unwrap();
+    assert_eq!(st, 200, "{body}");
+    let end = ndjson(&body).pop().unwrap();
+    assert_eq!(end["Type"], "end", "{body}");
+    assert_eq!(end["Job"]["State"], "queued", "{body}");
     node.restart(&limit);
     poll(
         Duration::from_secs(30),
@@ -918,6 +945,10 @@ fn downloads_wait_their_turn_in_the_queue() {
         || (job_state(&node, &a)["State"] == "metadata").then_some(()),
     );
     assert_eq!(job_state(&node, &b)["State"], "queued");
+    assert_eq!(
+        job_state(&node, d["Id"].as_str().unwrap())["State"],
+        "queued"
+    );
     // The slot freed, the waiting job downloads.
     let (st, body) = node.post(&format!("bittorrent/jobs/cancel?arg={a}"), &[]);
     assert_eq!(st, 200, "{body}");

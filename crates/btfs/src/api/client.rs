@@ -495,6 +495,12 @@ async fn download(
         let job: serde_json::Value =
             serde_json::from_slice(&resp.bytes().await.context("reading the daemon's answer")?)
                 .context("reading the daemon's answer")?;
+        if job["State"] == "failed" {
+            bail!(
+                "{}",
+                job["Error"].as_str().unwrap_or("the job failed to start")
+            );
+        }
         match enc {
             Encoding::Json => println!("{job}"),
             Encoding::Text => println!(

@@ -268,6 +268,7 @@ impl Jobs {
     }
 
     /// A new job, started at once when a download slot is free, else queued.
+    /// (Errors only before the job exists.)
     pub fn create(
         self: &Arc<Self>,
         spec: JobSpec,
@@ -283,15 +284,25 @@ impl Jobs {
                 break id;
             }
         };
-        let (source, torrent) = match spec {
-            JobSpec::Magnet(m) => (m, None),
+        // Name and infohash as far as they are known before the process runs (shown
+        // while the job is queued; the process reports its own).
+        let (source, torrent, name, info_hash) = match spec {
+            JobSpec::Magnet(m) => {
+                let parsed = m.parse::<bittorrent::Magnet>().ok();
+                let name = parsed.as_ref().and_then(|p| p.display_name.clone());
+                let ih = parsed.map(|p| p.wire_info_hash().to_hex());
+                (m, None, name, ih)
+            }
             JobSpec::Torrent(bytes) => {
                 let p = self.dir.join(format!("{id}.torrent"));
                 std::fs::write(&p, &bytes).with_context(|| format!("{}", p.display()))?;
-                let name = bittorrent::Metainfo::from_bytes(&bytes)
-                    .map(|m| format!("{}.torrent", m.info.storage_name()))
-                    .unwrap_or_else(|_| "upload.torrent".into());
-                (name, Some(p))
+                let meta = bittorrent::Metainfo::from_bytes(&bytes).ok();
+                let name = meta.as_ref().map(|m| m.info.storage_name().to_string());
+                let source = name
+                    .as_ref()
+                    .map_or_else(|| "upload.torrent".into(), |n| format!("{n}.torrent"));
+                let ih = meta.map(|m| m.wire_info_hash().to_hex());
+                (source, Some(p), name, ih)
             }
         };
         let (output, own_output) = match (&args.output, args.seed) {
@@ -312,8 +323,8 @@ impl Jobs {
             output,
             own_output,
             state: State::Queued,
-            name: None,
-            info_hash: None,
+            name,
+            info_hash,
             cid: None,
             gateway_url: None,
             error: None,
@@ -340,27 +351,22 @@ impl Jobs {
             self.save(&jobs);
             rx
         };
+        // A job that cannot start is failed with its error, and its stream ends.
         self.enqueue(&id);
-        if let Some(e) = self
-            .lock()
-            .iter()
-            .find(|j| j.rec.id == id && j.rec.state == State::Failed)
-            .and_then(|j| j.rec.error.clone())
-        {
-            anyhow::bail!("{e}");
-        }
         Ok((id, rx))
     }
 
-    /// Starts a job's process. A failure to start marks the job failed.
+    /// Starts a queued job's process. A failure to start marks the job failed (one
+    /// refused because the daemon is stopping stays queued for the next daemon).
     fn start(self: &Arc<Self>, id: &str) -> anyhow::Result<()> {
         let r = self.try_start(id);
-        if let Err(e) = &r {
+        if let (Err(e), false) = (&r, self.stopping()) {
             let mut jobs = self.lock();
             if let Some(job) = jobs.iter_mut().find(|j| j.rec.id == id) {
                 if !job.running {
                     job.rec.state = State::Failed;
                     job.rec.error = Some(format!("{e:#}"));
+                    job.send_end();
                     self.save(&jobs);
                 }
             }
@@ -378,8 +384,8 @@ impl Jobs {
                 .iter_mut()
                 .find(|j| j.rec.id == id)
                 .context("no such job")?;
-            if job.running {
-                // Already running, or being started by another request.
+            if job.running || job.rec.state != State::Queued {
+                // Already running, or paused, cancelled or removed since it was chosen.
                 return Ok(());
             }
             let mut pairs = job.rec.options.clone();
@@ -728,9 +734,14 @@ impl Jobs {
         self.stopping.store(true, Ordering::SeqCst);
         {
             let mut jobs = self.lock();
-            for j in jobs.iter_mut().filter(|j| j.running) {
-                j.stop = Some(Stop::Shutdown);
-                server::terminate(j.pid);
+            for j in jobs.iter_mut() {
+                if j.running {
+                    j.stop = Some(Stop::Shutdown);
+                    server::terminate(j.pid);
+                } else if j.rec.state == State::Queued {
+                    // No process will end the streams attached to it.
+                    j.send_end();
+                }
             }
         }
         let deadline = tokio::time::Instant::now() + STOP_WAIT;
