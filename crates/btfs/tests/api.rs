@@ -857,37 +857,15 @@ fn downloads_wait_their_turn_in_the_queue() {
 
     // A download streamed while it waits ends with its `end` event when it is
     // cancelled, though no process ran for it.
-    let (st, body) = std::thread::scope(|scope| {
-        let (base, token) = (node.base(), node.token());
-        let other = stuck.replace("5a", "6b");
-        let stream = scope.spawn(move || {
-            let auth = format!("Authorization: Bearer {token}");
-            let url = format!("{base}/api/v1/bittorrent/download?arg={}", enc(&other));
-            curl(&url, "POST", &["-H", &auth])
-        });
-        let c = poll(
-            Duration::from_secs(30),
-            "the streamed job was not listed",
-            String::new,
-            || {
-                let (_, body) = node.post("bittorrent/jobs/ls", &[]);
-                json(&body)["Jobs"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|j| j["Id"] != a.as_str() && j["Id"] != b.as_str())
-                    .cloned()
-            },
-        );
-        assert_eq!(c["State"], "queued", "{c}");
-        let (st, body) = node.post(
-            &format!("bittorrent/jobs/cancel?arg={}", c["Id"].as_str().unwrap()),
-            &[],
-        );
-        assert_eq!(st, 200, "{body}");
-        assert_eq!(json(&body)["State"], "cancelled", "{body}");
-        stream.join().unwrap()
-    });
+    let (stream, c) = stream_download(&node, &stuck.replace("5a", "6b"));
+    assert_eq!(c["State"], "queued", "{c}");
+    let (st, body) = node.post(
+        &format!("bittorrent/jobs/cancel?arg={}", c["Id"].as_str().unwrap()),
+        &[],
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(json(&body)["State"], "cancelled", "{body}");
+    let (st, body) = stream.join().unwrap();
     assert_eq!(st, 200, "{body}");
     let events = ndjson(&body);
     assert_eq!(events.first().unwrap()["Job"]["State"], "queued", "{body}");
@@ -910,27 +888,7 @@ fn downloads_wait_their_turn_in_the_queue() {
     );
     // The queue survives a restart of the daemon: the oldest job runs first. A stream
     // of a queued job ends when the daemon stops (and its job stays queued).
-    let (base, token) = (node.base(), node.token());
-    let other = stuck.replace("5a", "7c");
-    let stream = std::thread::spawn(move || {
-        let auth = format!("Authorization: Bearer {token}");
-        let url = format!("{base}/api/v1/bittorrent/download?arg={}", enc(&other));
-        curl(&url, "POST", &["-H", &auth])
-    });
-    let d = poll(
-        Duration::from_secs(30),
-        "the second streamed job was not listed",
-        String::new,
-        || {
-            let (_, body) = node.post("bittorrent/jobs/ls", &[]);
-            json(&body)["Jobs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|j| j["InfoHash"] == "7c".repeat(20).as_str())
-                .cloned()
-        },
-    );
+    let (stream, d) = stream_download(&node, &stuck.replace("5a", "7c"));
     assert_eq!(node.stop(), Some(0));
     let (st, body) = stream.join().unwrap();
     assert_eq!(st, 200, "{body}");
@@ -966,4 +924,35 @@ fn downloads_wait_their_turn_in_the_queue() {
         add_cid(t.path(), &file, false).as_str(),
         "{done}"
     );
+}
+
+/// Starts `POST bittorrent/download?arg=MAGNET` on a thread (its stream ends with the
+/// job), and returns it with the job once the daemon lists it.
+fn stream_download(node: &Node, magnet: &str) -> (std::thread::JoinHandle<(u16, String)>, Value) {
+    let auth = format!("Authorization: Bearer {}", node.token());
+    let url = format!(
+        "{}/api/v1/bittorrent/download?arg={}",
+        node.base(),
+        enc(magnet)
+    );
+    let stream = std::thread::spawn(move || curl(&url, "POST", &["-H", &auth]));
+    let info_hash = magnet
+        .parse::<bittorrent::Magnet>()
+        .map(|m| m.wire_info_hash().to_hex())
+        .unwrap_or_default();
+    let job = poll(
+        Duration::from_secs(30),
+        "the streamed job was not listed",
+        String::new,
+        || {
+            let (_, body) = node.post("bittorrent/jobs/ls", &[]);
+            json(&body)["Jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|j| j["InfoHash"] == info_hash.as_str())
+                .cloned()
+        },
+    );
+    (stream, job)
 }
