@@ -43,6 +43,9 @@ impl HttpTracker {
             .connect_timeout(config.timeout)
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::limited(5))
+            // Announces are minutes apart and trackers close idle connections: a kept
+            // connection is mostly a stale one (a reset on the next request).
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| TrackerError::Network {
                 url: String::new(),
