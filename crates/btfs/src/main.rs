@@ -13,6 +13,15 @@ fn main() -> ExitCode {
     let matches = cli::Cli::command().get_matches();
     let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let enc = cli.encoding();
+    // Who holds the repo is recorded by command name only: arguments may hold secrets.
+    let mut label = String::from("btfs");
+    let mut m = &matches;
+    while let Some((name, sub)) = m.subcommand() {
+        label.push(' ');
+        label.push_str(name);
+        m = sub;
+    }
+    store::repo::set_owner_label(&label);
     // With a daemon running for the repo, the commands that use the repo go through it.
     if api::client::goes_through_daemon(&cli.command) {
         if let Some(daemon) = commands::btfs_path()

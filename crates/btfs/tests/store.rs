@@ -629,6 +629,74 @@ fn verify_reports_missing_pinned_blocks() {
     assert!(r.stdout.contains("missing block: "), "{}", r.stdout);
 }
 
+/// Bytes flipped in `datastore.redb` (every page, and a few offsets inside pages) make
+/// the commands that read or write it fail with an error naming the file, never panic
+/// (redb panics on some damaged pages); the same for a damaged `config`. A new repo is
+/// private to its owner.
+#[test]
+fn damaged_repo_files_are_clear_errors_not_panics() {
+    let env = Env::new();
+    let f = env.path("hello.txt");
+    write(&f, b"hello\n");
+    env.add_q(&[f.to_str().unwrap()]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(env.repo()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "a new repo is {:o}", mode & 0o777);
+
+    let db = env.repo().join("datastore.redb");
+    let sound = std::fs::read(&db).unwrap();
+    let len = sound.len();
+    let offsets: Vec<usize> = (0..len)
+        .step_by(4096)
+        .chain([100, 1000, 4200, len / 2, len - 16])
+        .collect();
+    let mut named = 0;
+    for off in offsets {
+        let mut bytes = sound.clone();
+        for b in &mut bytes[off..(off + 16).min(len)] {
+            *b ^= 0xff;
+        }
+        std::fs::write(&db, &bytes).unwrap();
+        for args in [
+            &["pin", "ls"][..],
+            &["repo", "gc"],
+            &["pin", "add", HELLO],
+            &["repo", "verify"],
+        ] {
+            // `run` fails the test on a panic.
+            let r = env.run(args);
+            assert!(
+                r.status == 0 || r.status == 1,
+                "btfs {args:?} with bytes {off}.. flipped: status {}\n{}",
+                r.status,
+                r.stderr
+            );
+            if r.stderr.contains("is damaged") {
+                assert!(
+                    r.stderr.contains(db.to_str().unwrap()) && r.stderr.contains("backup"),
+                    "the error should name {} and say what to do:\n{}",
+                    db.display(),
+                    r.stderr
+                );
+                named += 1;
+            }
+        }
+    }
+    assert!(named > 0, "no flipped byte was reported as damage");
+    std::fs::write(&db, &sound).unwrap();
+    let r = env.ok(&["pin", "ls"]);
+    assert!(r.stdout.contains(HELLO), "{}", r.stdout);
+
+    std::fs::write(env.repo().join("config"), b"{\"Addresses\": [\x01").unwrap();
+    let r = env.fails(&["pin", "ls"], "config");
+    assert!(
+        r.stderr
+            .contains(env.repo().join("config").to_str().unwrap()),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn usage_errors() {
     let env = Env::new();

@@ -5,7 +5,18 @@
 //! several of them run at once — block writes are atomic renames and metadata changes
 //! are short redb transactions. `repo gc` holds the lock exclusively, so it never deletes
 //! a block another process has written but not pinned yet. Each holder records itself
-//! in `owners/<pid>` so a refused command can say who holds the repo.
+//! in `owners/<pid>` so a refused command can say who holds the repo; the record is the
+//! command's name only (see [`set_owner_label`]), never its arguments (they may hold
+//! secrets such as an API token).
+//!
+//! Permissions: a new repo folder is made `0700` (as kubo makes its own), so other users
+//! of the machine cannot read its blocks, records or the daemon's token. An existing
+//! folder is left as it is.
+//!
+//! Damage: every repo file is read as untrusted. redb panics on some damaged pages, so
+//! each use of `datastore.redb` runs under [`contain`], which turns a panic into
+//! [`RepoError::Damaged`] naming the file and what to do; nothing reaches the terminal
+//! as a panic.
 
 use crate::blockstore::Blockstore;
 use crate::cid::Cid;
@@ -16,6 +27,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const PINS: TableDefinition<&[u8], u8> = TableDefinition::new("pins");
@@ -34,6 +46,12 @@ pub enum RepoError {
     Config { path: PathBuf, message: String },
     #[error("metadata database: {0}")]
     Db(String),
+    #[error(
+        "{path} is damaged ({detail}): restore it from a backup, or move it aside to start \
+         an empty one (its pins and torrent index are lost; the blocks stay, and `btfs repo \
+         verify` checks them)"
+    )]
+    Damaged { path: PathBuf, detail: String },
     #[error(transparent)]
     Dag(#[from] DagError),
 }
@@ -45,8 +63,79 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
     }
 }
 
-fn db_err(e: impl std::fmt::Display) -> RepoError {
-    RepoError::Db(e.to_string())
+/// A redb error: [`RepoError::Damaged`] (its path filled in by [`Repo::with_db`]) when
+/// the file is not a sound database, else [`RepoError::Db`].
+fn db_err(e: impl Into<redb::Error>) -> RepoError {
+    let e: redb::Error = e.into();
+    let damaged = match &e {
+        redb::Error::Corrupted(_) => true,
+        redb::Error::Io(io) => io.kind() == io::ErrorKind::InvalidData,
+        _ => false,
+    };
+    if damaged {
+        RepoError::Damaged {
+            path: PathBuf::new(),
+            detail: e.to_string(),
+        }
+    } else {
+        RepoError::Db(e.to_string())
+    }
+}
+
+/// Who takes the repo, as `owners/<pid>` records it (set once by the program).
+static OWNER_LABEL: OnceLock<String> = OnceLock::new();
+
+/// Names the command that opens the repo in this process (e.g. `btfs daemon`), for the
+/// message of a command refused because the repo is in use. Only the first call counts.
+/// Without it, the executable's file name is recorded. Never pass arguments: they may
+/// hold secrets.
+pub fn set_owner_label(label: &str) {
+    let _ = OWNER_LABEL.set(
+        label
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+            .collect(),
+    );
+}
+
+fn owner_label() -> String {
+    OWNER_LABEL.get().cloned().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "btfs".into())
+    })
+}
+
+thread_local! {
+    /// Set while [`contain`] runs: a panic then is reported as an error, not printed.
+    static CONTAINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic inside it into an error with the panic's message. The
+/// process's panic hook stays silent for such a panic (the error says what happened);
+/// any other panic is printed as before.
+fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !CONTAINED.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was = CONTAINED.with(|c| c.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINED.with(|c| c.set(was));
+    r.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "an internal check failed".into())
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -165,6 +254,9 @@ pub struct VerifyReport {
     pub corrupt: Vec<String>,
     /// Blocks that pinned DAGs need but the store lacks.
     pub missing: Vec<String>,
+    /// Why the metadata database (pins, torrent index) cannot be read, when it is damaged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 impl Repo {
@@ -178,7 +270,14 @@ impl Repo {
         if Self::exists(path) {
             return Ok(false);
         }
-        fs::create_dir_all(path).map_err(io_err(path))?;
+        if !path.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(io_err(path))?;
+        }
         Blockstore::open(&path.join("blocks")).map_err(io_err(path))?;
         let cfg = serde_json::to_string_pretty(&Config::default()).expect("config serialises");
         let tmp = path.join("config.tmp");
@@ -225,8 +324,7 @@ impl Repo {
         let owners = path.join("owners");
         fs::create_dir_all(&owners).map_err(io_err(&owners))?;
         let owner = owners.join(std::process::id().to_string());
-        let cmdline: Vec<String> = std::env::args().collect();
-        let _ = fs::write(&owner, cmdline.join(" "));
+        let _ = fs::write(&owner, owner_label());
         let blocks = Blockstore::open(&path.join("blocks")).map_err(io_err(path))?;
         Ok((
             Repo {
@@ -251,14 +349,16 @@ impl Repo {
     }
 
     /// Runs `f` on the metadata database. redb admits one process at a time, so the
-    /// database is opened per operation, waiting up to 30 s for another process.
+    /// database is opened per operation, waiting up to 30 s for another process. A
+    /// damaged file (a panic inside redb, or an error that says so) is
+    /// [`RepoError::Damaged`] with the file's path.
     fn with_db<T>(
         &self,
         f: impl FnOnce(&redb::Database) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
         let path = self.path.join("datastore.redb");
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let r = contain(|| loop {
             match redb::Database::create(&path) {
                 Ok(db) => return f(&db),
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
@@ -266,6 +366,12 @@ impl Repo {
                 }
                 Err(e) => return Err(db_err(e)),
             }
+        });
+        match r {
+            Err(detail) | Ok(Err(RepoError::Damaged { detail, .. })) => {
+                Err(RepoError::Damaged { path, detail })
+            }
+            Ok(other) => other,
         }
     }
 
@@ -340,7 +446,10 @@ impl Repo {
             let mut out = Vec::new();
             for item in t.iter().map_err(db_err)? {
                 let (k, v) = item.map_err(db_err)?;
-                let cid = Cid::from_bytes(k.value()).map_err(db_err)?;
+                let cid = Cid::from_bytes(k.value()).map_err(|e| RepoError::Damaged {
+                    path: PathBuf::new(),
+                    detail: format!("a pin that is not a CID: {e}"),
+                })?;
                 let kind = if v.value() == 1 {
                     PinKind::Recursive
                 } else {
@@ -472,7 +581,8 @@ impl Repo {
         Ok(report)
     }
 
-    /// Rehashes every block, and checks that every pinned DAG is complete.
+    /// Rehashes every block, and checks that every pinned DAG is complete (and so that
+    /// the metadata database can be read).
     pub fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, RepoError> {
         use sha2::Digest;
         let mut report = VerifyReport::default();
@@ -488,7 +598,15 @@ impl Repo {
             }
         }
         let dag = self.dag();
-        for (cid, kind) in self.pins()? {
+        let pins = match self.pins() {
+            Ok(p) => p,
+            Err(e @ RepoError::Damaged { .. }) => {
+                report.database = Some(e.to_string());
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        for (cid, kind) in pins {
             let r = match kind {
                 PinKind::Recursive => dag.walk(&cid, &mut |_| {}),
                 PinKind::Direct if self.blocks.has(&cid) => Ok(()),

@@ -554,10 +554,16 @@ pub fn repo(cmd: RepoCommand, enc: Encoding) -> anyhow::Result<()> {
                     for m in &r.missing {
                         println!("missing block: {m}");
                     }
-                    if r.corrupt.is_empty() && r.missing.is_empty() {
+                    if let Some(d) = &r.database {
+                        println!("damaged metadata database: {d}");
+                    }
+                    if r.corrupt.is_empty() && r.missing.is_empty() && r.database.is_none() {
                         println!("verified {} blocks: all good", r.checked);
                     }
                 }
+            }
+            if let Some(d) = r.database {
+                bail!("{d}");
             }
             if !r.corrupt.is_empty() || !r.missing.is_empty() {
                 bail!(
