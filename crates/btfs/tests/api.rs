@@ -737,6 +737,15 @@ fn the_api_refuses_other_origins_and_hosts_and_checks_its_token() {
     drop(node);
     let mut node = Node::start(&t.path().join("repo2"), &["--api-token", "s3cret"]);
     assert_eq!(node.token(), "s3cret");
+    // The repo is private, and who holds it is recorded without the command's arguments.
+    let pid = node.daemon.as_ref().unwrap().pid();
+    let owner = std::fs::read_to_string(node.repo.join("owners").join(pid.to_string())).unwrap();
+    assert_eq!(owner, "btfs daemon");
+    let mode = std::fs::metadata(&node.repo).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o700
+    );
     assert_eq!(api(&node, "version", &[]), 401);
     assert_eq!(
         api(&node, "version", &["-H", "Authorization: Bearer s3cret"]),
