@@ -1,7 +1,13 @@
 //! Rendering of command results: every command returns a value that serialises to JSON
 //! (`--enc json`) and knows how to print itself as text (the default).
+//!
+//! Text output policy: strings that come from torrents, peers, trackers or the store
+//! (names, paths, comments, client names, error messages) pass through [`clean`] before
+//! they reach a terminal, so an escape sequence inside them is shown, not acted on. JSON
+//! output is left as it is (JSON escapes control characters itself).
 
 use serde::Serialize;
+use std::borrow::Cow;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
@@ -55,13 +61,35 @@ pub fn report_error(e: &anyhow::Error, enc: Encoding) -> ExitCode {
         1
     };
     match enc {
-        Encoding::Text => eprintln!("Error: {message}"),
+        Encoding::Text => eprintln!("Error: {}", clean(&message)),
         Encoding::Json => eprintln!(
             "{}",
             serde_json::json!({ "Message": message, "Code": code, "Type": "error" })
         ),
     }
     ExitCode::from(code)
+}
+
+/// Text made safe for a terminal: control characters (C0, DEL, C1) and the
+/// bidirectional-text controls (which can make a name read backwards) are escaped as Rust
+/// escapes them (`\u{1b}`, `\n`); printable Unicode is kept as it is.
+pub fn clean(s: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// `1.5 MiB`-style sizes.
@@ -107,6 +135,20 @@ pub fn utc_date(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(clean("plain name é 名前.mkv"), "plain name é 名前.mkv");
+        assert!(matches!(clean("plain"), Cow::Borrowed(_)));
+        assert_eq!(clean("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(clean("x\ny\tz\r"), "x\\ny\\tz\\r");
+        assert_eq!(clean("\u{7f}\u{9b}31m"), "\\u{7f}\\u{9b}31m");
+        assert_eq!(clean("evil\u{202e}gpj.exe"), "evil\\u{202e}gpj.exe");
+        for c in (0u32..0x20).chain(0x7f..0xa0) {
+            let s = char::from_u32(c).unwrap().to_string();
+            assert!(!clean(&s).chars().any(|c| c.is_control()), "{c:#x}");
+        }
+    }
 
     #[test]
     fn sizes() {

@@ -150,6 +150,78 @@ fn metainfo_of_a_magnet_shows_what_the_link_holds() {
     assert!(r.stderr.contains("magnet parameter xt"), "{}", r.stderr);
 }
 
+/// Names, comments and paths from torrents (and the store) are printed with their
+/// control characters escaped: an escape sequence shows as `\u{1b}[…`, never reaches
+/// the terminal. JSON keeps the exact strings.
+#[test]
+fn text_output_escapes_control_characters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (esc_name, comment, by) = (
+        "evil\x1b]0;owned\x07\x1b[2J",
+        "hi\x1b[31mred\u{9b}0m",
+        "x\x1b[5m",
+    );
+    let pieces = format!("6:pieces20:{}", "a".repeat(20));
+    let torrent = format!(
+        "d7:comment{}:{comment}10:created by{}:{by}4:infod5:filesld6:lengthi1e4:pathl{}:{esc_name}eee\
+         4:name{}:{esc_name}12:piece lengthi16384e{pieces}ee",
+        comment.len(),
+        by.len(),
+        esc_name.len(),
+        esc_name.len()
+    );
+    let file = tmp.path().join("evil.torrent");
+    std::fs::write(&file, torrent).unwrap();
+    let r = btfs(&["bittorrent", "metainfo", "-t", s(&file)]).ok();
+    assert!(!r.stdout.contains('\x1b'), "a raw ESC in:\n{:?}", r.stdout);
+    assert!(!r.stdout.contains('\u{9b}') && !r.stdout.contains('\x07'));
+    assert!(
+        r.stdout.contains("hi\\u{1b}[31mred\\u{9b}0m") && r.stdout.contains("x\\u{1b}[5m"),
+        "{}",
+        r.stdout
+    );
+    let j = btfs(&["--json", "bittorrent", "metainfo", "-t", s(&file)])
+        .ok()
+        .json();
+    assert_eq!(j["Comment"], comment);
+
+    // Names of the store: `add` and `ls` print them escaped too.
+    let repo = tmp.path().join("repo");
+    let dir = tmp.path().join("d");
+    write(&dir.join("a\x1b[2Jb.txt"), b"x");
+    let run = |args: &[&str]| {
+        run_with_timeout(
+            std::process::Command::new(env!("CARGO_BIN_EXE_btfs"))
+                .env("BTFS_PATH", &repo)
+                .args(args),
+            std::time::Duration::from_secs(60),
+        )
+        .ok()
+    };
+    let added = run(&["add", "-r", s(&dir)]);
+    assert!(!added.stdout.contains('\x1b'), "{:?}", added.stdout);
+    assert!(
+        added.stdout.contains("d/a\\u{1b}[2Jb.txt"),
+        "{}",
+        added.stdout
+    );
+    let root = added
+        .stdout
+        .lines()
+        .last()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap();
+    let listed = run(&["ls", root]);
+    assert!(!listed.stdout.contains('\x1b'), "{:?}", listed.stdout);
+    assert!(
+        listed.stdout.contains("a\\u{1b}[2Jb.txt"),
+        "{}",
+        listed.stdout
+    );
+}
+
 #[test]
 fn create_is_deterministic_and_refuses_to_overwrite() {
     let tmp = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ use super::mapping;
 use super::server::CHILD_ENV;
 use crate::cli::{Bittorrent, Cli, Command, JobsCommand};
 use crate::commands::download::{done_line, ProgressView};
-use crate::output::{human_size, Encoding};
+use crate::output::{clean, human_size, Encoding};
 use anyhow::{bail, Context};
 use bittorrent::engine::Stats;
 use clap::{ArgMatches, CommandFactory};
@@ -505,11 +505,13 @@ async fn download(
             Encoding::Json => println!("{job}"),
             Encoding::Text => println!(
                 "started job {} ({}); `btfs bittorrent jobs ls` shows it",
-                job["Id"].as_str().unwrap_or("?"),
-                job["Name"]
-                    .as_str()
-                    .or(job["Source"].as_str())
-                    .unwrap_or("")
+                clean(job["Id"].as_str().unwrap_or("?")),
+                clean(
+                    job["Name"]
+                        .as_str()
+                        .or(job["Source"].as_str())
+                        .unwrap_or("")
+                )
             ),
         }
         return Ok(0);
@@ -572,25 +574,27 @@ async fn download(
                     view.finish();
                     println!(
                         "added {} {}",
-                        v["Hash"].as_str().unwrap_or(""),
-                        v["Name"].as_str().unwrap_or("")
+                        clean(v["Hash"].as_str().unwrap_or("")),
+                        clean(v["Name"].as_str().unwrap_or(""))
                     );
                 }
-                "imported" => println!("gateway: {}", v["GatewayUrl"].as_str().unwrap_or("")),
+                "imported" => {
+                    println!("gateway: {}", clean(v["GatewayUrl"].as_str().unwrap_or("")))
+                }
                 "summary" => {
                     view.finish();
                     saved_in = v["SavePath"].as_str().map(str::to_string);
                     if v["AlreadyImported"] == true {
                         eprintln!(
                             "{} is already in the BTFS store",
-                            v["Name"].as_str().unwrap_or("")
+                            clean(v["Name"].as_str().unwrap_or(""))
                         );
                         println!(
                             "added {} {}",
-                            v["Cid"].as_str().unwrap_or(""),
-                            v["Name"].as_str().unwrap_or("")
+                            clean(v["Cid"].as_str().unwrap_or("")),
+                            clean(v["Name"].as_str().unwrap_or(""))
                         );
-                        println!("gateway: {}", v["GatewayUrl"].as_str().unwrap_or(""));
+                        println!("gateway: {}", clean(v["GatewayUrl"].as_str().unwrap_or("")));
                     } else if v["Complete"] == true {
                         println!(
                             "{}",
@@ -676,21 +680,21 @@ async fn jobs(
         JobsCommand::Show { .. } => {
             println!("{}", job_line(&v));
             if let Some(c) = v["GatewayUrl"].as_str() {
-                println!("gateway: {c}");
+                println!("gateway: {}", clean(c));
             }
             for f in v["Files"].as_array().into_iter().flatten() {
                 println!(
                     "  file {:>3}  {:>10}  {}  {}",
                     f["Index"],
                     human_size(f["Length"].as_u64().unwrap_or(0)),
-                    f["Cid"].as_str().unwrap_or("-"),
+                    clean(f["Cid"].as_str().unwrap_or("-")),
                     clean(f["Path"].as_str().unwrap_or(""))
                 );
             }
             for p in v["PeerList"].as_array().into_iter().flatten() {
                 println!(
                     "  peer {}  {}  down {}/s  up {}/s  {:.0}%",
-                    p["Addr"].as_str().unwrap_or(""),
+                    clean(p["Addr"].as_str().unwrap_or("")),
                     clean(p["Client"].as_str().unwrap_or("?")),
                     human_size(p["DownRate"].as_f64().unwrap_or(0.0) as u64),
                     human_size(p["UpRate"].as_f64().unwrap_or(0.0) as u64),
@@ -712,7 +716,7 @@ async fn jobs(
         JobsCommand::Rm { id, .. } => {
             println!("removed job {id}");
             if let Some(why) = v["DataKept"].as_str() {
-                eprintln!("{why}");
+                eprintln!("{}", clean(why));
             }
         }
         _ => println!("{}", job_line(&v)),
@@ -720,30 +724,16 @@ async fn jobs(
     Ok(0)
 }
 
-/// Text from peers, trackers and torrents, with control characters escaped (a terminal
-/// would act on them).
-fn clean(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
-
 fn job_line(j: &serde_json::Value) -> String {
     format!(
         "{}  {:<11}  {:5.1}%  {:>10}  {}{}",
-        j["Id"].as_str().unwrap_or(""),
-        j["State"].as_str().unwrap_or(""),
+        clean(j["Id"].as_str().unwrap_or("")),
+        clean(j["State"].as_str().unwrap_or("")),
         j["Progress"].as_f64().unwrap_or(0.0) * 100.0,
         human_size(j["Size"].as_u64().unwrap_or(0)),
         clean(j["Name"].as_str().or(j["Source"].as_str()).unwrap_or("")),
         match j["Cid"].as_str() {
-            Some(c) => format!("  {c}"),
+            Some(c) => format!("  {}", clean(c)),
             None => String::new(),
         }
     )

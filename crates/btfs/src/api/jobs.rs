@@ -231,7 +231,10 @@ impl Jobs {
             let Some(id) = next else { return };
             // A job that cannot start is marked failed, so it is not chosen again.
             if let Err(e) = self.start(&id) {
-                eprintln!("job {id}: cannot start: {e:#}");
+                eprintln!(
+                    "job {id}: cannot start: {}",
+                    crate::output::clean(&format!("{e:#}"))
+                );
             }
         }
     }

@@ -1,7 +1,7 @@
 //! `btfs bittorrent create`: a deterministic .torrent from a file or a directory.
 
 use crate::cli::CreateArgs;
-use crate::output::{emit, human_size, Encoding, Output};
+use crate::output::{clean, emit, human_size, Encoding, Output};
 use anyhow::{bail, Context};
 use bittorrent::create::{create_torrent, CreateOptions, Created};
 use serde::Serialize;
@@ -76,7 +76,7 @@ fn with_progress<T>(path: &Path, f: impl FnOnce(&(dyn Fn(u64) + Sync)) -> T) -> 
                     let h = hashed.load(Ordering::Relaxed);
                     eprint!(
                         "\rhashing {}: {} of {} ({:.0}%)   ",
-                        path.display(),
+                        clean(&path.display().to_string()),
                         human_size(h),
                         human_size(total),
                         h as f64 * 100.0 / total as f64
@@ -170,8 +170,8 @@ impl CreateReport {
 
 impl Output for CreateReport {
     fn write_text(&self, w: &mut dyn Write) -> io::Result<()> {
-        writeln!(w, "created {}", self.torrent)?;
-        writeln!(w, "  name       {}", self.name)?;
+        writeln!(w, "created {}", clean(&self.torrent))?;
+        writeln!(w, "  name       {}", clean(&self.name))?;
         writeln!(w, "  info hash  {}", self.info_hash)?;
         writeln!(
             w,
@@ -183,7 +183,11 @@ impl Output for CreateReport {
         )?;
         writeln!(w, "  magnet     {}", self.magnet)?;
         for s in &self.skipped {
-            writeln!(w, "  skipped    {s} (not a regular file or folder)")?;
+            writeln!(
+                w,
+                "  skipped    {} (not a regular file or folder)",
+                clean(s)
+            )?;
         }
         Ok(())
     }

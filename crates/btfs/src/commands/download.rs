@@ -2,7 +2,7 @@
 
 use super::{read_input, wait_for_signal};
 use crate::cli::DownloadArgs;
-use crate::output::{human_size, Encoding};
+use crate::output::{clean, human_size, Encoding};
 use anyhow::{bail, Context};
 use bittorrent::engine::{self, Options, Phase, Stats};
 use bittorrent::{InfoHash, Metainfo};
@@ -50,7 +50,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
             match enc {
                 Encoding::Text => eprintln!(
                     "fetching the metadata of {} from peers…",
-                    magnet.display_name.as_deref().unwrap_or("the torrent")
+                    clean(magnet.display_name.as_deref().unwrap_or("the torrent"))
                 ),
                 Encoding::Json => println!(
                     "{}",
@@ -343,8 +343,8 @@ fn report_known(
             serde_json::json!({"Type": "summary", "Complete": true, "AlreadyImported": true, "Name": record.name, "Cid": root.to_string(), "GatewayUrl": url})
         ),
         Encoding::Text => {
-            eprintln!("{} is already in the BTFS store", record.name);
-            println!("added {root} {}", record.name);
+            eprintln!("{} is already in the BTFS store", clean(&record.name));
+            println!("added {root} {}", clean(&record.name));
             println!("gateway: {url}");
         }
     }
@@ -361,7 +361,7 @@ fn print_imported(imported: &Imported, gateway: &str, enc: Encoding) {
                 "{}",
                 serde_json::json!({"Type": "added", "Name": name, "Hash": node.cid.to_string(), "Size": node.tsize.to_string()})
             ),
-            Encoding::Text => writeln!(out, "added {} {name}", node.cid),
+            Encoding::Text => writeln!(out, "added {} {}", node.cid, clean(name)),
         };
     }
     let _ = match enc {
@@ -553,7 +553,7 @@ impl ProgressView {
     pub fn new(name: String, enc: Encoding) -> Self {
         let started = Instant::now();
         ProgressView {
-            name,
+            name: clean(&name).into_owned(),
             enc,
             tty: std::io::stderr().is_terminal(),
             started,
@@ -562,7 +562,7 @@ impl ProgressView {
     }
 
     pub fn set_name(&mut self, name: String) {
-        self.name = name;
+        self.name = clean(&name).into_owned();
     }
 
     pub fn show(&mut self, s: &Stats) {
@@ -613,10 +613,11 @@ pub fn done_line(
     let secs = elapsed.max(0.001);
     let place = match saved_in {
         None => "imported into the BTFS store".to_string(),
-        Some(p) => format!("saved in {p}"),
+        Some(p) => format!("saved in {}", clean(p)),
     };
     format!(
-        "downloaded {name} ({}) in {secs:.1} s, {}/s; {place}",
+        "downloaded {} ({}) in {secs:.1} s, {}/s; {place}",
+        clean(name),
         human_size(bytes),
         human_size((downloaded as f64 / secs) as u64),
     )

@@ -6,7 +6,7 @@
 
 use super::read_input;
 use crate::cli::MetainfoArgs;
-use crate::output::{emit, human_size, utc_date, Encoding, Output};
+use crate::output::{clean, emit, human_size, utc_date, Encoding, Output};
 use anyhow::Context;
 use bittorrent::{Magnet, Metainfo};
 use serde::Serialize;
@@ -155,8 +155,10 @@ impl From<&Metainfo> for TorrentReport {
     }
 }
 
+/// One `Label:     value` line; the value comes from the torrent, so its control
+/// characters are escaped.
 fn label(w: &mut dyn Write, name: &str, value: impl std::fmt::Display) -> io::Result<()> {
-    writeln!(w, "{name:<12} {value}")
+    writeln!(w, "{name:<12} {}", clean(&value.to_string()))
 }
 
 impl Output for TorrentReport {
@@ -232,7 +234,12 @@ impl Output for TorrentReport {
             } else {
                 &f.path_utf8
             };
-            writeln!(w, "  {:>12}  {}", human_size(f.length), path.join("/"))?;
+            writeln!(
+                w,
+                "  {:>12}  {}",
+                human_size(f.length),
+                clean(&path.join("/"))
+            )?;
         }
         label(w, "Magnet:", &self.magnet)?;
         for warning in &self.warnings {

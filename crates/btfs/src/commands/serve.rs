@@ -4,7 +4,7 @@
 use super::store::{import_path, open_repo, parse_content_path};
 use super::{btfs_path, wait_for_signal};
 use crate::cli::ServeArgs;
-use crate::output::{human_size, Encoding};
+use crate::output::{clean, human_size, Encoding};
 use anyhow::{bail, Context};
 use bittorrent::create::{create_torrent, CreateOptions};
 use bittorrent::engine::{self, Options, Phase, Stats};
@@ -149,7 +149,7 @@ fn seed_path(
     let progress = |n: u64| {
         let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
         if tty && d % (64 << 20) < n {
-            eprint!("\r\x1b[Khashing {name}: {}", human_size(d));
+            eprint!("\r\x1b[Khashing {}: {}", clean(&name), human_size(d));
         }
     };
     let created = create_torrent(&abs, opts, &progress)?;
@@ -229,7 +229,7 @@ fn resume_all(repo: &Repo, blocks: &Arc<Blockstore>) -> anyhow::Result<Vec<Seed>
         let meta = match load_torrent(Path::new(&r.torrent)) {
             Ok(m) => m,
             Err(e) => {
-                eprintln!("skipping {}: {e:#}", r.name);
+                eprintln!("skipping {}: {}", clean(&r.name), clean(&format!("{e:#}")));
                 continue;
             }
         };
@@ -253,7 +253,9 @@ fn resume_all(repo: &Repo, blocks: &Arc<Blockstore>) -> anyhow::Result<Vec<Seed>
             if !source.exists() {
                 eprintln!(
                     "skipping {}: {} is gone (`--remove {}` forgets it)",
-                    r.name, r.source, r.name
+                    clean(&r.name),
+                    clean(&r.source),
+                    clean(&r.name)
                 );
                 continue;
             }
@@ -288,7 +290,7 @@ fn list(repo: &Repo, enc: Encoding) -> anyhow::Result<()> {
                     serde_json::json!({"Name": r.name, "InfoHash": ih, "Source": r.source, "Cid": r.cid, "Torrent": r.torrent, "Magnet": magnet})
                 )
             }
-            Encoding::Text => println!("{ih}  {}  {}", r.name, r.source),
+            Encoding::Text => println!("{ih}  {}  {}", clean(&r.name), clean(&r.source)),
         }
     }
     if served.is_empty() && enc == Encoding::Text {
@@ -309,7 +311,11 @@ fn remove(repo: &Repo, which: &str) -> anyhow::Result<()> {
     for (ih, r) in matches {
         repo.remove_served(ih)?;
         let _ = std::fs::remove_file(&r.torrent);
-        println!("stopped serving {} ({})", r.name, InfoHash(*ih).to_hex());
+        println!(
+            "stopped serving {} ({})",
+            clean(&r.name),
+            InfoHash(*ih).to_hex()
+        );
     }
     Ok(())
 }
@@ -362,7 +368,7 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
                     "Cid": seed.cid.map(|c| c.to_string()),
                 })
             ),
-            Encoding::Text => println!("{name}  {magnet}"),
+            Encoding::Text => println!("{}  {}", clean(&name), clean(&magnet.to_string())),
         }
         let mut opts = Options::new(seed.save_path.clone());
         opts.seed = true;
@@ -438,7 +444,7 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
                 }
                 println!("{v}");
             }
-            Encoding::Text => eprintln!("{name}: uploaded {}", human_size(s.uploaded)),
+            Encoding::Text => eprintln!("{}: uploaded {}", clean(&name), human_size(s.uploaded)),
         }
     }
     if !failed.is_empty() {
@@ -464,7 +470,8 @@ async fn status_lines(boards: Vec<(String, watch::Receiver<Stats>)>) {
                 _ => "starting",
             };
             eprintln!(
-                "{name}: {state}, peers {}, uploaded {}, up {}/s",
+                "{}: {state}, peers {}, uploaded {}, up {}/s",
+                clean(name),
                 s.peers,
                 human_size(s.uploaded),
                 human_size(s.upload_rate as u64)

@@ -2,7 +2,7 @@
 
 use super::btfs_path;
 use crate::cli::{AddArgs, CatArgs, GetArgs, LsArgs, PinCommand, RepoCommand};
-use crate::output::{human_size, Encoding};
+use crate::output::{clean, human_size, Encoding};
 use anyhow::{bail, Context};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -110,7 +110,7 @@ fn print_added(enc: Encoding, quiet: bool, name: &str, node: &Node) {
             serde_json::json!({"Name": name, "Hash": node.cid.to_string(), "Size": node.tsize.to_string()})
         ),
         (Encoding::Text, true) => writeln!(out, "{}", node.cid),
-        (Encoding::Text, false) => writeln!(out, "added {} {name}", node.cid),
+        (Encoding::Text, false) => writeln!(out, "added {} {}", node.cid, clean(name)),
     };
 }
 
@@ -450,8 +450,8 @@ pub fn ls(args: LsArgs, enc: Encoding) -> anyhow::Result<()> {
             for e in &entries {
                 // As kubo prints it: no size for folders.
                 match e.kind {
-                    Kind::Directory => writeln!(out, "{} - {}/", e.cid, e.name)?,
-                    _ => writeln!(out, "{} {} {}", e.cid, e.size, e.name)?,
+                    Kind::Directory => writeln!(out, "{} - {}/", e.cid, clean(&e.name))?,
+                    _ => writeln!(out, "{} {} {}", e.cid, e.size, clean(&e.name))?,
                 }
             }
         }
