@@ -831,6 +831,96 @@ fn a_seeding_job_seeds_again_after_a_restart() {
     assert!(!node.repo.join("bittorrent/jobs").join(&id).exists());
 }
 
+/// `jobs rm --delete-data` deletes the files of the job's verified torrent and the
+/// folders they leave empty, nothing else: not a folder the magnet's `dn` names when the
+/// metadata never came, not a user's file beside or inside the torrent's folder.
+#[test]
+fn removing_a_job_deletes_only_the_files_of_its_verified_torrent() {
+    let t = tempfile::tempdir().unwrap();
+    let node = Node::start(&t.path().join("repo"), &[]);
+    let rm = |id: &str| {
+        let (st, body) = node.post(
+            &format!("bittorrent/jobs/rm?arg={id}&delete-data=true"),
+            &[],
+        );
+        assert_eq!(st, 200, "{body}");
+    };
+    let detach = |magnet: &str, out: &Path| {
+        let (st, body) = node.post(
+            &format!(
+                "bittorrent/download?arg={}&detach=true&output={}",
+                enc(magnet),
+                enc(s(out))
+            ),
+            &[],
+        );
+        assert_eq!(st, 200, "{body}");
+        json(&body)["Id"].as_str().unwrap().to_string()
+    };
+
+    // No metadata ever comes (the only tracker never answers): `dn=victim` names a
+    // folder of the user's that the job never wrote.
+    let out = t.path().join("out");
+    write(&out.join("victim/keep.txt"), b"not btfs's");
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}&dn=victim&tr=udp://{}",
+        "3c".repeat(20),
+        silent.local_addr().unwrap()
+    );
+    let id = detach(&magnet, &out);
+    poll(
+        Duration::from_secs(30),
+        "the job did not look for its metadata",
+        || job_state(&node, &id).to_string(),
+        || (job_state(&node, &id)["State"] == "metadata").then_some(()),
+    );
+    rm(&id);
+    assert_eq!(
+        std::fs::read(out.join("victim/keep.txt")).unwrap(),
+        b"not btfs's"
+    );
+
+    // A complete multi-file download into a folder that holds other files: its files
+    // and emptied folders go, the user's files (one added inside the torrent's folder
+    // afterwards) stay, and so do the folders that hold them.
+    let (data, torrent) = sample_torrent(t.path(), None);
+    let info = btfs(&["--json", "bittorrent", "metainfo", "-t", s(&torrent)])
+        .ok()
+        .json();
+    let port = free_port();
+    let _seeder = lt_seed(&torrent, data.parent().unwrap(), port);
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}&dn=set&x.pe=127.0.0.1:{port}",
+        info["InfoHash"].as_str().unwrap()
+    );
+    let out = t.path().join("out2");
+    write(&out.join("other.txt"), b"mine");
+    let id = detach(&magnet, &out);
+    poll(
+        Duration::from_secs(60),
+        "the download did not complete",
+        || job_state(&node, &id).to_string(),
+        || (job_state(&node, &id)["State"] == "completed").then_some(()),
+    );
+    assert_same_tree(&data, &out.join("set"));
+    write(&out.join("set/mine.txt"), b"mine too");
+    rm(&id);
+    let mut left: Vec<String> = Vec::new();
+    let mut stack = vec![out.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            left.push(p.strip_prefix(&out).unwrap().display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    left.sort();
+    assert_eq!(left, ["other.txt", "set", "set/mine.txt"]);
+}
+
 #[test]
 fn downloads_wait_their_turn_in_the_queue() {
     let t = tempfile::tempdir().unwrap();

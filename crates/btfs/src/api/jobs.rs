@@ -13,11 +13,18 @@
 //! complete jobs do not count); the others are `queued` and start, oldest first, as
 //! active ones finish or turn to seeding.
 //!
+//! Removing a job with its data deletes what the job made: its own folders in the repo
+//! (working folder, resume data, the folder of a seeding job), and in a user's `-o`
+//! folder only the files of the verified torrent, as the job's process reported them
+//! (its `torrent` event, printed once the metadata is verified), then the folders those
+//! leave empty. Nothing is ever deleted by a name that only the magnet link (`dn`) or an
+//! unverified source gives: a job that never had its metadata leaves `-o` untouched.
+//!
 //! Lock order: the queue mutex before the jobs mutex; the jobs mutex is never held
 //! across an await or while writing files other than `jobs.json`.
 
 use super::mapping;
-use super::server::{self, error, json, Daemon, Running};
+use super::server::{self, error, json, Daemon, Running, Signaller};
 use crate::cli::{Cli, DownloadArgs};
 use anyhow::Context;
 use axum::body::{Body, Bytes};
@@ -117,9 +124,11 @@ struct FileInfo {
     index: usize,
     path: String,
     length: u64,
-    /// The name its `added` line has.
+    /// The name its `added` line has (its path below the download folder).
     added_name: String,
     cid: Option<String>,
+    /// Whether the job downloads it (records from before this field: yes).
+    selected: Option<bool>,
 }
 
 /// Why the daemon stopped a job's process.
@@ -134,7 +143,9 @@ enum Stop {
 struct Job {
     rec: Record,
     stats: Option<Stats>,
-    pid: Option<u32>,
+    /// Signals the job's process (set while it runs; never a bare pid, see
+    /// [`Signaller`]).
+    signal: Option<Signaller>,
     running: bool,
     stop: Option<Stop>,
     /// Lines of the process, and `true` with the last one.
@@ -175,7 +186,7 @@ impl Jobs {
             .map(|rec| Job {
                 stats: None,
                 rec,
-                pid: None,
+                signal: None,
                 running: false,
                 stop: None,
                 events: broadcast::channel(32).0,
@@ -346,7 +357,7 @@ impl Jobs {
             jobs.push(Job {
                 rec,
                 stats: None,
-                pid: None,
+                signal: None,
                 running: false,
                 stop: None,
                 events,
@@ -412,7 +423,7 @@ impl Jobs {
             // Claimed under the lock: a second start returns above, and a stop asked
             // for meanwhile is kept in `stop` and applied once the process exists.
             job.running = true;
-            job.pid = None;
+            job.signal = None;
             job.stop = None;
             (argv, job.rec.output.clone())
         };
@@ -444,10 +455,10 @@ impl Jobs {
             let Some(job) = jobs.iter_mut().find(|j| j.rec.id == id) else {
                 return Ok(());
             };
-            job.pid = running.pid();
+            job.signal = Some(running.signaller());
             job.rec.error = None;
             if job.stop.is_some() {
-                server::terminate(job.pid);
+                job.terminate();
             } else if !job.rec.state.live() || job.rec.state == State::Queued {
                 job.rec.state = State::Starting;
             }
@@ -529,7 +540,7 @@ impl Jobs {
             return;
         };
         job.running = false;
-        job.pid = None;
+        job.signal = None;
         let stop = match job.stop.take() {
             // The daemon is stopping (its signal may have reached the child first).
             None if self.stopping() => Some(Stop::Shutdown),
@@ -593,8 +604,8 @@ impl Jobs {
             .ok_or_else(|| format!("no job {id:?} (see jobs ls)"))?;
         if job.running {
             job.stop = Some(why);
-            // While it is being started the pid is not known yet: the start applies it.
-            server::terminate(job.pid);
+            // While it is being started it has no handle yet: the start applies it.
+            job.terminate();
             return Ok(true);
         }
         let before = job.rec.state;
@@ -696,25 +707,11 @@ impl Jobs {
             }
         }
         match (&rec.output, rec.own_output) {
+            // The job's own folder in the repo.
             (Some(o), true) => {
                 let _ = std::fs::remove_dir_all(o.parent().unwrap_or(o));
             }
-            (Some(o), false) => {
-                // Only the torrent's own top-level entry inside the user's folder.
-                if let Some(name) = rec.name.as_deref().filter(|n| is_plain_name(n)) {
-                    let p = o.join(name);
-                    let r = if p.is_dir() {
-                        std::fs::remove_dir_all(&p)
-                    } else {
-                        std::fs::remove_file(&p)
-                    };
-                    if let Err(e) = r {
-                        if e.kind() != std::io::ErrorKind::NotFound {
-                            return Err(format!("removing {}: {e}", p.display()));
-                        }
-                    }
-                }
-            }
+            (Some(o), false) => remove_torrent_files(o, &rec.files)?,
             _ => {}
         }
         if let Some(cid) = rec
@@ -740,7 +737,7 @@ impl Jobs {
             for j in jobs.iter_mut() {
                 if j.running {
                     j.stop = Some(Stop::Shutdown);
-                    server::terminate(j.pid);
+                    j.terminate();
                 } else if j.rec.state == State::Queued {
                     // No process will end the streams attached to it.
                     j.send_end();
@@ -749,22 +746,14 @@ impl Jobs {
         }
         let deadline = tokio::time::Instant::now() + STOP_WAIT;
         loop {
-            let left: Vec<Option<u32>> = self
-                .lock()
-                .iter()
-                .filter(|j| j.running)
-                .map(|j| j.pid)
-                .collect();
-            if left.is_empty() {
+            let left = self.lock().iter().filter(|j| j.running).count();
+            if left == 0 {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                for pid in left.into_iter().flatten() {
-                    if let Ok(pid) = i32::try_from(pid) {
-                        // SAFETY: kill(2) on our own child.
-                        unsafe {
-                            libc::kill(pid, libc::SIGKILL);
-                        }
+                for j in self.lock().iter().filter(|j| j.running) {
+                    if let Some(s) = &j.signal {
+                        s.kill();
                     }
                 }
                 // Reaped by their supervisors; a moment for them to record it.
@@ -784,6 +773,54 @@ impl Jobs {
 
 fn is_plain_name(n: &str) -> bool {
     !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0')
+}
+
+/// Deletes the files of a verified torrent from the user's folder `root` (each file's
+/// path below it, as its `added` name gives it), then the folders of the torrent that
+/// are left empty; `root` itself stays. A path that is not made of plain names, or that
+/// passes through a symbolic link, is left alone, as is anything else in the folders.
+fn remove_torrent_files(root: &std::path::Path, files: &[FileInfo]) -> Result<(), String> {
+    use std::io::ErrorKind::NotFound;
+    let mut folders: Vec<PathBuf> = Vec::new();
+    for f in files.iter().filter(|f| f.selected != Some(false)) {
+        let parts: Vec<&str> = f.added_name.split('/').collect();
+        if !parts.iter().all(|p| is_plain_name(p)) {
+            continue;
+        }
+        let mut dir = root.to_path_buf();
+        let mut inside = true;
+        for p in &parts[..parts.len() - 1] {
+            dir.push(p);
+            // A real folder, not a link to one elsewhere.
+            if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                inside = false;
+                break;
+            }
+            if !folders.contains(&dir) {
+                folders.push(dir.clone());
+            }
+        }
+        if !inside {
+            continue;
+        }
+        let path = dir.join(parts[parts.len() - 1]);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if !m.is_dir() => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    if e.kind() != NotFound {
+                        return Err(format!("removing {}: {e}", path.display()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Deepest first; a folder that still holds anything stays.
+    folders.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in folders {
+        let _ = std::fs::remove_dir(&d);
+    }
+    Ok(())
 }
 
 /// Reads one line (without a cap on the reader's buffer growing past [`MAX_LINE`]).
@@ -813,6 +850,13 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
 }
 
 impl Job {
+    /// SIGTERM to the job's process, if it has one.
+    fn terminate(&self) {
+        if let Some(s) = &self.signal {
+            s.terminate();
+        }
+    }
+
     /// Every wanted byte is verified (as last known).
     fn complete(&self) -> bool {
         self.rec.size > 0 && self.rec.have >= self.rec.size

@@ -11,6 +11,11 @@
 //! Every request passes [`check_access`] first: the `Host` must be this API (no DNS
 //! rebinding), an `Origin`/`Referer` must be the API's own origin (a web page elsewhere
 //! cannot drive it), and the bearer token is checked when one is set. Bodies are capped.
+//!
+//! Signals: a child is signalled only through a handle that names it and no other
+//! process: its `Child` while it is not reaped, or a [`Signaller`] (a pidfd) kept by the
+//! maps of running commands and jobs. A stored pid number is never signalled: once the
+//! child is reaped the number may name another process.
 
 use super::jobs::{JobSpec, Jobs};
 use super::mapping;
@@ -57,8 +62,8 @@ pub struct Daemon {
     pub shutdown: watch::Sender<bool>,
     /// Serialises `repo gc` runs.
     pub gc: Arc<tokio::sync::Mutex<()>>,
-    /// Commands running for requests, by the id sent in [`COMMAND_HEADER`]: their pids.
-    pub commands: Arc<Mutex<std::collections::HashMap<String, u32>>>,
+    /// Commands running for requests, by the id sent in [`COMMAND_HEADER`].
+    pub commands: Arc<Mutex<std::collections::HashMap<String, Arc<Signaller>>>>,
 }
 
 pub fn router(d: Arc<Daemon>) -> axum::Router {
@@ -178,12 +183,12 @@ async fn handle(State(d): State<Arc<Daemon>>, req: Request<Body>) -> Response<Bo
                 .iter()
                 .find(|(k, _)| k == "arg")
                 .map(|(_, v)| v.clone());
-            let pid = id
+            let child = id
                 .as_ref()
-                .and_then(|i| d.commands.lock().ok().and_then(|c| c.get(i).copied()));
-            match pid {
-                Some(pid) => {
-                    terminate(Some(pid));
+                .and_then(|i| d.commands.lock().ok().and_then(|c| c.get(i).cloned()));
+            match child {
+                Some(child) => {
+                    child.terminate();
                     json(
                         StatusCode::OK,
                         &serde_json::json!({"Id": id, "Stopped": true}),
@@ -496,6 +501,73 @@ impl Program {
     }
 }
 
+/// A handle that signals one child process, and only it: a pidfd (Linux 5.3+) opened
+/// while the child could not have been reaped, so it names that process even after it
+/// has ended and its pid number has been given to another (a signal then does nothing).
+/// Kernels without pidfds get the pid number, with the reuse window that implies.
+#[derive(Debug)]
+pub struct Signaller(Handle);
+
+#[derive(Debug)]
+enum Handle {
+    Pidfd(std::os::fd::OwnedFd),
+    Pid(i32),
+    None,
+}
+
+impl Signaller {
+    /// The handle of `child`, which must not have been waited for yet.
+    pub fn of(child: &tokio::process::Child) -> Signaller {
+        let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+            return Signaller(Handle::None);
+        };
+        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        match i32::try_from(fd) {
+            Ok(fd) if fd >= 0 => {
+                use std::os::fd::FromRawFd;
+                // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
+                Signaller(Handle::Pidfd(unsafe {
+                    std::os::fd::OwnedFd::from_raw_fd(fd)
+                }))
+            }
+            _ => Signaller(Handle::Pid(pid)),
+        }
+    }
+
+    /// SIGTERM: a clean stop for every btfs command.
+    pub fn terminate(&self) {
+        self.send(libc::SIGTERM);
+    }
+
+    pub fn kill(&self) {
+        self.send(libc::SIGKILL);
+    }
+
+    fn send(&self, sig: libc::c_int) {
+        match &self.0 {
+            Handle::Pidfd(fd) => {
+                use std::os::fd::AsRawFd;
+                // SAFETY: pidfd_send_signal(2) on a pidfd we own, no siginfo, no flags.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        fd.as_raw_fd(),
+                        sig,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    );
+                }
+            }
+            // SAFETY: kill(2) with a valid signal number.
+            Handle::Pid(pid) => unsafe {
+                libc::kill(*pid, sig);
+            },
+            Handle::None => {}
+        }
+    }
+}
+
 /// A running child: SIGTERM when dropped before it ended (the request went away), then
 /// SIGKILL if it has not stopped 20 s later.
 pub struct Running(Option<tokio::process::Child>);
@@ -505,8 +577,12 @@ impl Running {
         Running(Some(child))
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.0.as_ref().and_then(|c| c.id())
+    /// A handle for signals from elsewhere (see [`Signaller`]).
+    pub fn signaller(&self) -> Signaller {
+        match &self.0 {
+            Some(c) => Signaller::of(c),
+            None => Signaller(Handle::None),
+        }
     }
 
     pub async fn wait(&mut self) -> i32 {
@@ -528,7 +604,7 @@ impl Running {
         let Some(child) = self.0.as_mut() else {
             return -1;
         };
-        terminate(child.id());
+        terminate_unreaped(child);
         let code = match tokio::time::timeout(grace, child.wait()).await {
             Ok(Ok(s)) => s.code().unwrap_or(-1),
             _ => {
@@ -544,7 +620,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(mut child) = self.0.take() {
-            terminate(child.id());
+            terminate_unreaped(&child);
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
                     let waited =
@@ -559,10 +635,12 @@ impl Drop for Running {
     }
 }
 
-/// Sends SIGTERM (a clean stop for every btfs command).
-pub fn terminate(pid: Option<u32>) {
-    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) with a pid of our own child and a valid signal number.
+/// Sends SIGTERM to a child we hold and have not reaped: its pid cannot have been
+/// reused (an exited child stays a zombie until it is waited for), and tokio reports no
+/// pid once it has been.
+fn terminate_unreaped(child: &tokio::process::Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) with the pid of our own unreaped child and a valid signal.
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
@@ -654,8 +732,8 @@ pub async fn exec(d: &Daemon, run: Run, after: Option<Box<dyn FnOnce() + Send>>)
     let mut stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let command_id = format!("{:016x}", rand::random::<u64>());
-    if let (Some(pid), Ok(mut c)) = (child.id(), d.commands.lock()) {
-        c.insert(command_id.clone(), pid);
+    if let Ok(mut c) = d.commands.lock() {
+        c.insert(command_id.clone(), Arc::new(Signaller::of(&child)));
     }
     let forget = {
         let id = command_id.clone();

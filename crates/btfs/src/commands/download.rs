@@ -194,7 +194,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     let meta = Arc::new(meta);
     let name = meta.info.storage_name().to_owned();
     if args.progress_detail && enc == Encoding::Json {
-        println!("{}", torrent_event(&meta));
+        println!("{}", torrent_event(&meta, selected.as_deref()));
     }
     let bridge = Bridge::new(repo.clone(), meta.clone(), &save_path, selected.as_deref())?;
     let (summary, imported) = runtime.block_on(async {
@@ -376,8 +376,8 @@ fn print_imported(imported: &Imported, gateway: &str, enc: Encoding) {
 }
 
 /// The torrent's name, infohash, piece count and files, with the name each file's
-/// `added` line will have.
-fn torrent_event(meta: &Metainfo) -> serde_json::Value {
+/// `added` line will have and whether it is downloaded (`--only-files`, a magnet's `so`).
+fn torrent_event(meta: &Metainfo, selected: Option<&[bool]>) -> serde_json::Value {
     let name = meta.info.storage_name();
     let files: Vec<serde_json::Value> = meta
         .info
@@ -392,7 +392,8 @@ fn torrent_event(meta: &Metainfo) -> serde_json::Value {
             } else {
                 format!("{name}/{path}")
             };
-            serde_json::json!({"Index": i, "Path": path, "Length": f.length, "AddedName": added})
+            let wanted = selected.is_none_or(|s| s.get(i).copied().unwrap_or(false));
+            serde_json::json!({"Index": i, "Path": path, "Length": f.length, "AddedName": added, "Selected": wanted})
         })
         .collect();
     serde_json::json!({
