@@ -932,3 +932,143 @@ fn cidv1_is_served() {
     let r = g.get(&format!("/ipfs/{raw}?filename=a.txt"));
     assert_eq!(r.body, b"raw leaf\n");
 }
+
+/// A request with this `Host` (the helpers send the gateway's address).
+fn get_as(g: &Gateway, host: &str, target: &str) -> Resp {
+    let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    send(&g.addr, req.as_bytes(), false)
+}
+
+/// Untrusted content and the gateway's origin: `nosniff` on every response; on the
+/// shared path origin, whatever a browser would run as a document (HTML by name, by
+/// `?filename=`, by sniffing, an index.html) is sandboxed into an opaque origin; on
+/// `{cidv1}.btfs.localhost` a CID is served at its own origin, and `localhost` path
+/// requests are redirected there, as kubo's subdomain mode does.
+#[test]
+fn content_is_sandboxed_on_the_shared_origin_and_has_its_own_on_subdomains() {
+    let g = Gateway::start();
+    let root = g.root.clone();
+    let hello = g.cid("hello.txt").to_owned();
+    let port = g.addr.rsplit(':').next().unwrap().to_owned();
+    let sandboxed = |r: &Resp, what: &str| {
+        let csp = r
+            .header("content-security-policy")
+            .unwrap_or_else(|| panic!("{what}: no Content-Security-Policy in {:?}", r.headers));
+        assert!(
+            csp.contains("sandbox") && !csp.contains("allow-same-origin"),
+            "{what}: {csp}"
+        );
+    };
+
+    // Every kind of response says nosniff.
+    let cases: Vec<(String, u16)> = vec![
+        (format!("/btfs/{hello}"), 200),
+        (format!("/btfs/{root}"), 301),
+        (format!("/btfs/{root}/"), 200),
+        (format!("/btfs/{root}/nope"), 404),
+        ("/btfs/notacid".into(), 400),
+        ("/".into(), 200),
+        ("/elsewhere".into(), 404),
+    ];
+    for (target, status) in &cases {
+        let r = g.get(target);
+        r.expect(*status, target);
+        assert_eq!(r.h("x-content-type-options"), "nosniff", "{target}");
+    }
+    let r = g.req(
+        "GET",
+        &format!("/btfs/{hello}"),
+        &[("If-None-Match", &format!("\"{hello}\""))],
+    );
+    r.expect(304, "a conditional request");
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+    let r = g.req("POST", &format!("/btfs/{hello}"), &[]);
+    r.expect(405, "POST");
+    assert_eq!(r.h("x-content-type-options"), "nosniff");
+
+    // ?filename=x.html types plain text as HTML (as kubo does) but only in a sandbox;
+    // so are HTML by name, by content, a folder's index.html and a listing.
+    let r = g.get(&format!("/btfs/{hello}?filename=x.html"));
+    r.expect(200, "?filename=x.html");
+    assert!(
+        r.h("content-type").starts_with("text/html"),
+        "{:?}",
+        r.headers
+    );
+    sandboxed(&r, "?filename=x.html");
+    sandboxed(
+        &g.get(&format!("/btfs/{root}/page/index.html")),
+        "index.html",
+    );
+    sandboxed(
+        &g.get(&format!("/btfs/{}", g.cid("page/index.html"))),
+        "sniffed HTML",
+    );
+    sandboxed(
+        &g.get(&format!("/btfs/{root}/page/")),
+        "a folder's index.html",
+    );
+    sandboxed(&g.get(&format!("/btfs/{root}/")), "a listing");
+    let r = g.get(&format!("/btfs/{root}/page/style.css"));
+    assert!(
+        r.header("content-security-policy").is_none(),
+        "{:?}",
+        r.headers
+    );
+
+    // A subdomain is the CID's own origin: its pages run unsandboxed.
+    let page1 = v0_to_v1(g.cid("page"));
+    let host = format!("{page1}.btfs.localhost:{port}");
+    for target in ["/", "/index.html"] {
+        let r = get_as(&g, &host, target);
+        r.expect(200, &format!("{host}{target}"));
+        assert_eq!(r.body, PAGE);
+        assert!(r.h("content-type").starts_with("text/html"));
+        assert!(
+            r.header("content-security-policy").is_none(),
+            "{:?}",
+            r.headers
+        );
+        assert_eq!(r.h("x-content-type-options"), "nosniff");
+    }
+    let r = get_as(&g, &host, "/style.css");
+    assert_eq!(r.body, b"p{color:red}\n");
+    let root1 = v0_to_v1(&root);
+    let r = get_as(&g, &format!("{root1}.ipfs.localhost:{port}"), "/hello.txt");
+    r.expect(200, "hello.txt on an ipfs.localhost subdomain");
+    assert_eq!(r.body, b"hello\n");
+    // A listing links other CIDs to their own subdomains.
+    let r = get_as(&g, &format!("{root1}.btfs.localhost:{port}"), "/");
+    r.expect(200, "a listing on a subdomain");
+    let sub1 = v0_to_v1(g.cid("nodir"));
+    assert!(
+        r.text()
+            .contains(&format!("href=\"http://{sub1}.btfs.localhost:{port}/\"")),
+        "{}",
+        r.text()
+    );
+    // A subdomain that is not a CIDv1 (a CIDv0 loses its case in a host name).
+    let r = get_as(
+        &g,
+        &format!("{}.btfs.localhost:{port}", root.to_lowercase()),
+        "/",
+    );
+    r.expect(400, "a lower-cased CIDv0 subdomain");
+
+    // localhost path requests go to the subdomain, path and query kept.
+    let r = get_as(
+        &g,
+        &format!("localhost:{port}"),
+        &format!("/btfs/{root}/page/?a=1"),
+    );
+    r.expect(301, "localhost path request");
+    assert_eq!(
+        r.h("location"),
+        format!("http://{root1}.btfs.localhost:{port}/page/?a=1")
+    );
+    let r = get_as(&g, &format!("localhost:{port}"), &format!("/ipfs/{hello}"));
+    assert_eq!(
+        r.h("location"),
+        format!("http://{}.btfs.localhost:{port}/", v0_to_v1(&hello))
+    );
+}

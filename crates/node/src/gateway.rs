@@ -6,6 +6,15 @@
 //! Paths are taken from the raw request URI: segments are percent-decoded one by one,
 //! and `.`/`..` segments or names with a slash in them are refused, so nothing but
 //! links of the DAG is ever followed.
+//!
+//! Origins: content is untrusted, so every response says `X-Content-Type-Options:
+//! nosniff`. On the gateway's own host (`/btfs/{cid}/…`, one origin for every CID) a
+//! response a browser would run as a document (HTML, XHTML, SVG, XML — whatever typed it:
+//! the name, `?filename=`, or sniffing) carries `Content-Security-Policy: sandbox …`
+//! without `allow-same-origin`, so its scripts run in an opaque origin and cannot read
+//! the gateway's origin. As in kubo's `localhost` subdomain mode, `{cidv1}.btfs.localhost`
+//! (or `.ipfs.localhost`) serves that CID at its own origin, unsandboxed, and path
+//! requests to `localhost` are redirected there.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -187,7 +196,93 @@ fn resolve(blocks: &Blockstore, path: &ContentPath) -> Result<Target, DagError> 
     })
 }
 
+/// Whose origin a request is served on (see the module's notes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Origin {
+    /// `/btfs/{cid}/…` on the gateway's own host: one origin for all content, so active
+    /// content (HTML, SVG, XML) is sandboxed into an opaque origin.
+    Path,
+    /// `{cid}.btfs.localhost[:port]/…`: the CID's own origin. `suffix` is the host after
+    /// the CID (`btfs.localhost:8080`), for links to other CIDs.
+    Subdomain { root: Cid, suffix: String },
+    /// `localhost[:port]`: path requests are redirected to their subdomain.
+    Localhost { port: Option<String> },
+}
+
+/// The origin a `Host` header gives; an error for a subdomain that is not a CID.
+fn origin_of(host: Option<&str>) -> Result<Origin, String> {
+    let Some(host) = host.map(str::to_ascii_lowercase) else {
+        return Ok(Origin::Path);
+    };
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) if !n.ends_with(']') && !n.contains(':') => (n.to_string(), Some(p)),
+        _ => (host.clone(), None),
+    };
+    if name == "localhost" {
+        return Ok(Origin::Localhost {
+            port: port.map(str::to_string),
+        });
+    }
+    for ns in SUBDOMAIN_NAMESPACES {
+        if let Some(label) = name.strip_suffix(&format!(".{ns}.localhost")) {
+            if label.contains('.') || label.is_empty() {
+                return Err(format!("{host}: one CID before .{ns}.localhost"));
+            }
+            let root: Cid = label.parse().map_err(|e| {
+                format!("{label:?} is not a CID ({e}); subdomains need a CIDv1 in base32")
+            })?;
+            let suffix = match port {
+                Some(p) => format!("{ns}.localhost:{p}"),
+                None => format!("{ns}.localhost"),
+            };
+            return Ok(Origin::Subdomain { root, suffix });
+        }
+    }
+    Ok(Origin::Path)
+}
+
+/// The subdomain namespaces a `Host` may use (`{cid}.btfs.localhost`, as kubo's
+/// `{cid}.ipfs.localhost`).
+const SUBDOMAIN_NAMESPACES: [&str; 2] = ["btfs", "ipfs"];
+
+/// Media types a browser runs as a document with scripts.
+fn is_active(content_type: &str) -> bool {
+    let t = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        t.as_str(),
+        "text/html" | "application/xhtml+xml" | "image/svg+xml" | "text/xml" | "application/xml"
+    )
+}
+
+/// Active content on the shared path origin runs in a sandbox with an opaque origin: its
+/// scripts run, but cannot read the gateway's origin (other CIDs' pages, their storage).
+const PATH_SANDBOX: &str =
+    "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
+
 async fn handle(State(blocks): State<Arc<Blockstore>>, req: Request<Body>) -> Response<Body> {
+    let origin = origin_of(
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok()),
+    );
+    let mut resp = match origin {
+        Ok(origin) => respond(blocks, req, &origin).await,
+        Err(msg) => text(StatusCode::BAD_REQUEST, msg),
+    };
+    // Every response: no browser second-guesses its type.
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+async fn respond(blocks: Arc<Blockstore>, req: Request<Body>, origin: &Origin) -> Response<Body> {
     let method = req.method().clone();
     if method != Method::GET && method != Method::HEAD {
         let mut r = text(
@@ -200,13 +295,20 @@ async fn handle(State(blocks): State<Arc<Blockstore>>, req: Request<Body>) -> Re
     }
     let raw_path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
-    if raw_path == "/" {
-        return text(StatusCode::OK, "btfs gateway: GET /btfs/{cid}[/path]");
-    }
-    let path = match parse_path(&raw_path) {
+    let content_path = match origin {
+        Origin::Subdomain { root, .. } => format!("/btfs/{root}{raw_path}"),
+        _ if raw_path == "/" => {
+            return text(StatusCode::OK, "btfs gateway: GET /btfs/{cid}[/path]");
+        }
+        _ => raw_path.clone(),
+    };
+    let path = match parse_path(&content_path) {
         Ok(p) => p,
         Err((status, msg)) => return text(status, msg),
     };
+    if let Origin::Localhost { port } = origin {
+        return to_subdomain(&path, &raw_path, query.as_deref(), port.as_deref());
+    }
     let b = blocks.clone();
     let resolved = tokio::task::spawn_blocking(move || {
         let r = resolve(&b, &path);
@@ -223,95 +325,178 @@ async fn handle(State(blocks): State<Arc<Blockstore>>, req: Request<Body>) -> Re
             )
         }
     };
-    let mut resp = match target {
-        Target::DirRedirect => {
-            let mut location = format!("{raw_path}/");
-            if let Some(q) = &query {
-                location.push('?');
-                location.push_str(q);
-            }
-            let mut r = text(
-                StatusCode::MOVED_PERMANENTLY,
-                format!("moved to {location}"),
-            );
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                r.headers_mut().insert(header::LOCATION, v);
-            }
-            return r;
-        }
-        Target::DirIndex { cid, index, size } => serve_file(
-            &blocks,
-            req.headers(),
-            &method,
-            cid,
-            index,
-            size,
-            "text/html; charset=utf-8".into(),
-            None,
-        ),
-        Target::DirListing { cid, entries } => {
-            let html = listing(&raw_path, &path, &cid, &entries);
-            let r = Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-                .header(header::ETAG, format!("\"DirIndex-{cid}\""))
-                .header(header::CACHE_CONTROL, "public, max-age=604800")
-                .header(header::CONTENT_LENGTH, html.len())
-                .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-            let body = if method == Method::HEAD {
-                Body::empty()
-            } else {
-                Body::from(html)
-            };
-            r.body(body).expect("listing response")
-        }
-        Target::Symlink { cid, target } => {
-            let mut r = Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "inode/symlink")
-                .header(header::ETAG, format!("\"{cid}\""))
-                .header(header::CACHE_CONTROL, CACHE_IMMUTABLE)
-                .header(header::CONTENT_LENGTH, target.len());
-            r = r.header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-            let body = if method == Method::HEAD {
-                Body::empty()
-            } else {
-                Body::from(target)
-            };
-            r.body(body).expect("symlink response")
-        }
-        Target::File { cid, size, head } => {
-            let filename = query_param(query.as_deref(), "filename");
-            let name_for_type = filename.clone().or_else(|| path.names.last().cloned());
-            let content_type = name_for_type
-                .as_deref()
-                .and_then(type_by_extension)
-                .map(str::to_owned)
-                .unwrap_or_else(|| sniff(&head).to_owned());
-            let disposition = filename.map(|f| {
-                let kind = if query_param(query.as_deref(), "download").as_deref() == Some("true") {
-                    "attachment"
-                } else {
-                    "inline"
-                };
-                content_disposition(kind, &f)
-            });
-            serve_file(
-                &blocks,
-                req.headers(),
-                &method,
-                cid,
-                cid,
-                size,
-                content_type,
-                disposition,
-            )
-        }
+    let request = Served {
+        blocks: &blocks,
+        headers: req.headers(),
+        method: &method,
+        raw_path: &raw_path,
+        query: query.as_deref(),
+        path: &path,
+        origin,
     };
-    if let Ok(v) = HeaderValue::from_str(&raw_path) {
+    let mut resp = request.target(target);
+    if *origin == Origin::Path {
+        let active = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_active);
+        if active {
+            resp.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(PATH_SANDBOX),
+            );
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&content_path) {
         resp.headers_mut().insert("x-ipfs-path", v);
     }
     resp
+}
+
+/// `localhost[:port]/btfs/{cid}/rest?q` → `http://{cidv1}.btfs.localhost[:port]/rest?q`,
+/// as kubo's gateway does for `localhost`: each CID gets its own origin.
+fn to_subdomain(
+    path: &ContentPath,
+    raw_path: &str,
+    query: Option<&str>,
+    port: Option<&str>,
+) -> Response<Body> {
+    // The raw rest of the path, after `/btfs/{cid}`, keeps its encoding.
+    let rest = raw_path
+        .splitn(4, '/')
+        .nth(3)
+        .map_or_else(|| "/".to_string(), |r| format!("/{r}"));
+    let mut location = format!("http://{}.btfs.localhost", path.root.to_v1());
+    if let Some(p) = port {
+        location.push(':');
+        location.push_str(p);
+    }
+    location.push_str(&rest);
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut r = text(
+        StatusCode::MOVED_PERMANENTLY,
+        format!("moved to {location}"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// One resolved request and what its response needs.
+struct Served<'a> {
+    blocks: &'a Arc<Blockstore>,
+    headers: &'a HeaderMap,
+    method: &'a Method,
+    raw_path: &'a str,
+    query: Option<&'a str>,
+    path: &'a ContentPath,
+    origin: &'a Origin,
+}
+
+impl Served<'_> {
+    fn target(&self, target: Target) -> Response<Body> {
+        match target {
+            Target::DirRedirect => self.dir_redirect(),
+            Target::DirIndex { cid, index, size } => serve_file(
+                self.blocks,
+                self.headers,
+                self.method,
+                cid,
+                index,
+                size,
+                "text/html; charset=utf-8".into(),
+                None,
+            ),
+            Target::DirListing { cid, entries } => self.listing(&cid, &entries),
+            Target::Symlink { cid, target } => {
+                let r = Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "inode/symlink")
+                    .header(header::ETAG, format!("\"{cid}\""))
+                    .header(header::CACHE_CONTROL, CACHE_IMMUTABLE)
+                    .header(header::CONTENT_LENGTH, target.len());
+                let body = if self.method == Method::HEAD {
+                    Body::empty()
+                } else {
+                    Body::from(target)
+                };
+                r.body(body).expect("symlink response")
+            }
+            Target::File { cid, size, head } => self.file(cid, size, &head),
+        }
+    }
+
+    fn dir_redirect(&self) -> Response<Body> {
+        let mut location = format!("{}/", self.raw_path);
+        if let Some(q) = self.query {
+            location.push('?');
+            location.push_str(q);
+        }
+        let mut r = text(
+            StatusCode::MOVED_PERMANENTLY,
+            format!("moved to {location}"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        r
+    }
+
+    fn listing(&self, cid: &Cid, entries: &[DirEntry]) -> Response<Body> {
+        // Links to other CIDs go to their own origin on a subdomain gateway.
+        let link = |c: &Cid, dir: bool| match self.origin {
+            Origin::Subdomain { suffix, .. } => format!("http://{}.{suffix}/", c.to_v1()),
+            _ => format!("/btfs/{c}{}", if dir { "/" } else { "" }),
+        };
+        let html = listing(self.raw_path, self.path, cid, entries, &link);
+        let r = Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .header(header::ETAG, format!("\"DirIndex-{cid}\""))
+            .header(header::CACHE_CONTROL, "public, max-age=604800")
+            .header(header::CONTENT_LENGTH, html.len());
+        let body = if self.method == Method::HEAD {
+            Body::empty()
+        } else {
+            Body::from(html)
+        };
+        r.body(body).expect("listing response")
+    }
+
+    /// A file: its type from `?filename=`, the path's last name or its first bytes (as
+    /// kubo types it; on the path origin, active types are sandboxed by [`respond`]).
+    fn file(&self, cid: Cid, size: u64, head: &[u8]) -> Response<Body> {
+        let filename = query_param(self.query, "filename");
+        let name_for_type = filename.clone().or_else(|| self.path.names.last().cloned());
+        let content_type = name_for_type
+            .as_deref()
+            .and_then(type_by_extension)
+            .map(str::to_owned)
+            .unwrap_or_else(|| sniff(head).to_owned());
+        let disposition = filename.map(|f| {
+            let kind = if query_param(self.query, "download").as_deref() == Some("true") {
+                "attachment"
+            } else {
+                "inline"
+            };
+            content_disposition(kind, &f)
+        });
+        serve_file(
+            self.blocks,
+            self.headers,
+            self.method,
+            cid,
+            cid,
+            size,
+            content_type,
+            disposition,
+        )
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -771,7 +956,13 @@ fn human(n: u64) -> String {
     }
 }
 
-fn listing(raw_path: &str, path: &ContentPath, cid: &Cid, entries: &[DirEntry]) -> String {
+fn listing(
+    raw_path: &str,
+    path: &ContentPath,
+    cid: &Cid,
+    entries: &[DirEntry],
+    link: &dyn Fn(&Cid, bool) -> String,
+) -> String {
     const SEG: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
         .add(b' ')
         .add(b'"')
@@ -822,10 +1013,11 @@ fn listing(raw_path: &str, path: &ContentPath, cid: &Cid, entries: &[DirEntry]) 
         let _ = write!(
             h,
             "<tr><td><a href=\"./{href}{slash}\">{name}{slash}</a></td><td class=\"s\">{size}</td>\
-             <td class=\"cid\"><a href=\"/btfs/{cid}{slash}\">{cid}</a></td></tr>",
+             <td class=\"cid\"><a href=\"{target}\">{cid}</a></td></tr>",
             slash = if dir { "/" } else { "" },
             name = html_escape(&e.name),
             size = if dir { String::new() } else { human(e.size) },
+            target = html_escape(&link(&e.cid, dir)),
             cid = e.cid,
         );
     }
