@@ -34,15 +34,15 @@ pub fn router(blocks: Arc<Blockstore>) -> Router {
     Router::new().fallback(handle).with_state(blocks)
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes.
+/// Serves the gateway on `listener` until `shutdown` completes, with the connection
+/// limits of [`crate::http`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     blocks: Arc<Blockstore>,
+    limits: crate::http::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(blocks))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::http::serve(listener, router(blocks), limits, shutdown).await
 }
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {

@@ -4,4 +4,5 @@
 pub mod bridge;
 pub mod dashboard;
 pub mod gateway;
+pub mod http;
 pub mod seed;

@@ -122,18 +122,19 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
         let until = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
         };
+        let limits = http_limits();
         let gw_task = tokio::spawn(node::gateway::serve(
             gw_listener,
             blocks,
+            limits,
             until(stop_servers_rx.clone()),
         ));
-        let api_router = server::router(d.clone());
-        let api_stop = until(stop_servers_rx);
-        let api_task = tokio::spawn(async move {
-            axum::serve(api_listener, api_router)
-                .with_graceful_shutdown(api_stop)
-                .await
-        });
+        let api_task = tokio::spawn(node::http::serve(
+            api_listener,
+            server::router(d.clone()),
+            limits,
+            until(stop_servers_rx),
+        ));
         let api_url = format!("http://{}", loopback_if_unspecified(api_local));
         match enc {
             Encoding::Json => println!(
@@ -177,6 +178,24 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
     })?;
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// The connection limits of both listeners ([`node::http`]); tests shorten them with
+/// `BTFS_HTTP_MAX_CONNECTIONS`, `BTFS_HTTP_HEADER_TIMEOUT_MS` and
+/// `BTFS_HTTP_IDLE_TIMEOUT_MS`.
+fn http_limits() -> node::http::Limits {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let mut l = node::http::Limits::default();
+    if let Some(n) = var("BTFS_HTTP_MAX_CONNECTIONS") {
+        l.max_connections = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+    }
+    if let Some(ms) = var("BTFS_HTTP_HEADER_TIMEOUT_MS") {
+        l.header_read_timeout = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = var("BTFS_HTTP_IDLE_TIMEOUT_MS") {
+        l.idle_timeout = Duration::from_millis(ms.max(1));
+    }
+    l
 }
 
 fn loopback_if_unspecified(a: SocketAddr) -> SocketAddr {
