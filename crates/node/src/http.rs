@@ -15,6 +15,9 @@
 //!
 //! Shutdown stops accepting, asks every connection to finish its response and close,
 //! and returns once all have.
+//!
+//! Locks: one small mutex per connection (when it last went idle), never held across an
+//! await.
 
 use axum::body::{Body, Bytes};
 use axum::http::{Request, Response};

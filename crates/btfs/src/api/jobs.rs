@@ -1205,3 +1205,56 @@ pub fn events(d: Arc<Daemon>, query: &[(String, String)]) -> Response<Body> {
         });
     server::uncached("text/event-stream", Body::from_stream(stream))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(added: &str, selected: Option<bool>) -> FileInfo {
+        FileInfo {
+            added_name: added.into(),
+            selected,
+            ..FileInfo::default()
+        }
+    }
+
+    #[test]
+    fn only_the_torrents_files_go_and_links_are_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, outside) = (t.path().join("out"), t.path().join("elsewhere"));
+        for p in ["t/a.bin", "t/deep/er/c.bin", "t/skipped.bin", "t/mine.txt"] {
+            std::fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
+            std::fs::write(root.join(p), b"x").unwrap();
+        }
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("b.bin"), b"keep").unwrap();
+        std::fs::write(t.path().join("x"), b"keep").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("t/sub")).unwrap();
+        let files = [
+            file("t/a.bin", None),
+            file("t/deep/er/c.bin", Some(true)),
+            file("t/sub/b.bin", Some(true)),
+            file("t/skipped.bin", Some(false)),
+            file("../x", None),
+            file("t//a.bin", None),
+            file("", None),
+        ];
+        remove_torrent_files(&root, &files).unwrap();
+        assert!(!root.join("t/a.bin").exists());
+        assert!(!root.join("t/deep").exists(), "emptied folders go");
+        assert!(root.join("t/skipped.bin").exists(), "not downloaded: kept");
+        assert!(root.join("t/mine.txt").exists());
+        assert!(outside.join("b.bin").exists(), "a link was followed");
+        assert!(t.path().join("x").exists());
+        // Nothing of the torrent left: its folder goes too, the user's folder stays.
+        remove_torrent_files(
+            &root,
+            &[file("t/mine.txt", None), file("t/skipped.bin", None)],
+        )
+        .unwrap();
+        std::fs::remove_file(root.join("t/sub")).unwrap();
+        remove_torrent_files(&root, &[file("t/x", None)]).unwrap();
+        assert!(!root.join("t").exists());
+        assert!(root.exists());
+    }
+}
