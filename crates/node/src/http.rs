@@ -6,12 +6,15 @@
 //! - a cap on open connections ([`Limits::max_connections`]): at the cap the listener
 //!   stops accepting, and new connections wait in the kernel's backlog (as Go's
 //!   `netutil.LimitListener` makes them wait) until one closes;
-//! - a header-read timeout ([`Limits::header_read_timeout`], hyper's): a request whose
-//!   head has not fully arrived in time closes its connection;
-//! - an idle timeout ([`Limits::idle_timeout`]): a connection with no request in flight
-//!   for that long is closed. A request is in flight from its head until its response's
-//!   last byte is handed to the socket, so long streams (job events, server-sent events,
-//!   a big `cat`) are never cut, however quiet they are.
+//! - a header-read timeout ([`Limits::header_read_timeout`], hyper's): a request head
+//!   must have fully arrived that long after the connection opened or the previous
+//!   response ended, else the connection is closed (so an idle keep-alive connection is
+//!   closed then too);
+//! - an idle timeout ([`Limits::idle_timeout`]), a second guard kept by this module: a
+//!   connection with no request in flight for that long is closed, whatever state hyper
+//!   is in. A request is in flight from its head until its response's last byte is handed
+//!   to the socket, so long streams (job events, server-sent events, a big `cat`) are
+//!   never cut, however quiet they are.
 //!
 //! Shutdown stops accepting, asks every connection to finish its response and close,
 //! and returns once all have.
