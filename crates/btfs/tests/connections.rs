@@ -26,7 +26,8 @@ struct Setup {
 }
 
 impl Setup {
-    fn start(root: &Path) -> Setup {
+    /// A daemon whose listeners have the test's cap and these timeouts (ms).
+    fn start(root: &Path, header_ms: u64, idle_ms: u64) -> Setup {
         let repo = root.join("repo");
         let api = free_port();
         let gateway = std::iter::repeat_with(free_port)
@@ -38,8 +39,8 @@ impl Setup {
                 .env("BTFS_PATH", &repo)
                 .env_remove("BTFS_API_TOKEN")
                 .env("BTFS_HTTP_MAX_CONNECTIONS", CAP.to_string())
-                .env("BTFS_HTTP_HEADER_TIMEOUT_MS", "2000")
-                .env("BTFS_HTTP_IDLE_TIMEOUT_MS", "3000")
+                .env("BTFS_HTTP_HEADER_TIMEOUT_MS", header_ms.to_string())
+                .env("BTFS_HTTP_IDLE_TIMEOUT_MS", idle_ms.to_string())
                 .args([
                     "daemon",
                     "--api",
@@ -146,7 +147,7 @@ fn fds_back_to(setup: &Setup, most: usize) {
 #[test]
 fn stalled_idle_and_excess_connections_are_bounded_on_both_listeners() {
     let t = tempfile::tempdir().unwrap();
-    let setup = Setup::start(t.path());
+    let setup = Setup::start(t.path(), 2000, 3000);
     setup.answers(setup.gateway);
     setup.answers(setup.api);
     let base = setup.fds();
@@ -218,12 +219,25 @@ fn stalled_idle_and_excess_connections_are_bounded_on_both_listeners() {
     setup.answers(setup.gateway);
 }
 
-/// A stream with nothing to say for longer than both timeouts (a job looking for its
-/// metadata) stays open; it ends with its job.
+/// The idle timeout alone (the header-read timeout is longer than the test's waits): an
+/// idle connection is closed, while a stream with nothing to say for longer than the
+/// idle timeout (a job looking for its metadata) stays open and ends with its job.
 #[test]
-fn a_quiet_stream_outlives_the_timeouts() {
+fn idle_connections_are_closed_but_a_quiet_stream_is_not() {
     let t = tempfile::tempdir().unwrap();
-    let setup = Setup::start(t.path());
+    let setup = Setup::start(t.path(), 600_000, 2000);
+    for port in [setup.gateway, setup.api] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert!(
+            closed_by_peer(&mut s, Duration::from_secs(30)),
+            "port {port}: an idle connection is still open after 30 s"
+        );
+        let mut s = stalled(port, 1).pop().unwrap();
+        assert!(
+            closed_by_peer(&mut s, Duration::from_secs(30)),
+            "port {port}: a stalled connection is still open after 30 s"
+        );
+    }
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let magnet = format!(
         "magnet:?xt=urn:btih:{}&dn=quiet&tr=udp%3A%2F%2F{}",
@@ -260,7 +274,7 @@ fn a_quiet_stream_outlives_the_timeouts() {
             (j["State"] == "metadata").then(|| j["Id"].as_str().unwrap().to_string())
         },
     );
-    // Longer than the header-read (2 s) and idle (3 s) timeouts together.
+    // Four times the idle timeout.
     std::thread::sleep(Duration::from_secs(8));
     assert!(!stream.is_finished(), "the quiet stream was cut");
     let auth = format!("Authorization: Bearer {}", setup.token());
