@@ -18,7 +18,17 @@
 use crate::bencode::{self, DecodeError, Kind, Value};
 use crate::geometry::{FileMap, Geometry, GeometryError, MAX_PIECE_LENGTH};
 use crate::infohash::{InfoHash, InfoHashV2};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Largest `.torrent` accepted: 16 MiB. The largest real torrents are a few MiB
+/// (libtorrent refuses more than 10 MB); metadata fetched from peers is at most 8 MiB.
+pub const MAX_TORRENT_SIZE: usize = 16 << 20;
+
+/// How a `.torrent` is decoded: [`MAX_TORRENT_SIZE`] bytes, 100 levels of nesting.
+const TORRENT_LIMITS: bencode::Limits = bencode::Limits {
+    max_depth: 100,
+    max_size: MAX_TORRENT_SIZE,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetainfoError {
@@ -167,7 +177,7 @@ pub struct Metainfo {
 impl Metainfo {
     /// Parses and checks a `.torrent` file's bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, MetainfoError> {
-        let root = bencode::decode(bytes)?;
+        let root = bencode::decode_with(bytes, TORRENT_LIMITS)?;
         if root.as_dict().is_none() {
             return Err(invalid(
                 "torrent",
@@ -219,15 +229,10 @@ impl Metainfo {
                             warn(&format!("announce-list[{i}]"), tier, "not a list");
                             continue;
                         };
-                        let mut t = Vec::new();
+                        let mut t = UniqueUrls::default();
                         for (j, u) in urls.iter().enumerate() {
                             match u.as_str() {
-                                Some(s) if !s.is_empty() => {
-                                    if !t.iter().any(|x| x == s) {
-                                        t.push(s.to_owned())
-                                    }
-                                }
-                                Some(_) => {}
+                                Some(s) => t.push(s),
                                 None => warn(
                                     &format!("announce-list[{i}][{j}]"),
                                     u,
@@ -235,8 +240,8 @@ impl Metainfo {
                                 ),
                             }
                         }
-                        if !t.is_empty() {
-                            m.announce_list.push(t);
+                        if !t.urls.is_empty() {
+                            m.announce_list.push(t.urls);
                         }
                     }
                 }
@@ -355,33 +360,57 @@ impl Metainfo {
     }
 }
 
-fn string_or_list(
-    v: &Value<'_>,
+fn string_or_list<'a>(
+    v: &Value<'a>,
     field: &str,
     warn: &mut impl FnMut(&str, &Value<'_>, &str),
 ) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut push = |s: &str| {
-        if !s.is_empty() && !out.iter().any(|x| x == s) {
-            out.push(s.to_owned());
-        }
-    };
+    let mut out = UniqueUrls::default();
     match &v.kind {
         Kind::Bytes(_) => match v.as_str() {
-            Some(s) => push(s),
+            Some(s) => out.push(s),
             None => warn(field, v, "not a UTF-8 string"),
         },
         Kind::List(items) => {
             for (i, item) in items.iter().enumerate() {
                 match item.as_str() {
-                    Some(s) => push(s),
+                    Some(s) => out.push(s),
                     None => warn(&format!("{field}[{i}]"), item, "not a UTF-8 string"),
                 }
             }
         }
         _ => warn(field, v, "not a string or list"),
     }
-    out
+    out.urls
+}
+
+/// Distinct URLs in the order first seen, empty ones skipped. De-duplication goes
+/// through a hash set, so it stays linear however many URLs a torrent lists.
+#[derive(Default)]
+struct UniqueUrls<'a> {
+    urls: Vec<String>,
+    seen: HashSet<UrlKey<'a>>,
+}
+
+impl<'a> UniqueUrls<'a> {
+    fn push(&mut self, url: &'a str) {
+        if !url.is_empty() && self.seen.insert(UrlKey(url)) {
+            self.urls.push(url.to_owned());
+        }
+    }
+}
+
+/// A URL as a set key. Its comparisons are counted in tests, to show that
+/// de-duplication makes a bounded number of them per URL.
+#[derive(Hash, Eq)]
+struct UrlKey<'a>(&'a str);
+
+impl PartialEq for UrlKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        #[cfg(test)]
+        tests::count_url_comparison();
+        self.0 == other.0
+    }
 }
 
 fn req<'v, 'a>(
@@ -882,6 +911,12 @@ fn parse_piece_layers(
     let dict = v
         .as_dict()
         .ok_or_else(|| invalid("piece layers", v, "expected a dictionary"))?;
+    // Indexed by root, so matching layers to files is linear in both.
+    let by_root: HashMap<[u8; 32], &FileEntry> = info
+        .files
+        .iter()
+        .filter_map(|f| Some((f.pieces_root?, f)))
+        .collect();
     let mut out = BTreeMap::new();
     for (k, layer) in dict {
         let field = format!("piece layers[{}]", hex::encode(k));
@@ -891,7 +926,7 @@ fn parse_piece_layers(
         let bytes = layer
             .as_bytes()
             .ok_or_else(|| invalid(&field, layer, "expected a string"))?;
-        let Some(file) = info.files.iter().find(|f| f.pieces_root == Some(root)) else {
+        let Some(file) = by_root.get(&root) else {
             // Unknown roots carry no meaning; skip them.
             continue;
         };

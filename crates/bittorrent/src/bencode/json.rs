@@ -169,6 +169,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
             }
         }
         let mut out: Vec<(Vec<u8>, OwnedValue)> = Vec::with_capacity(entries.len());
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
         for (k, v) in entries {
             let key = if let Some(rest) = k.strip_prefix("//") {
                 format!("/{rest}").into_bytes()
@@ -182,7 +183,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
             } else {
                 k.into_bytes()
             };
-            if out.iter().any(|(existing, _)| *existing == key) {
+            if !seen.insert(key.clone()) {
                 return Err(de::Error::custom(format!(
                     "duplicate key {:?}",
                     String::from_utf8_lossy(&key)

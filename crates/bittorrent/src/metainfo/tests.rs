@@ -366,3 +366,107 @@ fn v2_requires_power_of_two_pieces() {
     }
     assert!(message(&t).contains("power of two"));
 }
+
+thread_local! {
+    static URL_COMPARISONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Called by every comparison of two URLs while trackers and web seeds are de-duplicated.
+pub(super) fn count_url_comparison() {
+    URL_COMPARISONS.with(|c| c.set(c.get() + 1));
+}
+
+fn url_comparisons() -> u64 {
+    URL_COMPARISONS.with(|c| c.get())
+}
+
+/// A torrent listing `n` tracker URLs (one tier), `n` web seeds and `n` HTTP seeds.
+fn many_urls(n: usize, distinct: bool) -> O {
+    let url = |kind: &str, i: usize| {
+        let i = if distinct { i } else { 0 };
+        s(&format!("http://127.0.0.1:{}/{kind}/{i}", 1024 + i % 60000))
+    };
+    let mut t = multi(vec![file(5, &["a"])], 16384, 5);
+    if let O::Dict(d) = &mut t {
+        let urls = |kind| O::List((0..n).map(|i| url(kind, i)).collect());
+        d.push((b"announce-list".to_vec(), O::List(vec![urls("announce")])));
+        d.push((b"url-list".to_vec(), urls("seed")));
+        d.push((b"httpseeds".to_vec(), urls("http")));
+        d.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    t
+}
+
+#[test]
+fn many_tracker_and_seed_urls_are_deduplicated_in_linear_work() {
+    // 80 000 URLs of each kind, as in a torrent that froze the daemon: comparing each
+    // with every one kept before made 3.2 billion comparisons per list.
+    const N: usize = 80_000;
+    let before = url_comparisons();
+    let m = parse(&many_urls(N, true)).unwrap();
+    let comparisons = url_comparisons() - before;
+    assert_eq!(
+        m.announce_list,
+        vec![(0..N)
+            .map(|i| format!("http://127.0.0.1:{}/announce/{i}", 1024 + i % 60000))
+            .collect::<Vec<_>>()]
+    );
+    assert_eq!((m.url_list.len(), m.httpseeds.len()), (N, N));
+    // Distinct URLs meet another key only on a hash collision: far fewer comparisons
+    // than URLs (a scan of the kept ones would make N²/2 per list).
+    assert!(
+        comparisons < N as u64,
+        "{comparisons} comparisons for {} URLs",
+        3 * N
+    );
+
+    // The same URL N times: one comparison per repeat, one URL kept.
+    let before = url_comparisons();
+    let m = parse(&many_urls(N, false)).unwrap();
+    let comparisons = url_comparisons() - before;
+    assert_eq!(m.announce_list[0].len(), 1);
+    assert_eq!((m.url_list.len(), m.httpseeds.len()), (1, 1));
+    assert!(comparisons <= 3 * N as u64, "{comparisons}");
+}
+
+#[test]
+fn piece_layers_are_matched_to_files_by_root() {
+    // Many v2 files of two pieces each, each with its own root and layer; the layers
+    // are listed in the reverse order of the files.
+    let n = 5_000u32;
+    let root = |i: u32| -> Vec<u8> { i.to_be_bytes().repeat(8) };
+    let tree: Vec<(Vec<u8>, O)> = (0..n)
+        .map(|i| {
+            let leaf = O::dict([
+                ("length", O::int(16384 + i64::from(i % 7) + 1)),
+                ("pieces root", O::Bytes(root(i))),
+            ]);
+            (format!("f{i:05}").into_bytes(), O::dict([("", leaf)]))
+        })
+        .collect();
+    let layers: Vec<(Vec<u8>, O)> = (0..n)
+        .rev()
+        .map(|i| (root(i), O::Bytes(vec![i as u8; 64])))
+        .collect();
+    let mut layers = layers;
+    layers.sort_by(|a, b| a.0.cmp(&b.0));
+    let t = O::dict([
+        (
+            "info",
+            O::dict([
+                ("name", s("v2")),
+                ("piece length", O::int(16384)),
+                ("meta version", O::int(2)),
+                ("file tree", O::Dict(tree)),
+            ]),
+        ),
+        ("piece layers", O::Dict(layers)),
+    ]);
+    let m = parse(&t).unwrap();
+    assert_eq!(m.piece_layers.len(), n as usize);
+    for (i, f) in m.info.files.iter().enumerate() {
+        let layer = &m.piece_layers[&f.pieces_root.unwrap()];
+        assert_eq!(layer, &vec![i as u8; 64]);
+    }
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+}
