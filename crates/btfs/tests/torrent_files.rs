@@ -244,3 +244,254 @@ fn torrent_uploads_are_bounded_and_parsed_off_the_async_threads() {
         assert_eq!(st, 200, "{body}");
     }
 }
+
+/// The root CID `btfs add -r` gives `dir`, in a repo of its own.
+fn add_cid(root: &Path, dir: &Path) -> String {
+    let repo = root.join("add-repo");
+    let r = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_btfs"))
+            .env("BTFS_PATH", &repo)
+            .args(["add", "-n", "-r", "-Q", s(dir)]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    r.stdout.trim().to_string()
+}
+
+/// Files of a torrent like libtorrent's own test torrents: two with one path, a folder
+/// named with a backslash, a `..` component, and between them a symlink that claims
+/// 12 345 bytes (it carries none).
+fn unsafe_names_torrent() -> (Vec<u8>, Vec<Vec<u8>>) {
+    let files: [(&[&[u8]], usize); 4] = [
+        (&[b"dup.txt"], 100_000),
+        (&[b"dup.txt"], 70_000),
+        (&[b"back\\slash", b"x.bin"], 50_000),
+        (&[b"..", b"up.bin"], 30_000),
+    ];
+    let contents: Vec<Vec<u8>> = files
+        .iter()
+        .enumerate()
+        .map(|(i, (_, len))| data(*len, 40 + i as u64))
+        .collect();
+    let all = contents.concat();
+    let pieces: Vec<u8> = all
+        .chunks(16384)
+        .flat_map(|c| bittorrent::InfoHash::of(c).0)
+        .collect();
+    let entry = |path: &[&[u8]], len: usize| {
+        O::dict([
+            ("length", O::int(len as i64)),
+            (
+                "path",
+                O::List(path.iter().map(|c| O::Bytes(c.to_vec())).collect()),
+            ),
+        ])
+    };
+    let symlink = O::dict([
+        ("attr", bstr("l")),
+        ("length", O::int(12_345)),
+        ("path", O::List(vec![bstr("link")])),
+        ("symlink path", O::List(vec![bstr("dup.txt")])),
+    ]);
+    let mut list: Vec<O> = files.iter().map(|(p, l)| entry(p, *l)).collect();
+    list.insert(1, symlink);
+    let torrent = O::dict([(
+        "info",
+        O::dict([
+            ("name", bstr("temp")),
+            ("piece length", O::int(16384)),
+            ("pieces", O::Bytes(pieces)),
+            ("files", O::List(list)),
+        ]),
+    )]);
+    (torrent.encode(), contents)
+}
+
+#[test]
+fn a_torrent_with_unsafe_names_downloads_from_libtorrent_and_seeds_back() {
+    let t = tempfile::tempdir().unwrap();
+    let (bytes, contents) = unsafe_names_torrent();
+    let torrent = t.path().join("unsafe.torrent");
+    write(&torrent, &bytes);
+
+    // btfs stores every file where libtorrent does.
+    let info = btfs(&["--json", "bittorrent", "metainfo", "-t", s(&torrent)])
+        .ok()
+        .json();
+    let ours: Vec<(String, u64)> = info["Files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let p: Vec<&str> = f["StoredPath"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect();
+            (
+                format!("temp/{}", p.join("/")),
+                f["Length"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let theirs: Vec<(String, u64)> = lt(&["info", s(&torrent)]).json()["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f[0].as_str().unwrap().to_owned(), f[1].as_u64().unwrap()))
+        .collect();
+    assert_eq!(ours, theirs);
+    let stored = [
+        "temp/dup.txt",
+        "temp/dup.1.txt",
+        "temp/backslash/x.bin",
+        "temp/up.bin",
+    ];
+    assert_eq!(
+        ours.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
+        [stored[0], "temp/link", stored[1], stored[2], stored[3]]
+    );
+    let warnings = info["Warnings"].to_string();
+    assert!(
+        warnings.contains("its length 12345 is ignored"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains(r#"\"dup.txt\" is stored as \"dup.1.txt\""#),
+        "{warnings}"
+    );
+
+    // libtorrent seeds from its own layout: it finds the data only where it expects it.
+    let seed_dir = t.path().join("seed");
+    for (path, content) in stored.iter().zip(&contents) {
+        write(&seed_dir.join(path), content);
+    }
+    let port = free_port();
+    let _seeder = lt_seed(&torrent, &seed_dir, port);
+
+    let repo = t.path().join("repo");
+    let out = t.path().join("out");
+    let peer = format!("127.0.0.1:{port}");
+    let d = btfs_download(
+        &repo,
+        &[
+            "-t",
+            s(&torrent),
+            "-o",
+            s(&out),
+            "--peer",
+            &peer,
+            "--no-trackers",
+        ],
+    );
+    let (status, lines) = d.finish(Duration::from_secs(120));
+    let sum = summary(&lines);
+    assert_eq!(status, Some(0), "{sum}");
+    assert_eq!(sum["Complete"], true, "{sum}");
+    for (path, content) in stored.iter().zip(&contents) {
+        assert!(
+            std::fs::read(out.join(path)).unwrap() == *content,
+            "{path} differs"
+        );
+    }
+    let link = std::fs::symlink_metadata(out.join("temp/link")).unwrap();
+    assert!(
+        link.is_file() && link.len() == 0,
+        "the symlink is an empty file"
+    );
+    let top: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(top, ["temp"], "nothing written beside the torrent's folder");
+    // The store's CIDs follow the stored names: the root is `btfs add -r` of the folder.
+    assert_eq!(
+        sum["Cid"],
+        add_cid(t.path(), &out.join("temp")).as_str(),
+        "{sum}"
+    );
+
+    // btfs seeds the torrent back from the stored files to a libtorrent leecher.
+    let btfs_port = free_port();
+    let seeding = btfs_download(
+        &repo,
+        &[
+            "-t",
+            s(&torrent),
+            "-o",
+            s(&out),
+            "--no-trackers",
+            "--seed",
+            "--port",
+            &btfs_port.to_string(),
+            "--listen-ip",
+            "127.0.0.1",
+        ],
+    );
+    let leech_dir = t.path().join("leech");
+    std::fs::create_dir_all(&leech_dir).unwrap();
+    let leecher = Daemon::spawn(
+        "libtorrent leecher",
+        Command::new("/usr/bin/python3").args([
+            s(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/lt.py")),
+            "leech",
+            s(&torrent),
+            s(&leech_dir),
+            &free_port().to_string(),
+            &format!("127.0.0.1:{btfs_port}"),
+            "90",
+        ]),
+    );
+    leecher.wait_for_line("done", Duration::from_secs(100));
+    for (path, content) in stored.iter().zip(&contents) {
+        assert!(
+            std::fs::read(leech_dir.join(path)).unwrap() == *content,
+            "{path} differs at the leecher"
+        );
+    }
+    seeding.interrupt();
+    seeding.finish(Duration::from_secs(30));
+}
+
+#[test]
+fn metainfo_shows_stored_paths_and_bencode_still_reports_stray_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let (bytes, _) = unsafe_names_torrent();
+    // A trailing newline, as some tools write.
+    let torrent = t.path().join("newline.torrent");
+    write(&torrent, &[&bytes[..], b"\n"].concat());
+    let text = btfs(&["bittorrent", "metainfo", "-t", s(&torrent)])
+        .ok()
+        .stdout;
+    for line in [
+        r#"dup.1.txt (in the torrent: "dup.txt")"#,
+        r#"backslash/x.bin (in the torrent: "back\\slash/x.bin")"#,
+        r#"up.bin (in the torrent: "../up.bin")"#,
+        "link -> dup.txt (a symlink; stored as an empty file)",
+        &format!(
+            "torrent (byte {}): 1 bytes after the torrent's dictionary",
+            bytes.len()
+        ),
+    ] {
+        assert!(text.contains(line), "{line:?} not in:\n{text}");
+    }
+    // The same infohash as without the newline.
+    let clean = t.path().join("clean.torrent");
+    write(&clean, &bytes);
+    let hash = |p: &Path| {
+        btfs(&["--json", "bittorrent", "metainfo", "-t", s(p)])
+            .ok()
+            .json()["InfoHash"]
+            .clone()
+    };
+    assert_eq!(hash(&torrent), hash(&clean));
+    // bencode is exact: the stray byte is an error there.
+    let r = btfs(&["bittorrent", "bencode", "-f", s(&torrent)]);
+    assert_eq!(r.status, 1);
+    assert!(
+        r.stderr.contains("1 unexpected bytes after the value"),
+        "{}",
+        r.stderr
+    );
+}
