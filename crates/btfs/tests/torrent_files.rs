@@ -412,6 +412,17 @@ fn a_torrent_with_unsafe_names_downloads_from_libtorrent_and_seeds_back() {
         "{sum}"
     );
 
+    // The stored names are names btfs can make torrents of again (as `serve` does).
+    let again = t.path().join("again.torrent");
+    btfs(&[
+        "bittorrent",
+        "create",
+        s(&out.join("temp")),
+        "-o",
+        s(&again),
+    ])
+    .ok();
+
     // btfs seeds the torrent back from the stored files to a libtorrent leecher.
     let btfs_port = free_port();
     let seeding = btfs_download(

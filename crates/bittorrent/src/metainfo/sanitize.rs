@@ -153,14 +153,13 @@ impl StoredPaths {
     }
 
     /// Claims `path` for a file; renames its last component when the path is taken.
-    /// Returns whether it was renamed.
-    pub fn claim(&mut self, path: &mut [String]) -> bool {
+    pub fn claim(&mut self, path: &mut [String]) {
         let Some(last) = path.last() else {
-            return false;
+            return;
         };
         let joined = path.join("/");
         if self.taken.insert(joined.clone()) {
-            return false;
+            return;
         }
         let (stem, ext) = match last.rfind('.') {
             Some(p) if p > 0 => (&last[..p], &last[p..]),
@@ -177,7 +176,7 @@ impl StoredPaths {
                 if let Some(l) = path.last_mut() {
                     *l = name;
                 }
-                return true;
+                return;
             }
         }
     }
