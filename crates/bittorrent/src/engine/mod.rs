@@ -19,8 +19,11 @@
 //! were written; resume data is saved only after a storage sync, so a recorded piece is
 //! always on disk (see [`crate::resume`]).
 
+mod candidates;
 mod peer;
 mod webseed;
+
+pub use candidates::{MAX_CANDIDATES, MAX_PEX_ADDED};
 
 use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
@@ -33,14 +36,19 @@ use crate::tracker::announcer::{Announcer, Progress as AnnounceProgress};
 use crate::tracker::{TrackerClient, TrackerConfig};
 use crate::wire::{self, Message};
 use crate::InfoHash;
+use candidates::{ban_key, PeerBook};
 use sha1::{Digest, Sha1};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
+
+/// Connections with one IP address unless told otherwise (as libtorrent, which allows
+/// one unless asked).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1;
 
 /// Ports tried when none is given: a random one of 49152–65535 (the dynamic range).
 pub const DEFAULT_PORT_RANGE: std::ops::RangeInclusive<u16> = 49152..=65535;
@@ -72,6 +80,8 @@ pub struct Options {
     pub max_peers: usize,
     /// Most connection attempts in flight.
     pub max_half_open: usize,
+    /// Most connections (and attempts in flight) with one IP address, both ways.
+    pub max_connections_per_ip: usize,
     /// A DHT node to find peers with and announce to (never for private torrents).
     pub dht: Option<Arc<crate::dht::DhtNode>>,
     /// How often the DHT is searched and announced to.
@@ -114,6 +124,7 @@ impl Options {
             tracker: TrackerConfig::default(),
             max_peers: 50,
             max_half_open: 8,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             dht: None,
             dht_interval: Duration::from_secs(300),
             verified: None,
@@ -334,9 +345,10 @@ enum Event {
     },
     /// A handshaken connection; the bool says whether we dialled it.
     Connected(TcpStream, SocketAddr, wire::Handshake, bool),
-    /// Addresses a peer told us about (BEP 11).
-    Pex(Vec<SocketAddr>),
-    ConnectFailed(SocketAddr),
+    /// Addresses a peer (the first address) told us about (BEP 11).
+    Pex(SocketAddr, Vec<SocketAddr>),
+    /// A dial (true) or an inbound handshake (false) failed.
+    ConnectFailed(SocketAddr, bool),
     /// An inbound connection; with the handshake when a shared listener read it.
     Incoming(TcpStream, SocketAddr, Option<wire::Handshake>),
     Closed(PeerKey, SocketAddr, String),
@@ -416,13 +428,9 @@ pub struct Summary {
     pub stop_reason: Option<String>,
 }
 
-fn ban_key(addr: SocketAddr) -> (IpAddr, u16) {
-    // On loopback every peer shares one address: ban the address and port there.
-    if addr.ip().is_loopback() {
-        (addr.ip(), addr.port())
-    } else {
-        (addr.ip(), 0)
-    }
+/// Connections with `ip` established now.
+fn peers_from(st: &State, ip: IpAddr) -> usize {
+    st.peers.values().filter(|p| p.addr.ip() == ip).count()
 }
 
 /// Which files a torrent's pieces need; a piece is wanted if it holds any byte of a
@@ -730,13 +738,9 @@ pub async fn run(
     };
     drop(sink);
 
-    // Addresses dialled (or connected); failed ones come back after a back-off.
-    let mut known: HashSet<SocketAddr> = HashSet::new();
-    let mut failures: HashMap<SocketAddr, u32> = HashMap::new();
-    let mut retry: Vec<(Instant, SocketAddr)> = Vec::new();
-    let mut pending: VecDeque<SocketAddr> = VecDeque::new();
-    let mut connecting = 0usize;
-    let mut banned: HashSet<(IpAddr, u16)> = HashSet::new();
+    // Addresses to dial (failed ones come back after a back-off), bans, rate limits.
+    let mut book = PeerBook::new();
+    let per_ip = opts.max_connections_per_ip.max(1);
     let mut hash_failures = 0u32;
     let mut next_key: PeerKey = 1;
     let mut resume_dirty = false;
@@ -828,9 +832,8 @@ pub async fn run(
             c = candidates.next(), if candidates_open => {
                 match c {
                     Some(c) => {
-                        let useful = !complete || opts.seed;
-                        if useful && !known.contains(&c.addr) && !banned.contains(&ban_key(c.addr)) && c.addr.port() != 0 {
-                            pending.push_back(c.addr);
+                        if !complete || opts.seed {
+                            book.offer(c.addr, &c.source, Instant::now());
                         }
                     }
                     None => candidates_open = false,
@@ -897,45 +900,60 @@ pub async fn run(
                             match sender {
                                 Sender::Peer(addr) => {
                                     tracing::warn!(peer = %addr, piece, "banned: sent data that failed the hash check");
-                                    ban(&mut st, &mut banned, addr);
+                                    ban(&mut st, &mut book, addr);
                                 }
                                 Sender::WebSeed(i) => webseed::bad_data(&mut st, i),
                             }
                         }
                     }
-                    Event::Pex(addrs) => {
-                        if !complete || opts.seed {
-                            for addr in addrs {
-                                if !known.contains(&addr) && !banned.contains(&ban_key(addr)) && crate::peers::is_dialable(&addr) {
-                                    pending.push_back(addr);
-                                }
+                    Event::Pex(from, addrs) => {
+                        // One message per source IP per interval, however often it reconnects.
+                        let now = Instant::now();
+                        if (!complete || opts.seed) && book.pex_allowed(from.ip(), now) {
+                            for addr in addrs.into_iter().take(MAX_PEX_ADDED) {
+                                book.offer(addr, &PeerSource::Pex, now);
                             }
                         }
                     }
                     Event::Connected(sock, addr, hs, outgoing) => {
-                        connecting = connecting.saturating_sub(1);
-                        failures.remove(&addr);
-                        if banned.contains(&ban_key(addr)) || shared.lock().peers.len() >= opts.max_peers {
+                        book.attempt_ended(addr.ip());
+                        let now = Instant::now();
+                        let refused = {
+                            let st = shared.lock();
+                            book.is_banned(addr)
+                                || st.peers.len() >= opts.max_peers
+                                || peers_from(&st, addr.ip()) >= per_ip
+                        };
+                        if refused {
+                            if outgoing {
+                                book.dial_failed(addr, now);
+                            }
                             continue;
+                        }
+                        if outgoing {
+                            book.connected(addr, now);
                         }
                         let key = next_key;
                         next_key += 1;
                         peer::start(shared.clone(), key, sock, addr, hs, outgoing);
                     }
-                    Event::ConnectFailed(addr) => {
-                        connecting = connecting.saturating_sub(1);
+                    Event::ConnectFailed(addr, outgoing) => {
+                        book.attempt_ended(addr.ip());
                         tracing::debug!(%addr, "connection failed");
                         // Only addresses we dialled are worth dialling again.
-                        if known.remove(&addr) {
-                            let n = failures.entry(addr).or_default();
-                            *n += 1;
-                            retry.push((Instant::now() + retry_delay(*n), addr));
+                        if outgoing {
+                            book.dial_failed(addr, Instant::now());
                         }
                     }
                     Event::Incoming(sock, addr, hs) => {
-                        let count = shared.lock().peers.len();
-                        if count + connecting < opts.max_peers && !banned.contains(&ban_key(addr)) {
-                            connecting += 1;
+                        let admit = {
+                            let st = shared.lock();
+                            st.peers.len() + book.attempts_total() < opts.max_peers
+                                && peers_from(&st, addr.ip()) + book.attempts(addr.ip()) < per_ip
+                                && !book.is_banned(addr)
+                        };
+                        if admit {
+                            book.attempt_started(addr.ip());
                             let sh = shared.clone();
                             tokio::spawn(async move {
                                 match peer::accept(&sh, sock, hs).await {
@@ -944,7 +962,7 @@ pub async fn run(
                                     }
                                     Err(e) => {
                                         tracing::debug!(%addr, error = %e, "incoming handshake failed");
-                                        let _ = sh.events.send(Event::ConnectFailed(addr));
+                                        let _ = sh.events.send(Event::ConnectFailed(addr, false));
                                     }
                                 }
                             });
@@ -953,34 +971,24 @@ pub async fn run(
                     Event::Closed(key, addr, why) => {
                         tracing::debug!(%addr, reason = why, "peer closed");
                         let mut st = shared.lock();
+                        let outgoing = st.peers.get(&key).is_some_and(|p| p.outgoing);
                         remove_peer(&mut st, key);
                         // A peer we dialled that went away is dialled again later.
-                        if known.remove(&addr) {
-                            let n = failures.entry(addr).or_default();
-                            *n += 1;
-                            retry.push((Instant::now() + retry_delay(*n), addr));
+                        if outgoing {
+                            book.closed(addr, Instant::now());
                         }
                     }
                     Event::Misbehaved(key, why) => {
                         let mut st = shared.lock();
                         if let Some(addr) = st.peers.get(&key).map(|p| p.addr) {
                             tracing::warn!(peer = %addr, reason = why, "banned");
-                            ban(&mut st, &mut banned, addr);
+                            ban(&mut st, &mut book, addr);
                         }
                     }
                 }
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                if !complete || opts.seed {
-                    retry.retain(|&(at, addr)| {
-                        let due = at <= now;
-                        if due && !banned.contains(&ban_key(addr)) {
-                            pending.push_back(addr);
-                        }
-                        !due
-                    });
-                }
                 let dt = now.duration_since(rate_at).as_secs_f64().max(0.001);
                 rate_at = now;
                 let (left, down, up, snapshot) = {
@@ -989,9 +997,8 @@ pub async fn run(
                 let no_peer_source = announcer.is_none()
                     && dht_task.is_none()
                     && st.peers.is_empty()
-                    && connecting == 0
-                    && pending.is_empty()
-                    && retry.is_empty()
+                    && book.attempts_total() == 0
+                    && !book.has_waiting()
                     && !candidates_open;
                 if !complete && no_peer_source && st.webseeds.iter().all(|w| w.disabled.is_some()) {
                     let mut why: Vec<String> = st
@@ -999,8 +1006,8 @@ pub async fn run(
                         .iter()
                         .map(|w| format!("web seed {} dropped: {}", w.url, w.disabled.clone().unwrap_or_default()))
                         .collect();
-                    if !banned.is_empty() {
-                        why.push(format!("{} peer address(es) banned for bad data or protocol violations", banned.len()));
+                    if book.banned_count() > 0 {
+                        why.push(format!("{} peer address(es) banned for bad data or protocol violations", book.banned_count()));
                     }
                     stop_reason = Some(if why.is_empty() {
                         "no peer or web seed left to download from".into()
@@ -1061,7 +1068,7 @@ pub async fn run(
                     fill_stats(s, &st, wanted_count, bytes_wanted, left);
                     s.listen_port = listen_port;
                     s.hash_failures = hash_failures;
-                    s.banned = banned.len();
+                    s.banned = book.banned_count();
                     s.elapsed = started.elapsed().as_secs_f64();
                     if want_detail {
                         s.detail = Some(detail(&st, tracker_board.as_ref()));
@@ -1078,28 +1085,8 @@ pub async fn run(
             }
         }
         // Start connections while there is room.
-        let count = shared.lock().peers.len();
-        while connecting < opts.max_half_open && count + connecting < opts.max_peers {
-            let Some(addr) = pending.pop_front() else {
-                break;
-            };
-            if known.contains(&addr) || banned.contains(&ban_key(addr)) {
-                continue;
-            }
-            known.insert(addr);
-            connecting += 1;
-            let sh = shared.clone();
-            tokio::spawn(async move {
-                match peer::connect(&sh, addr).await {
-                    Ok((sock, hs)) => {
-                        let _ = sh.events.send(Event::Connected(sock, addr, hs, true));
-                    }
-                    Err(e) => {
-                        tracing::debug!(%addr, error = %e, "connect failed");
-                        let _ = sh.events.send(Event::ConnectFailed(addr));
-                    }
-                }
-            });
+        if !shared.lock().picker.is_complete() || opts.seed {
+            dial_due(&shared, &mut book, &opts, per_ip);
         }
     }
 
@@ -1138,7 +1125,7 @@ pub async fn run(
             };
             s.listen_port = listen_port;
             s.hash_failures = hash_failures;
-            s.banned = banned.len();
+            s.banned = book.banned_count();
             s.elapsed = started.elapsed().as_secs_f64();
             if want_detail {
                 s.detail = Some(detail(&st, tracker_board.as_ref()));
@@ -1154,6 +1141,42 @@ pub async fn run(
         stats: stats.borrow().clone(),
         stop_reason,
     })
+}
+
+/// Dials the addresses that are due while there is room: fewer than
+/// [`Options::max_half_open`] attempts, [`Options::max_peers`] connections, and
+/// `per_ip` connections with any IP.
+fn dial_due(shared: &Arc<Shared>, book: &mut PeerBook, opts: &Options, per_ip: usize) {
+    let now = Instant::now();
+    let (count, established) = {
+        let st = shared.lock();
+        let mut by_ip: HashMap<IpAddr, usize> = HashMap::new();
+        for p in st.peers.values() {
+            *by_ip.entry(p.addr.ip()).or_default() += 1;
+        }
+        (st.peers.len(), by_ip)
+    };
+    while book.attempts_total() < opts.max_half_open
+        && count + book.attempts_total() < opts.max_peers
+    {
+        let Some(addr) =
+            book.next_to_dial(now, per_ip, |ip| established.get(&ip).copied().unwrap_or(0))
+        else {
+            break;
+        };
+        let sh = shared.clone();
+        tokio::spawn(async move {
+            match peer::connect(&sh, addr).await {
+                Ok((sock, hs)) => {
+                    let _ = sh.events.send(Event::Connected(sock, addr, hs, true));
+                }
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "connect failed");
+                    let _ = sh.events.send(Event::ConnectFailed(addr, true));
+                }
+            }
+        });
+    }
 }
 
 /// Tells every peer that speaks BEP 11 which peers joined and left since last time
@@ -1201,12 +1224,6 @@ fn send_pex(st: &mut State) {
         let payload = crate::pex::PexMessage { added, dropped }.encode();
         let _ = p.send(Message::Extended { id, payload });
     }
-}
-
-/// Wait before dialling an address again after its `n`th failure: 1 s, doubling, at
-/// most a minute.
-fn retry_delay(n: u32) -> Duration {
-    Duration::from_secs(1 << n.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 /// Copies the shared state's counters into a stats snapshot.
@@ -1285,9 +1302,9 @@ fn detail(
 /// Bans an address: drops its connections and throws away every block it sent to
 /// pieces not yet complete, so its data can neither spoil a piece nor get an honest
 /// peer blamed for the failure.
-fn ban(st: &mut State, banned: &mut HashSet<(IpAddr, u16)>, addr: SocketAddr) {
+fn ban(st: &mut State, book: &mut PeerBook, addr: SocketAddr) {
     let key = ban_key(addr);
-    banned.insert(key);
+    book.ban(addr);
     let peers: Vec<PeerKey> = st
         .peers
         .iter()

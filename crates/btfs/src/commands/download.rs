@@ -5,6 +5,7 @@ use crate::cli::DownloadArgs;
 use crate::output::{clean, human_size, Encoding};
 use anyhow::{bail, Context};
 use bittorrent::engine::{self, Options, Phase, Stats};
+use bittorrent::storage::FileStorage;
 use bittorrent::{InfoHash, Metainfo};
 use node::bridge::{Bridge, BridgeError, Imported};
 use std::io::{IsTerminal, Write};
@@ -173,6 +174,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     opts.use_trackers = !args.no_trackers;
     opts.use_webseeds = !args.no_webseeds;
     opts.max_peers = args.max_peers.max(1);
+    opts.max_connections_per_ip = args.max_connections_per_ip.max(1);
     opts.detail = args.progress_detail;
     opts.dht = match dht {
         Some(d) => Some(d),
@@ -196,7 +198,15 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     if args.progress_detail && enc == Encoding::Json {
         println!("{}", torrent_event(&meta, selected.as_deref()));
     }
-    let bridge = Bridge::new(repo.clone(), meta.clone(), &save_path, selected.as_deref())?;
+    // The files are opened once, here: the engine writes and the bridge reads through
+    // the same handles (see bittorrent::storage).
+    let all = vec![true; meta.info.files.len()];
+    let storage = Arc::new(
+        FileStorage::create(&save_path, &meta, selected.as_deref().unwrap_or(&all))
+            .with_context(|| format!("preparing the files in {}", save_path.display()))?,
+    );
+    opts.storage = Some(storage.clone());
+    let bridge = Bridge::new(repo.clone(), meta.clone(), storage, selected.as_deref())?;
     let (summary, imported) = runtime.block_on(async {
         let import = {
             let gateway = gateway.clone();
