@@ -538,4 +538,65 @@ mod tests {
         assert!(FileStorage::open_existing(dir.path(), &m).is_err());
         assert!(!file.exists());
     }
+
+    #[test]
+    fn links_below_the_folder_are_never_followed() {
+        let src = tempfile::tempdir().unwrap();
+        let set = src.path().join("set");
+        std::fs::create_dir_all(set.join("sub")).unwrap();
+        std::fs::write(set.join("a.bin"), vec![1u8; 40_000]).unwrap();
+        std::fs::write(set.join("sub/b.bin"), vec![2u8; 40_000]).unwrap();
+        let opts = CreateOptions {
+            piece_length: Some(16 * 1024),
+            ..CreateOptions::default()
+        };
+        let m = create_torrent(&set, &opts, &|_| {}).unwrap().metainfo;
+        let g = m.info.geometry().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let all = vec![true; m.info.files.len()];
+
+        // A link planted before the start, as a file or as a folder: refused.
+        let out = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(out.path().join("set")).unwrap();
+        std::os::unix::fs::symlink(&victim, out.path().join("set/a.bin")).unwrap();
+        let err = FileStorage::create(out.path(), &m, &all).err().unwrap();
+        assert!(
+            err.to_string().contains("outside the download folder"),
+            "{err}"
+        );
+        let out = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(out.path().join("set")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), out.path().join("set/sub")).unwrap();
+        assert!(FileStorage::create(out.path(), &m, &all).is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+
+        // A file swapped for a link after the start: no write goes through it, and
+        // reads come from the file first opened.
+        let out = tempfile::tempdir().unwrap();
+        let s = FileStorage::create(out.path(), &m, &all).unwrap();
+        let first = g.piece(0).unwrap();
+        s.write_piece(first, &[1u8; 16 * 1024]).unwrap();
+        let a = out.path().join("set/a.bin");
+        std::fs::remove_file(&a).unwrap();
+        std::os::unix::fs::symlink(&victim, &a).unwrap();
+        let err = s
+            .write_piece(g.piece(1).unwrap(), &[1u8; 16 * 1024])
+            .unwrap_err();
+        assert!(err.to_string().contains("was replaced"), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        let mut buf = [0u8; 16];
+        s.read_file_at(0, 0, &mut buf).unwrap();
+        assert_eq!(buf, [1u8; 16]);
+        // A folder swapped for a link: refused as well.
+        let sub = out.path().join("set/sub");
+        std::fs::rename(&sub, out.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &sub).unwrap();
+        let last = g.piece(g.piece_count() - 1).unwrap();
+        assert!(s
+            .write_piece(last, &vec![2u8; g.piece_size(last) as usize])
+            .is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+    }
 }
