@@ -401,3 +401,140 @@ fn a_tiny_torrent_declaring_terabytes_keeps_memory_small() {
     assert!(status.is_some(), "btfs did not stop on SIGINT");
     drop(held);
 }
+
+/// Connects from `src` to btfs at `to` and exchanges handshakes for `ih`; `Ok(Some)`
+/// holds the open connection when btfs answered, `Ok(None)` when it closed it first.
+async fn handshake_from(
+    src: Ipv4Addr,
+    to: SocketAddr,
+    ih: InfoHash,
+) -> std::io::Result<Option<tokio::net::TcpStream>> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::from((src, 0)))?;
+    let mut s = sock.connect(to).await?;
+    let hs = Handshake {
+        reserved: our_reserved(),
+        info_hash: ih,
+        peer_id: *b"-CAP001-one-per-ip--",
+    };
+    wire::write_handshake(&mut s, &hs).await?;
+    match tokio::time::timeout(Duration::from_secs(10), Handshake::read(&mut s)).await {
+        Ok(Ok(_)) => Ok(Some(s)),
+        Ok(Err(_)) => Ok(None),
+        Err(_) => Err(std::io::Error::other("btfs neither answered nor closed")),
+    }
+}
+
+/// With `--max-connections-per-ip 1`, a second connection from an IP that already has
+/// one is closed unanswered, while another IP is still answered.
+fn assert_one_connection_per_ip(to: SocketAddr, ih: InfoHash, ip_base: u8) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let one = Ipv4Addr::new(127, 3, ip_base, 1);
+        let other = Ipv4Addr::new(127, 3, ip_base, 2);
+        // The first is answered once the torrent is registered (bounded retries).
+        let mut first = None;
+        for _ in 0..100 {
+            first = handshake_from(one, to, ih).await.unwrap();
+            if first.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            first.is_some(),
+            "the first connection from {one} was refused"
+        );
+        let second = handshake_from(one, to, ih).await.unwrap();
+        assert!(
+            second.is_none(),
+            "a second connection from {one} was answered"
+        );
+        let third = handshake_from(other, to, ih).await.unwrap();
+        assert!(third.is_some(), "a connection from {other} was refused");
+    });
+}
+
+/// Item 1: one IP cannot take every peer slot, for a download and for serve.
+#[test]
+fn one_connection_per_ip_for_downloads_and_serve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("seed");
+    write(&src.join("small.bin"), &data(200_000, 51));
+    let torrent = tmp.path().join("small.torrent");
+    btfs(&[
+        "bittorrent",
+        "create",
+        s(&src.join("small.bin")),
+        "-o",
+        s(&torrent),
+    ])
+    .ok();
+    let ih = info_hash(&torrent);
+    // A download that stays running: its only peer never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free_port();
+    let _download = btfs_download(
+        &tmp.path().join("repo"),
+        &[
+            "-t",
+            s(&torrent),
+            "-o",
+            s(&tmp.path().join("out")),
+            "--peer",
+            &silent.local_addr().unwrap().to_string(),
+            "--no-trackers",
+            "--no-dht",
+            "--listen-ip",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--max-connections-per-ip",
+            "1",
+        ],
+    );
+    poll(
+        Duration::from_secs(30),
+        "the download did not listen",
+        String::new,
+        || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
+    assert_one_connection_per_ip(SocketAddr::from(([127, 0, 0, 1], port)), ih, 1);
+
+    // serve: connections routed by infohash to each torrent's engine.
+    let serve_port = free_port();
+    let serve = Daemon::spawn(
+        "btfs serve",
+        Command::new(env!("CARGO_BIN_EXE_btfs"))
+            .env("BTFS_PATH", tmp.path().join("serve-repo"))
+            .args([
+                "--json",
+                "bittorrent",
+                "serve",
+                s(&src.join("small.bin")),
+                "--no-add",
+                "--no-dht",
+                "--listen-ip",
+                "127.0.0.1",
+                "--port",
+                &serve_port.to_string(),
+                "--max-connections-per-ip",
+                "1",
+            ]),
+    );
+    let line = serve.wait_for_line("InfoHash", Duration::from_secs(60));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let served = Metainfo::from_bytes(&std::fs::read(v["Torrent"].as_str().unwrap()).unwrap())
+        .unwrap()
+        .wire_info_hash();
+    poll(
+        Duration::from_secs(30),
+        "serve did not listen",
+        String::new,
+        || std::net::TcpStream::connect(("127.0.0.1", serve_port)).ok(),
+    );
+    assert_one_connection_per_ip(SocketAddr::from(([127, 0, 0, 1], serve_port)), served, 2);
+}
