@@ -1,7 +1,8 @@
 //! The download engine for one torrent.
 //!
 //! Tasks and ownership:
-//! - the **torrent loop** ([`run`]) owns the peer addresses, connection limits, the
+//! - the **torrent loop** ([`run`]) owns the peer addresses and connection limits
+//!   (`connections::Connections` with its bounded `candidates::PeerBook`), the
 //!   choker, resume saving and progress; it reacts to [`Event`]s;
 //! - each peer connection has a **reader** task (parses messages, updates the shared
 //!   state, requests blocks), a **writer** task (the only one writing to the socket,
@@ -20,6 +21,7 @@
 //! always on disk (see [`crate::resume`]).
 
 mod candidates;
+mod connections;
 mod peer;
 mod webseed;
 
@@ -37,6 +39,7 @@ use crate::tracker::{TrackerClient, TrackerConfig};
 use crate::wire::{self, Message};
 use crate::InfoHash;
 use candidates::{ban_key, PeerBook};
+use connections::Connections;
 use sha1::{Digest, Sha1};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -739,10 +742,8 @@ pub async fn run(
     drop(sink);
 
     // Addresses to dial (failed ones come back after a back-off), bans, rate limits.
-    let mut book = PeerBook::new();
-    let per_ip = opts.max_connections_per_ip.max(1);
+    let mut conns = Connections::new(&opts);
     let mut hash_failures = 0u32;
-    let mut next_key: PeerKey = 1;
     let mut resume_dirty = false;
     let mut last_resume = Instant::now();
     let mut last_choke = Instant::now() - Duration::from_secs(60);
@@ -833,7 +834,7 @@ pub async fn run(
                 match c {
                     Some(c) => {
                         if !complete || opts.seed {
-                            book.offer(c.addr, &c.source, Instant::now());
+                            conns.book.offer(c.addr, &c.source, Instant::now());
                         }
                     }
                     None => candidates_open = false,
@@ -900,91 +901,18 @@ pub async fn run(
                             match sender {
                                 Sender::Peer(addr) => {
                                     tracing::warn!(peer = %addr, piece, "banned: sent data that failed the hash check");
-                                    ban(&mut st, &mut book, addr);
+                                    ban(&mut st, &mut conns.book, addr);
                                 }
                                 Sender::WebSeed(i) => webseed::bad_data(&mut st, i),
                             }
                         }
                     }
-                    Event::Pex(from, addrs) => {
-                        // One message per source IP per interval, however often it reconnects.
-                        let now = Instant::now();
-                        if (!complete || opts.seed) && book.pex_allowed(from.ip(), now) {
-                            for addr in addrs.into_iter().take(MAX_PEX_ADDED) {
-                                book.offer(addr, &PeerSource::Pex, now);
-                            }
-                        }
-                    }
-                    Event::Connected(sock, addr, hs, outgoing) => {
-                        book.attempt_ended(addr.ip());
-                        let now = Instant::now();
-                        let refused = {
-                            let st = shared.lock();
-                            book.is_banned(addr)
-                                || st.peers.len() >= opts.max_peers
-                                || peers_from(&st, addr.ip()) >= per_ip
-                        };
-                        if refused {
-                            if outgoing {
-                                book.dial_failed(addr, now);
-                            }
-                            continue;
-                        }
-                        if outgoing {
-                            book.connected(addr, now);
-                        }
-                        let key = next_key;
-                        next_key += 1;
-                        peer::start(shared.clone(), key, sock, addr, hs, outgoing);
-                    }
-                    Event::ConnectFailed(addr, outgoing) => {
-                        book.attempt_ended(addr.ip());
-                        tracing::debug!(%addr, "connection failed");
-                        // Only addresses we dialled are worth dialling again.
-                        if outgoing {
-                            book.dial_failed(addr, Instant::now());
-                        }
-                    }
-                    Event::Incoming(sock, addr, hs) => {
-                        let admit = {
-                            let st = shared.lock();
-                            st.peers.len() + book.attempts_total() < opts.max_peers
-                                && peers_from(&st, addr.ip()) + book.attempts(addr.ip()) < per_ip
-                                && !book.is_banned(addr)
-                        };
-                        if admit {
-                            book.attempt_started(addr.ip());
-                            let sh = shared.clone();
-                            tokio::spawn(async move {
-                                match peer::accept(&sh, sock, hs).await {
-                                    Ok((sock, hs)) => {
-                                        let _ = sh.events.send(Event::Connected(sock, addr, hs, false));
-                                    }
-                                    Err(e) => {
-                                        tracing::debug!(%addr, error = %e, "incoming handshake failed");
-                                        let _ = sh.events.send(Event::ConnectFailed(addr, false));
-                                    }
-                                }
-                            });
-                        }
-                    }
-                    Event::Closed(key, addr, why) => {
-                        tracing::debug!(%addr, reason = why, "peer closed");
-                        let mut st = shared.lock();
-                        let outgoing = st.peers.get(&key).is_some_and(|p| p.outgoing);
-                        remove_peer(&mut st, key);
-                        // A peer we dialled that went away is dialled again later.
-                        if outgoing {
-                            book.closed(addr, Instant::now());
-                        }
-                    }
-                    Event::Misbehaved(key, why) => {
-                        let mut st = shared.lock();
-                        if let Some(addr) = st.peers.get(&key).map(|p| p.addr) {
-                            tracing::warn!(peer = %addr, reason = why, "banned");
-                            ban(&mut st, &mut book, addr);
-                        }
-                    }
+                    Event::Pex(from, addrs) => conns.on_pex(from, addrs, !complete || opts.seed),
+                    Event::Connected(sock, addr, hs, outgoing) => conns.on_connected(&shared, sock, addr, hs, outgoing),
+                    Event::ConnectFailed(addr, outgoing) => conns.on_connect_failed(addr, outgoing),
+                    Event::Incoming(sock, addr, hs) => conns.on_incoming(&shared, sock, addr, hs),
+                    Event::Closed(key, addr, why) => conns.on_closed(&shared, key, addr, &why),
+                    Event::Misbehaved(key, why) => conns.on_misbehaved(&shared, key, &why),
                 }
             }
             _ = tick.tick() => {
@@ -997,8 +925,8 @@ pub async fn run(
                 let no_peer_source = announcer.is_none()
                     && dht_task.is_none()
                     && st.peers.is_empty()
-                    && book.attempts_total() == 0
-                    && !book.has_waiting()
+                    && conns.book.attempts_total() == 0
+                    && !conns.book.has_waiting()
                     && !candidates_open;
                 if !complete && no_peer_source && st.webseeds.iter().all(|w| w.disabled.is_some()) {
                     let mut why: Vec<String> = st
@@ -1006,8 +934,8 @@ pub async fn run(
                         .iter()
                         .map(|w| format!("web seed {} dropped: {}", w.url, w.disabled.clone().unwrap_or_default()))
                         .collect();
-                    if book.banned_count() > 0 {
-                        why.push(format!("{} peer address(es) banned for bad data or protocol violations", book.banned_count()));
+                    if conns.book.banned_count() > 0 {
+                        why.push(format!("{} peer address(es) banned for bad data or protocol violations", conns.book.banned_count()));
                     }
                     stop_reason = Some(if why.is_empty() {
                         "no peer or web seed left to download from".into()
@@ -1068,7 +996,7 @@ pub async fn run(
                     fill_stats(s, &st, wanted_count, bytes_wanted, left);
                     s.listen_port = listen_port;
                     s.hash_failures = hash_failures;
-                    s.banned = book.banned_count();
+                    s.banned = conns.book.banned_count();
                     s.elapsed = started.elapsed().as_secs_f64();
                     if want_detail {
                         s.detail = Some(detail(&st, tracker_board.as_ref()));
@@ -1086,7 +1014,7 @@ pub async fn run(
         }
         // Start connections while there is room.
         if !shared.lock().picker.is_complete() || opts.seed {
-            dial_due(&shared, &mut book, &opts, per_ip);
+            conns.dial_due(&shared, opts.max_half_open);
         }
     }
 
@@ -1125,7 +1053,7 @@ pub async fn run(
             };
             s.listen_port = listen_port;
             s.hash_failures = hash_failures;
-            s.banned = book.banned_count();
+            s.banned = conns.book.banned_count();
             s.elapsed = started.elapsed().as_secs_f64();
             if want_detail {
                 s.detail = Some(detail(&st, tracker_board.as_ref()));
@@ -1141,42 +1069,6 @@ pub async fn run(
         stats: stats.borrow().clone(),
         stop_reason,
     })
-}
-
-/// Dials the addresses that are due while there is room: fewer than
-/// [`Options::max_half_open`] attempts, [`Options::max_peers`] connections, and
-/// `per_ip` connections with any IP.
-fn dial_due(shared: &Arc<Shared>, book: &mut PeerBook, opts: &Options, per_ip: usize) {
-    let now = Instant::now();
-    let (count, established) = {
-        let st = shared.lock();
-        let mut by_ip: HashMap<IpAddr, usize> = HashMap::new();
-        for p in st.peers.values() {
-            *by_ip.entry(p.addr.ip()).or_default() += 1;
-        }
-        (st.peers.len(), by_ip)
-    };
-    while book.attempts_total() < opts.max_half_open
-        && count + book.attempts_total() < opts.max_peers
-    {
-        let Some(addr) =
-            book.next_to_dial(now, per_ip, |ip| established.get(&ip).copied().unwrap_or(0))
-        else {
-            break;
-        };
-        let sh = shared.clone();
-        tokio::spawn(async move {
-            match peer::connect(&sh, addr).await {
-                Ok((sock, hs)) => {
-                    let _ = sh.events.send(Event::Connected(sock, addr, hs, true));
-                }
-                Err(e) => {
-                    tracing::debug!(%addr, error = %e, "connect failed");
-                    let _ = sh.events.send(Event::ConnectFailed(addr, true));
-                }
-            }
-        });
-    }
 }
 
 /// Tells every peer that speaks BEP 11 which peers joined and left since last time
