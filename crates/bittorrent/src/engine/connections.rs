@@ -11,13 +11,12 @@
 //! Owned by the torrent loop alone; takes [`Shared::state`] briefly, never across an
 //! `.await` (the same lock order as the rest of the engine).
 
-use super::candidates::{PeerBook, MAX_PEX_ADDED};
+use super::candidates::{IpKey, PeerBook};
 use super::{ban, peer, peers_from, remove_peer, Event, Options, Shared};
-use crate::peers::PeerSource;
 use crate::picker::PeerKey;
 use crate::wire;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
@@ -39,13 +38,11 @@ impl Connections {
         }
     }
 
-    /// Addresses a peer sent by PEX: taken once per source IP per interval, capped.
+    /// Addresses a peer sent by PEX: taken once per source IP per interval, capped per
+    /// address family.
     pub(super) fn on_pex(&mut self, from: SocketAddr, addrs: Vec<SocketAddr>, wanted: bool) {
-        let now = Instant::now();
-        if wanted && self.book.pex_allowed(from.ip(), now) {
-            for addr in addrs.into_iter().take(MAX_PEX_ADDED) {
-                self.book.offer(addr, &PeerSource::Pex, now);
-            }
+        if wanted {
+            self.book.offer_pex(from.ip(), &addrs, Instant::now());
         }
     }
 
@@ -60,14 +57,21 @@ impl Connections {
     ) {
         self.book.attempt_ended(addr.ip());
         let now = Instant::now();
-        let refused = {
-            let st = shared.lock();
+        // An inbound connection's port is ephemeral: only its IP can be banned yet.
+        let banned = if outgoing {
             self.book.is_banned(addr)
-                || st.peers.len() >= self.max_peers
-                || peers_from(&st, addr.ip()) >= self.per_ip
+        } else {
+            self.book.is_banned_peer(addr.ip(), None)
         };
-        if refused {
-            if outgoing {
+        let full = {
+            let st = shared.lock();
+            st.peers.len() >= self.max_peers || peers_from(&st, addr.ip()) >= self.per_ip
+        };
+        if banned || full {
+            // No room is not the address's fault: it waits again without a failure.
+            if outgoing && !banned {
+                self.book.dial_refused(addr, now);
+            } else if outgoing {
                 self.book.dial_failed(addr, now);
             }
             return;
@@ -101,7 +105,7 @@ impl Connections {
             let st = shared.lock();
             st.peers.len() + self.book.attempts_total() < self.max_peers
                 && peers_from(&st, addr.ip()) + self.book.attempts(addr.ip()) < self.per_ip
-                && !self.book.is_banned(addr)
+                && !self.book.is_banned_peer(addr.ip(), None)
         };
         if !admit {
             return;
@@ -140,9 +144,9 @@ impl Connections {
 
     pub(super) fn on_misbehaved(&mut self, shared: &Arc<Shared>, key: PeerKey, why: &str) {
         let mut st = shared.lock();
-        if let Some(addr) = st.peers.get(&key).map(|p| p.addr) {
+        if let Some((addr, ban_key)) = st.peers.get(&key).map(|p| (p.addr, p.ban_key())) {
             tracing::warn!(peer = %addr, reason = why, "banned");
-            ban(&mut st, &mut self.book, addr);
+            ban(&mut st, &mut self.book, ban_key);
         }
     }
 
@@ -152,9 +156,9 @@ impl Connections {
         let now = Instant::now();
         let (count, established) = {
             let st = shared.lock();
-            let mut by_ip: HashMap<IpAddr, usize> = HashMap::new();
+            let mut by_ip: HashMap<IpKey, usize> = HashMap::new();
             for p in st.peers.values() {
-                *by_ip.entry(p.addr.ip()).or_default() += 1;
+                *by_ip.entry(IpKey::of(p.addr.ip())).or_default() += 1;
             }
             (st.peers.len(), by_ip)
         };

@@ -38,7 +38,7 @@ use crate::tracker::announcer::{Announcer, Progress as AnnounceProgress};
 use crate::tracker::{TrackerClient, TrackerConfig};
 use crate::wire::{self, Message};
 use crate::InfoHash;
-use candidates::{ban_key, PeerBook};
+use candidates::{BanKey, IpKey, PeerBook};
 use connections::Connections;
 use sha1::{Digest, Sha1};
 use std::collections::{HashMap, HashSet};
@@ -304,6 +304,21 @@ impl PeerEntry {
         self.tx.send(m).is_ok()
     }
 
+    /// The port it listens on, when known: the one we dialled, or the one its
+    /// extension handshake named (an inbound connection's own port is ephemeral).
+    fn listen(&self) -> Option<u16> {
+        if self.outgoing {
+            Some(self.addr.port())
+        } else {
+            self.listen_port
+        }
+    }
+
+    /// What banning this peer bans (see [`BanKey`]).
+    fn ban_key(&self) -> BanKey {
+        BanKey::new(self.addr.ip(), self.listen())
+    }
+
     fn clogged(&self) -> bool {
         self.queued.load(std::sync::atomic::Ordering::Relaxed) > MAX_QUEUED
     }
@@ -431,9 +446,13 @@ pub struct Summary {
     pub stop_reason: Option<String>,
 }
 
-/// Connections with `ip` established now.
+/// Connections with `ip` (its /64 for IPv6) established now.
 fn peers_from(st: &State, ip: IpAddr) -> usize {
-    st.peers.values().filter(|p| p.addr.ip() == ip).count()
+    let ip = IpKey::of(ip);
+    st.peers
+        .values()
+        .filter(|p| IpKey::of(p.addr.ip()) == ip)
+        .count()
 }
 
 /// Which files a torrent's pieces need; a piece is wanted if it holds any byte of a
@@ -901,7 +920,8 @@ pub async fn run(
                             match sender {
                                 Sender::Peer(addr) => {
                                     tracing::warn!(peer = %addr, piece, "banned: sent data that failed the hash check");
-                                    ban(&mut st, &mut conns.book, addr);
+                                    let key = sender_ban_key(&st, &conns.book, addr);
+                                    ban(&mut st, &mut conns.book, key);
                                 }
                                 Sender::WebSeed(i) => webseed::bad_data(&mut st, i),
                             }
@@ -1191,30 +1211,39 @@ fn detail(
     }
 }
 
-/// Bans an address: drops its connections and throws away every block it sent to
-/// pieces not yet complete, so its data can neither spoil a piece nor get an honest
-/// peer blamed for the failure.
-fn ban(st: &mut State, book: &mut PeerBook, addr: SocketAddr) {
-    let key = ban_key(addr);
-    book.ban(addr);
-    let peers: Vec<PeerKey> = st
+/// What banning the sender of a block at `addr` bans: the peer's own key while it is
+/// connected, else the address when we dialled it, else its IP.
+fn sender_ban_key(st: &State, book: &PeerBook, addr: SocketAddr) -> BanKey {
+    match st.peers.values().find(|p| p.addr == addr) {
+        Some(p) => p.ban_key(),
+        None if book.knows(addr) => BanKey::listening(addr),
+        None => BanKey::new(addr.ip(), None),
+    }
+}
+
+/// Bans `key`: drops its connections and throws away every block it sent to pieces
+/// not yet complete, so its data can neither spoil a piece nor get an honest peer
+/// blamed for the failure.
+fn ban(st: &mut State, book: &mut PeerBook, key: BanKey) {
+    book.ban(key);
+    let peers: Vec<(PeerKey, SocketAddr)> = st
         .peers
         .iter()
-        .filter(|(_, p)| ban_key(p.addr) == key)
-        .map(|(k, _)| *k)
+        .filter(|(_, p)| key.covers(p.addr.ip(), p.listen()))
+        .map(|(k, p)| (*k, p.addr))
         .collect();
-    for k in peers {
+    let covered: HashSet<SocketAddr> = peers.iter().map(|(_, a)| *a).collect();
+    for (k, _) in peers {
         remove_peer(st, k);
     }
+    let sent_by = |s: &Sender| match s {
+        Sender::Peer(a) => covered.contains(a) || key.covers(a.ip(), Some(a.port())),
+        Sender::WebSeed(_) => false,
+    };
     let spoiled: Vec<u32> = st
         .buffers
         .iter()
-        .filter(|(_, b)| {
-            b.from
-                .iter()
-                .flatten()
-                .any(|a| matches!(a, Sender::Peer(p) if ban_key(*p) == key))
-        })
+        .filter(|(_, b)| b.from.iter().flatten().any(sent_by))
         .map(|(i, _)| *i)
         .collect();
     for i in spoiled {
@@ -1222,7 +1251,7 @@ fn ban(st: &mut State, book: &mut PeerBook, addr: SocketAddr) {
         st.picker.failed(i);
     }
     for records in st.suspects.values_mut() {
-        records.retain(|r| !matches!(r.addr, Sender::Peer(p) if ban_key(p) == key));
+        records.retain(|r| !sent_by(&r.addr));
     }
 }
 
