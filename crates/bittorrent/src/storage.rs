@@ -16,8 +16,12 @@
 //! same identity check on reopening.
 //! BEP 47 pad files are never written; they read as zeros.
 //!
-//! Lock order: `write_lock`, then `open`, then `dirty`; none is held across another
-//! storage call.
+//! A file opened for writing must have no other name: one with hard links (which may
+//! be outside the folder) is refused with an error. Seeded files may have them.
+//!
+//! Lock order: `write_lock` first (held for a whole piece write, across its file I/O);
+//! then `open`, `ids` and `dirty` are each taken alone, never two at once, and never
+//! across a path walk or other file I/O.
 
 use crate::geometry::{FileMap, PieceIndex};
 use crate::metainfo::Metainfo;
@@ -82,6 +86,8 @@ pub enum StorageError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path} would be outside the download folder {root}")]
     Escape { path: PathBuf, root: PathBuf },
+    #[error("{path}: {why}")]
+    InTheWay { path: PathBuf, why: String },
     #[error("the torrent has no v1 piece layout (v2-only torrents are not downloadable yet)")]
     NoV1,
 }
@@ -121,28 +127,71 @@ pub fn file_paths(root: &Path, m: &Metainfo) -> Vec<PathBuf> {
 /// Why a path below the download folder cannot be opened.
 #[derive(Debug)]
 enum OpenError {
-    /// A symbolic link (or another file where a folder belongs) is in the way.
+    /// A symbolic link is in the way.
     Link,
+    /// A file (or anything but a folder) is where the torrent has a folder.
+    NotDir(String),
+    /// A folder, fifo or device is where the torrent has a file.
+    NotRegular,
+    /// The file has other names (hard links), which may be outside the folder.
+    HardLinked(u64),
     Io(io::Error),
 }
 
-impl From<rustix::io::Errno> for OpenError {
-    fn from(e: rustix::io::Errno) -> Self {
+impl OpenError {
+    /// What `openat(at, name)` failing with `e` means: a link and a file where a folder
+    /// belongs both give `ENOTDIR` (or `ELOOP`), so what is there is looked at.
+    fn at(at: BorrowedFd<'_>, name: &str, e: rustix::io::Errno) -> OpenError {
+        use rustix::io::Errno;
         match e {
-            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => OpenError::Link,
+            Errno::LOOP | Errno::NOTDIR => {
+                match rustix::fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink() => {
+                        OpenError::Link
+                    }
+                    Ok(_) => OpenError::NotDir(name.to_owned()),
+                    Err(_) => OpenError::Link,
+                }
+            }
+            Errno::ISDIR => OpenError::NotRegular,
             e => OpenError::Io(e.into()),
         }
     }
-}
 
-impl OpenError {
-    fn into_io(self, path: &Path) -> io::Error {
+    fn describe(&self) -> String {
         match self {
-            OpenError::Link => io::Error::other(format!(
-                "{}: a symbolic link or another file is in the way; links below the download folder are never followed",
-                path.display()
-            )),
-            OpenError::Io(e) => io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+            OpenError::Link => "a symbolic link is in the way; links below the download folder are never followed".into(),
+            OpenError::NotDir(name) => format!("{name} is a file where the torrent has a folder"),
+            OpenError::NotRegular => "is not a regular file (a folder, fifo or device is where the torrent has a file)".into(),
+            OpenError::HardLinked(n) => format!(
+                "the file has {n} names (hard links), which may be outside the download folder; it is never written"
+            ),
+            OpenError::Io(e) => e.to_string(),
+        }
+    }
+
+    fn into_io(self, path: &Path) -> io::Error {
+        let kind = match &self {
+            OpenError::Io(e) => e.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, format!("{}: {}", path.display(), self.describe()))
+    }
+
+    fn into_storage(self, path: &Path, root: &Path) -> StorageError {
+        match self {
+            OpenError::Link => StorageError::Escape {
+                path: path.to_owned(),
+                root: root.to_owned(),
+            },
+            OpenError::Io(source) => StorageError::Io {
+                path: path.to_owned(),
+                source,
+            },
+            e => StorageError::InTheWay {
+                path: path.to_owned(),
+                why: e.describe(),
+            },
         }
     }
 }
@@ -155,24 +204,27 @@ fn parent_beneath<'a>(
     components: &'a [String],
     create: bool,
 ) -> Result<(Option<OwnedFd>, &'a str), OpenError> {
-    let (last, dirs) = components.split_last().ok_or(OpenError::Link)?;
+    let (last, dirs) = components.split_last().ok_or(OpenError::NotRegular)?;
     let mut dir: Option<OwnedFd> = None;
     for c in dirs {
         let at = dir.as_ref().map_or(root, |d| d.as_fd());
         if create {
             match rustix::fs::mkdirat(at, c.as_str(), Mode::from_raw_mode(0o755)) {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(OpenError::at(at, c, e)),
             }
         }
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        dir = Some(rustix::fs::openat(at, c.as_str(), flags, Mode::empty())?);
+        let next = rustix::fs::openat(at, c.as_str(), flags, Mode::empty())
+            .map_err(|e| OpenError::at(at, c, e))?;
+        dir = Some(next);
     }
     Ok((dir, last.as_str()))
 }
 
 /// Opens a file below `root` without following links anywhere on the way; creates it
-/// (and its folders) when `create`.
+/// (and its folders) when `create`. A file opened for writing must have no other name
+/// (a hard link elsewhere would let writes land outside the folder).
 fn open_beneath(
     root: BorrowedFd<'_>,
     components: &[String],
@@ -186,13 +238,19 @@ fn open_beneath(
     if create {
         flags |= OFlags::CREATE;
     }
-    let fd = rustix::fs::openat(at, last, flags, Mode::from_raw_mode(0o644))?;
-    let file = File::from(fd);
+    let fd = rustix::fs::openat(at, last, flags, Mode::from_raw_mode(0o644))
+        .map_err(|e| OpenError::at(at, last, e))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| OpenError::Io(e.into()))?;
     // Only regular files: a fifo or device planted in the folder is refused.
-    if !file.metadata().map_err(OpenError::Io)?.is_file() {
-        return Err(OpenError::Link);
+    if !rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() {
+        return Err(OpenError::NotRegular);
     }
-    Ok(file)
+    #[allow(clippy::unnecessary_cast)]
+    let links = st.st_nlink as u64;
+    if write && links > 1 {
+        return Err(OpenError::HardLinked(links));
+    }
+    Ok(File::from(fd))
 }
 
 fn identity(st: &rustix::fs::Stat) -> FileId {
@@ -232,16 +290,8 @@ impl FileStorage {
             if !w {
                 continue;
             }
-            let file = match open_beneath(root_fd.as_fd(), &components[i], true, true) {
-                Ok(file) => file,
-                Err(OpenError::Link) => {
-                    return Err(StorageError::Escape {
-                        path: path.clone(),
-                        root: root_real,
-                    })
-                }
-                Err(OpenError::Io(e)) => return Err(io_at(path)(e)),
-            };
+            let file = open_beneath(root_fd.as_fd(), &components[i], true, true)
+                .map_err(|e| e.into_storage(path, &root_real))?;
             // Sparse preallocation: the right size, no blocks until written.
             if file.metadata().map_err(io_at(path))?.len() != f.length {
                 file.set_len(f.length).map_err(io_at(path))?;
@@ -369,20 +419,18 @@ impl FileStorage {
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.paths[file].display())))
     }
 
-    /// File `i`'s handle: kept open, or opened again (beneath the folder, without
-    /// following links) and checked to be the file first opened.
-    fn handle(&self, i: usize) -> io::Result<Arc<File>> {
-        let mut open = self
-            .open
+    fn lock_open(&self) -> io::Result<std::sync::MutexGuard<'_, HashMap<usize, Arc<File>>>> {
+        self.open
             .lock()
-            .map_err(|_| io::Error::other("storage lock poisoned"))?;
-        if let Some(f) = open.get(&i) {
+            .map_err(|_| io::Error::other("storage lock poisoned"))
+    }
+
+    /// File `i`'s handle: kept open, or opened again (beneath the folder, without
+    /// following links) and checked to be the file first opened. No lock is held while
+    /// the path is walked.
+    fn handle(&self, i: usize) -> io::Result<Arc<File>> {
+        if let Some(f) = self.lock_open()?.get(&i) {
             return Ok(f.clone());
-        }
-        if open.len() >= MAX_OPEN {
-            if let Some(&k) = open.keys().next() {
-                open.remove(&k);
-            }
         }
         let path = &self.paths[i];
         let f = match &self.root {
@@ -394,14 +442,26 @@ impl FileStorage {
                 .open(path)?,
         };
         let id = file_identity(&f)?;
-        let mut ids = self
-            .ids
-            .lock()
-            .map_err(|_| io::Error::other("storage lock poisoned"))?;
-        match ids[i] {
-            Some(first) if first != id => return Err(replaced(path)),
-            Some(_) => {}
-            None => ids[i] = Some(id),
+        {
+            let mut ids = self
+                .ids
+                .lock()
+                .map_err(|_| io::Error::other("storage lock poisoned"))?;
+            match ids[i] {
+                Some(first) if first != id => return Err(replaced(path)),
+                Some(_) => {}
+                None => ids[i] = Some(id),
+            }
+        }
+        let mut open = self.lock_open()?;
+        // Opened meanwhile by another caller: one handle is kept.
+        if let Some(f) = open.get(&i) {
+            return Ok(f.clone());
+        }
+        if open.len() >= MAX_OPEN {
+            if let Some(&k) = open.keys().next() {
+                open.remove(&k);
+            }
         }
         let f = Arc::new(f);
         open.insert(i, f.clone());
@@ -598,5 +658,65 @@ mod tests {
             .write_piece(last, &vec![2u8; g.piece_size(last) as usize])
             .is_err());
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+    }
+
+    /// A two-file torrent `set/{a.bin, sub/b.bin}` (16 KiB pieces).
+    fn two_files() -> (tempfile::TempDir, Metainfo) {
+        let src = tempfile::tempdir().unwrap();
+        let set = src.path().join("set");
+        std::fs::create_dir_all(set.join("sub")).unwrap();
+        std::fs::write(set.join("a.bin"), vec![1u8; 40_000]).unwrap();
+        std::fs::write(set.join("sub/b.bin"), vec![2u8; 40_000]).unwrap();
+        let opts = CreateOptions {
+            piece_length: Some(16 * 1024),
+            ..CreateOptions::default()
+        };
+        let m = create_torrent(&set, &opts, &|_| {}).unwrap().metainfo;
+        (src, m)
+    }
+
+    #[test]
+    fn hard_linked_files_are_never_written_but_may_be_seeded() {
+        let (src, m) = two_files();
+        let all = vec![true; m.info.files.len()];
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(out.path().join("set")).unwrap();
+        std::fs::hard_link(&victim, out.path().join("set/a.bin")).unwrap();
+        let err = FileStorage::create(out.path(), &m, &all).err().unwrap();
+        assert!(err.to_string().contains("hard links"), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        // Seeding only reads: a file with two names is fine.
+        std::fs::hard_link(src.path().join("set/a.bin"), outside.path().join("a2")).unwrap();
+        let s = FileStorage::open_existing(src.path(), &m).unwrap();
+        let mut buf = [0u8; 4];
+        s.read_file_at(0, 0, &mut buf).unwrap();
+        assert_eq!(buf, [1u8; 4]);
+    }
+
+    #[test]
+    fn a_file_where_a_folder_belongs_is_named_as_such() {
+        let (_src, m) = two_files();
+        let all = vec![true; m.info.files.len()];
+        let out = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(out.path().join("set")).unwrap();
+        std::fs::write(out.path().join("set/sub"), b"a plain file").unwrap();
+        let err = FileStorage::create(out.path(), &m, &all).err().unwrap();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("sub is a file where the torrent has a folder"),
+            "{msg}"
+        );
+        assert!(!msg.contains("outside"), "{msg}");
+        // A folder where a file belongs.
+        let out = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(out.path().join("set/a.bin")).unwrap();
+        let msg = FileStorage::create(out.path(), &m, &all)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("is not a regular file"), "{msg}");
     }
 }
