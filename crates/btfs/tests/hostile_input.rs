@@ -402,6 +402,45 @@ fn a_tiny_torrent_declaring_terabytes_keeps_memory_small() {
     drop(held);
 }
 
+/// Finding 3: a torrent declaring more than the 4 TiB an import takes is refused before
+/// anything is created: no file is made (and sized) in the output folder.
+#[test]
+fn a_torrent_too_large_to_import_creates_no_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let piece_length: u64 = 512 << 20;
+    let length: u64 = 5 << 40;
+    let hashes = data((length / piece_length) as usize * 20, 43);
+    let mut t = format!(
+        "d4:infod6:lengthi{length}e4:name8:huge.bin12:piece lengthi{piece_length}e6:pieces{}:",
+        hashes.len()
+    )
+    .into_bytes();
+    t.extend(&hashes);
+    t.extend(b"ee");
+    let torrent = tmp.path().join("huge.torrent");
+    std::fs::write(&torrent, &t).unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // Nothing listens on this port of loopback: the download never gets that far.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = nobody.local_addr().unwrap().to_string();
+    drop(nobody);
+    let r = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_btfs"))
+            .env("BTFS_PATH", tmp.path().join("repo"))
+            .args(["--json", "bittorrent", "download", "-t", s(&torrent)])
+            .args(["-o", s(&out), "--peer", &peer, "--no-trackers", "--no-dht"])
+            .args(["--listen-ip", "127.0.0.1"]),
+        Duration::from_secs(60),
+    );
+    assert_ne!(r.status, 0, "{}", r.stdout);
+    assert!(r.stderr.contains("4 TiB"), "no clear error: {}", r.stderr);
+    assert!(
+        !out.join("huge.bin").exists(),
+        "a refused torrent created its file"
+    );
+}
+
 /// Connects from `src` to btfs at `to` and exchanges handshakes for `ih`; `Ok(Some)`
 /// holds the open connection when btfs answered, `Ok(None)` when it closed it first.
 async fn handshake_from(

@@ -85,7 +85,26 @@ pub struct Bridge {
     whole_torrent: bool,
 }
 
+/// Largest torrent imported (its declared total size).
+pub const MAX_IMPORT_BYTES: u64 = 4 << 40;
+
 impl Bridge {
+    /// Refuses a torrent too large to import. The import keeps a few dozen bytes per
+    /// 256 KiB chunk, so this bounds what declared sizes can make it allocate; callers
+    /// run it before creating any file, so a refused torrent leaves nothing on disk.
+    pub fn check_size(meta: &Metainfo) -> Result<(), BridgeError> {
+        let total: u64 = meta
+            .info
+            .files
+            .iter()
+            .map(|f| f.length)
+            .fold(0, u64::saturating_add);
+        if total > MAX_IMPORT_BYTES {
+            return Err(BridgeError::TooLarge(total));
+        }
+        Ok(())
+    }
+
     /// Plans the import of the selected files of `meta` as `storage` (the download's)
     /// holds them.
     pub fn new(
@@ -94,17 +113,7 @@ impl Bridge {
         storage: Arc<FileStorage>,
         selected: Option<&[bool]>,
     ) -> Result<Bridge, BridgeError> {
-        // The import keeps a few dozen bytes per 256 KiB chunk: bound what a torrent's
-        // declared sizes can make it allocate.
-        let total: u64 = meta
-            .info
-            .files
-            .iter()
-            .map(|f| f.length)
-            .fold(0, u64::saturating_add);
-        if total > 4 << 40 {
-            return Err(BridgeError::TooLarge(total));
-        }
+        Bridge::check_size(&meta)?;
         let opts = ImportOptions::default();
         let chunk = opts.chunk_size as u64;
         let mut files = Vec::new();

@@ -124,6 +124,8 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
             return report_known(done, &gateway, enc);
         }
     }
+    // Too large to import: refused before any folder or file is created.
+    Bridge::check_size(&meta)?;
     // Without -o the files live in a working folder of the repo until they are imported.
     let working = args.output.is_none();
     let save_path = match &args.output {
