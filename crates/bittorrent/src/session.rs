@@ -1,8 +1,17 @@
 //! One listening port for many torrents: the [`Router`] accepts connections, reads the
 //! peer's handshake and hands the connection to the engine of the torrent it names
 //! (through [`crate::engine::Incoming`]); connections for unknown torrents are closed.
+//!
+//! Policy: at most [`PENDING`] handshakes are read at once, each for at most
+//! [`HANDSHAKE_TIMEOUT`], and at most [`MAX_PENDING_PER_IP`] of them from one IP (its
+//! /64 for IPv6; loopback included): a connection past that is closed at once, so one
+//! address cannot hold every slot. Each torrent's engine then applies its own cap of
+//! connections per IP (`--max-connections-per-ip`, counted per torrent).
+//!
+//! Locks: `routes` and the pending table are each taken alone, briefly, never across an
+//! `.await`.
 
-use crate::engine::Incoming;
+use crate::engine::{Incoming, IpKey};
 use crate::wire::Handshake;
 use crate::InfoHash;
 use std::collections::HashMap;
@@ -19,7 +28,48 @@ type Route = mpsc::Sender<(TcpStream, SocketAddr, Handshake)>;
 const QUEUE: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections whose handshake is being read at once; more wait in the kernel's backlog.
-const PENDING: usize = 256;
+pub const PENDING: usize = 256;
+/// Handshakes read at once from one IP; a fixed small number (not the per-torrent
+/// connection cap): an honest peer sends its handshake at once, so few are ever pending.
+pub const MAX_PENDING_PER_IP: usize = 8;
+
+/// Handshakes being read, per IP (at most [`PENDING`] entries: each holds a permit).
+type PendingTable = Arc<Mutex<HashMap<IpKey, usize>>>;
+
+/// One handshake being read from an IP; gives its place back when dropped.
+struct PendingSlot {
+    ip: IpKey,
+    table: PendingTable,
+}
+
+impl PendingSlot {
+    /// A place for one more handshake from `ip`, unless it has [`MAX_PENDING_PER_IP`].
+    fn take(table: &PendingTable, ip: IpAddr) -> Option<PendingSlot> {
+        let ip = IpKey::of(ip);
+        let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
+        let n = t.entry(ip).or_default();
+        if *n >= MAX_PENDING_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(PendingSlot {
+            ip,
+            table: table.clone(),
+        })
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
+        }
+    }
+}
 
 pub struct Router {
     addr: SocketAddr,
@@ -53,6 +103,7 @@ impl Router {
         let routes: Arc<Mutex<HashMap<InfoHash, Route>>> = Arc::default();
         let r = routes.clone();
         let pending = Arc::new(tokio::sync::Semaphore::new(PENDING));
+        let per_ip: PendingTable = Arc::default();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok(permit) = pending.clone().acquire_owned().await else {
@@ -63,9 +114,14 @@ impl Router {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
+                let Some(slot) = PendingSlot::take(&per_ip, peer.ip()) else {
+                    // Too many handshakes from this IP: closed unread.
+                    drop(sock);
+                    continue;
+                };
                 let routes = r.clone();
                 tokio::spawn(async move {
-                    let _permit = permit;
+                    let _held = (permit, slot);
                     let hs =
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, Handshake::read(&mut sock))
                             .await
@@ -103,5 +159,67 @@ impl Router {
 
     pub fn unregister(&self, info_hash: &InfoHash) {
         self.routes.lock().expect("routes").remove(info_hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use tokio::io::AsyncReadExt;
+
+    async fn connect_from(src: Ipv4Addr, to: SocketAddr) -> TcpStream {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::from((src, 0))).unwrap();
+        sock.connect(to).await.unwrap()
+    }
+
+    /// Whether the router closed `s` (end of stream or reset) rather than holding it.
+    fn closed(s: &TcpStream) -> bool {
+        let mut b = [0u8; 1];
+        !matches!(s.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// One IP holding its handshakes unsent keeps only a few slots: a connection past
+    /// that is closed at once while the first ones are still held (before the cap, it
+    /// too was held until its handshake timed out, after theirs), and other IPs are
+    /// still routed.
+    #[tokio::test]
+    async fn one_ip_cannot_hold_every_pending_handshake() {
+        let router = Router::bind(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0)
+            .await
+            .unwrap();
+        let to = router.local_addr();
+        let hog = Ipv4Addr::new(127, 0, 0, 2);
+        let mut held = Vec::new();
+        for _ in 0..MAX_PENDING_PER_IP {
+            held.push(connect_from(hog, to).await);
+        }
+        let mut extra = connect_from(hog, to).await;
+        let mut b = [0u8; 1];
+        let r = tokio::time::timeout(Duration::from_secs(30), extra.read(&mut b)).await;
+        assert!(
+            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+            "the connection past the cap was not closed: {r:?}"
+        );
+        assert!(
+            held.iter().all(|s| !closed(s)),
+            "the first handshakes were dropped, not the one past the cap"
+        );
+
+        let ih = InfoHash([7u8; 20]);
+        let mut incoming = router.register(ih);
+        let mut s = connect_from(Ipv4Addr::new(127, 0, 0, 3), to).await;
+        let hs = Handshake {
+            reserved: crate::wire::our_reserved(),
+            info_hash: ih,
+            peer_id: *b"-TS0001-router-test-",
+        };
+        crate::wire::write_handshake(&mut s, &hs).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(30), incoming.connections.recv())
+            .await
+            .expect("routed")
+            .expect("open");
+        assert_eq!(got.1.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
     }
 }

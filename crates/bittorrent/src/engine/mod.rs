@@ -25,7 +25,7 @@ mod connections;
 mod peer;
 mod webseed;
 
-pub use candidates::{MAX_CANDIDATES, MAX_PEX_ADDED};
+pub use candidates::{IpKey, MAX_CANDIDATES, MAX_PEX_ADDED};
 
 use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
@@ -38,7 +38,7 @@ use crate::tracker::announcer::{Announcer, Progress as AnnounceProgress};
 use crate::tracker::{TrackerClient, TrackerConfig};
 use crate::wire::{self, Message};
 use crate::InfoHash;
-use candidates::{BanKey, IpKey, PeerBook};
+use candidates::{BanKey, PeerBook};
 use connections::Connections;
 use sha1::{Digest, Sha1};
 use std::collections::{HashMap, HashSet};
@@ -83,7 +83,9 @@ pub struct Options {
     pub max_peers: usize,
     /// Most connection attempts in flight.
     pub max_half_open: usize,
-    /// Most connections (and attempts in flight) with one IP address, both ways.
+    /// Most connections (and attempts in flight) with one IP address (its /64 for
+    /// IPv6), both ways. Counted per torrent: with a shared listener, each torrent
+    /// served admits this many from one IP.
     pub max_connections_per_ip: usize,
     /// A DHT node to find peers with and announce to (never for private torrents).
     pub dht: Option<Arc<crate::dht::DhtNode>>,
