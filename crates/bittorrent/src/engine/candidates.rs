@@ -122,10 +122,9 @@ impl BanKey {
         BanKey::new(addr.ip(), Some(addr.port()))
     }
 
-    /// Whether the ban covers connections with a peer at `ip` listening on
-    /// `listen_port`, when known.
-    pub fn covers(&self, ip: IpAddr, listen_port: Option<u16>) -> bool {
-        self.ip == IpKey::of(ip) && (self.port == 0 || Some(self.port) == listen_port)
+    /// Whether banning `self` bans `other` as well: the same key, or `other`'s IP.
+    pub fn includes(&self, other: &BanKey) -> bool {
+        self.ip == other.ip && (self.port == 0 || self.port == other.port)
     }
 }
 
@@ -388,7 +387,7 @@ impl PeerBook {
         let gone: Vec<SocketAddr> = self
             .entries
             .keys()
-            .filter(|a| key.covers(a.ip(), Some(a.port())))
+            .filter(|a| key.includes(&BanKey::listening(**a)))
             .copied()
             .collect();
         for a in gone {
@@ -408,8 +407,8 @@ impl PeerBook {
         self.is_banned_peer(addr.ip(), Some(addr.port()))
     }
 
-    /// Whether `addr` is one we dial (or may dial): then it is where the peer listens.
-    pub fn knows(&self, addr: SocketAddr) -> bool {
+    #[cfg(test)]
+    fn knows(&self, addr: SocketAddr) -> bool {
         self.entries.contains_key(&addr)
     }
 

@@ -287,10 +287,12 @@ struct PeerEntry {
     abort: Vec<tokio::task::AbortHandle>,
 }
 
-/// Who sent a block: a peer, or a web seed (its index in [`State::webseeds`]).
+/// Who sent a block: a peer (its address, and what banning it bans, fixed when the
+/// block came so a peer gone since is still banned as itself), or a web seed (its index
+/// in [`State::webseeds`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Sender {
-    Peer(SocketAddr),
+    Peer(SocketAddr, BanKey),
     WebSeed(usize),
 }
 
@@ -920,9 +922,8 @@ pub async fn run(
                         }
                         for sender in culprits {
                             match sender {
-                                Sender::Peer(addr) => {
+                                Sender::Peer(addr, key) => {
                                     tracing::warn!(peer = %addr, piece, "banned: sent data that failed the hash check");
-                                    let key = sender_ban_key(&st, &conns.book, addr);
                                     ban(&mut st, &mut conns.book, key);
                                 }
                                 Sender::WebSeed(i) => webseed::bad_data(&mut st, i),
@@ -1213,35 +1214,21 @@ fn detail(
     }
 }
 
-/// What banning the sender of a block at `addr` bans: the peer's own key while it is
-/// connected, else the address when we dialled it, else its IP.
-fn sender_ban_key(st: &State, book: &PeerBook, addr: SocketAddr) -> BanKey {
-    match st.peers.values().find(|p| p.addr == addr) {
-        Some(p) => p.ban_key(),
-        None if book.knows(addr) => BanKey::listening(addr),
-        None => BanKey::new(addr.ip(), None),
-    }
-}
-
 /// Bans `key`: drops its connections and throws away every block it sent to pieces
 /// not yet complete, so its data can neither spoil a piece nor get an honest peer
 /// blamed for the failure.
 fn ban(st: &mut State, book: &mut PeerBook, key: BanKey) {
     book.ban(key);
-    let peers: Vec<(PeerKey, SocketAddr)> = st
+    let peers: Vec<PeerKey> = st
         .peers
         .iter()
-        .filter(|(_, p)| key.covers(p.addr.ip(), p.listen()))
-        .map(|(k, p)| (*k, p.addr))
+        .filter(|(_, p)| key.includes(&p.ban_key()))
+        .map(|(k, _)| *k)
         .collect();
-    let covered: HashSet<SocketAddr> = peers.iter().map(|(_, a)| *a).collect();
-    for (k, _) in peers {
+    for k in peers {
         remove_peer(st, k);
     }
-    let sent_by = |s: &Sender| match s {
-        Sender::Peer(a) => covered.contains(a) || key.covers(a.ip(), Some(a.port())),
-        Sender::WebSeed(_) => false,
-    };
+    let sent_by = |s: &Sender| matches!(s, Sender::Peer(_, k) if key.includes(k));
     let spoiled: Vec<u32> = st
         .buffers
         .iter()

@@ -377,6 +377,7 @@ fn handle(
         return Err("connection already closed".into());
     };
     let p_addr = p.addr;
+    let p_ban = p.ban_key();
     if p.clogged() {
         return Err("does not read what we send".into());
     }
@@ -547,7 +548,7 @@ fn handle(
                     });
                     buf.data[begin as usize..(begin + len) as usize].copy_from_slice(&data);
                     buf.from[(begin / wire::BLOCK_SIZE) as usize] =
-                        Some(super::Sender::Peer(p_addr));
+                        Some(super::Sender::Peer(p_addr, p_ban));
                     if complete {
                         if let Some(buf) = buffers.remove(&index) {
                             sh.verifying
