@@ -539,6 +539,97 @@ async fn bind(listen: SocketAddr) -> Result<TcpListener, EngineError> {
         })
 }
 
+/// The pieces already here: all when told so, those of trusted resume data, or those
+/// found by hashing the files on disk (`checking` is called first).
+async fn what_is_here(
+    meta: &Arc<Metainfo>,
+    opts: &Options,
+    storage: Arc<dyn Storage>,
+    checking: impl FnOnce(),
+) -> Result<Bitfield, EngineError> {
+    let n = meta
+        .info
+        .geometry()
+        .ok_or(crate::storage::StorageError::NoV1)?
+        .piece_count();
+    let info_hash = meta.wire_info_hash();
+    if opts.trust_complete {
+        let mut all = Bitfield::new(n);
+        (0..n).for_each(|i| {
+            all.set(i);
+        });
+        return Ok(all);
+    }
+    let resume = opts
+        .resume_file
+        .as_deref()
+        .and_then(ResumeData::load)
+        .filter(|r| {
+            r.info_hash == info_hash
+                && r.have.len() == n
+                && r.save_path == opts.save_path
+                && r.files == storage.fingerprints()
+        });
+    match resume {
+        Some(r) if !opts.recheck => Ok(r.have),
+        _ if opts.recheck || storage.has_existing_data() => {
+            checking();
+            let candidates: Vec<u32> = (0..n).collect();
+            let m = meta.clone();
+            tokio::task::spawn_blocking(move || check_existing(&m, storage.as_ref(), &candidates))
+                .await
+                .map_err(|e| EngineError::Other(format!("checking failed: {e}")))
+        }
+        _ => Ok(Bitfield::new(n)),
+    }
+}
+
+/// Hands inbound connections to the torrent loop: from our own listener, or from a
+/// shared one (with their handshake read).
+fn spawn_acceptor(
+    listener: Option<TcpListener>,
+    mut incoming: Option<Incoming>,
+    events: mpsc::UnboundedSender<Event>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Some(listener) = listener {
+            while let Ok((sock, addr)) = listener.accept().await {
+                if events.send(Event::Incoming(sock, addr, None)).is_err() {
+                    break;
+                }
+            }
+        } else if let Some(mut inc) = incoming.take() {
+            while let Some((sock, addr, hs)) = inc.connections.recv().await {
+                if events.send(Event::Incoming(sock, addr, Some(hs))).is_err() {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+/// One worker per web seed in use (BEP 19), sharing one HTTP client.
+fn start_webseeds(
+    shared: &Arc<Shared>,
+    opts: &Options,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, EngineError> {
+    let seeds = shared.lock().webseeds.len();
+    if seeds == 0 {
+        return Ok(Vec::new());
+    }
+    crate::install_tls_provider();
+    let client = reqwest::Client::builder()
+        .user_agent(opts.tracker.user_agent.clone())
+        .connect_timeout(opts.webseed_timeout)
+        .read_timeout(opts.webseed_timeout)
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .build()
+        .map_err(|e| EngineError::Other(format!("cannot set up the HTTP client: {e}")))?;
+    Ok((0..seeds)
+        .map(|i| tokio::spawn(webseed::worker(shared.clone(), i, client.clone())))
+        .collect())
+}
+
 /// Downloads (and optionally seeds) one torrent until it is complete, or until
 /// `shutdown` turns true. Progress is published on `stats`.
 pub async fn run(
@@ -567,37 +658,12 @@ pub async fn run(
 
     // What is already here: trusted resume data, or a check of the files on disk.
     let publish_phase = |phase: Phase| stats.send_modify(|s| s.phase = phase);
-    let resume = opts
-        .resume_file
-        .as_deref()
-        .and_then(ResumeData::load)
-        .filter(|r| {
-            r.info_hash == info_hash
-                && r.have.len() == n
-                && r.save_path == opts.save_path
-                && r.files == storage.fingerprints()
-        });
-    let have = match resume {
-        _ if opts.trust_complete => {
-            let mut all = Bitfield::new(n);
-            (0..n).for_each(|i| {
-                all.set(i);
-            });
-            all
-        }
-        Some(r) if !opts.recheck => r.have,
-        _ if opts.recheck || storage.has_existing_data() => {
-            publish_phase(Phase::Checking);
-            let candidates: Vec<u32> = (0..n).collect();
-            let (m, s) = (meta.clone(), storage.clone());
-            tokio::task::spawn_blocking(move || check_existing(&m, s.as_ref(), &candidates))
-                .await
-                .map_err(|e| EngineError::Other(format!("checking failed: {e}")))?
-        }
-        _ => Bitfield::new(n),
-    };
+    let have = what_is_here(&meta, &opts, storage.clone(), || {
+        publish_phase(Phase::Checking)
+    })
+    .await?;
 
-    let mut incoming = opts.incoming.take();
+    let incoming = opts.incoming.take();
     let listener = match &incoming {
         Some(_) => None,
         None => Some(bind(opts.listen).await?),
@@ -662,50 +728,9 @@ pub async fn run(
         meta: meta.clone(),
     });
 
-    // Incoming connections.
-    let accept_events = events_tx.clone();
-    let acceptor = tokio::spawn(async move {
-        if let Some(listener) = listener {
-            while let Ok((sock, addr)) = listener.accept().await {
-                if accept_events
-                    .send(Event::Incoming(sock, addr, None))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        } else if let Some(mut inc) = incoming.take() {
-            while let Some((sock, addr, hs)) = inc.connections.recv().await {
-                if accept_events
-                    .send(Event::Incoming(sock, addr, Some(hs)))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        }
-    });
+    let acceptor = spawn_acceptor(listener, incoming, events_tx.clone());
 
-    // Web seeds.
-    let mut webseed_tasks = Vec::new();
-    let seeds = shared.lock().webseeds.len();
-    if seeds > 0 {
-        crate::install_tls_provider();
-        let client = reqwest::Client::builder()
-            .user_agent(opts.tracker.user_agent.clone())
-            .connect_timeout(opts.webseed_timeout)
-            .read_timeout(opts.webseed_timeout)
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .build()
-            .map_err(|e| EngineError::Other(format!("cannot set up the HTTP client: {e}")))?;
-        for i in 0..seeds {
-            webseed_tasks.push(tokio::spawn(webseed::worker(
-                shared.clone(),
-                i,
-                client.clone(),
-            )));
-        }
-    }
+    let webseed_tasks = start_webseeds(&shared, &opts)?;
 
     // Peer sources: explicit peers, then trackers.
     let (sink, mut candidates): (PeerSink, PeerStream) = peer_channel(1024);
@@ -769,9 +794,7 @@ pub async fn run(
     let mut hash_failures = 0u32;
     let mut resume_dirty = false;
     let mut last_resume = Instant::now();
-    let mut last_choke = Instant::now() - Duration::from_secs(60);
-    let mut optimistic: Option<PeerKey> = None;
-    let mut last_optimistic = Instant::now();
+    let mut choker = Choker::new(Instant::now());
     let mut rate_at = Instant::now();
     // The first exchange goes out a little after peers connect.
     let mut last_pex = Instant::now() - Duration::from_secs(50);
@@ -867,67 +890,17 @@ pub async fn run(
                 let Some(ev) = ev else { break };
                 match ev {
                     Event::Checked { piece, ok, from, block_hashes, error } => {
-                        let was = shared.verifying.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                        if was == MAX_VERIFY_BACKLOG {
-                            // Requests paused on the backlog: resume them.
-                            let mut st = shared.lock();
-                            let keys: Vec<PeerKey> = st.peers.keys().copied().collect();
-                            let now = Instant::now();
-                            for k in keys {
-                                peer::fill_requests(&mut st, k, now);
-                            }
-                        }
+                        resume_backlogged(&shared);
                         if let Some(e) = error {
                             result = Err(EngineError::Write(e));
                             break;
                         }
-                        let mut st = shared.lock();
-                        let mut culprits: Vec<Sender> = Vec::new();
+                        let checked = Checked { piece, ok, from, block_hashes };
+                        on_checked(&shared, &mut conns.book, opts.verified.as_ref(), checked);
                         if ok {
-                            st.picker.verified(piece);
-                            if let Some(tx) = &opts.verified {
-                                let _ = tx.send(piece);
-                            }
-                            for p in st.peers.values() {
-                                let _ = p.send(Message::Have(piece));
-                            }
                             resume_dirty = true;
-                            // Smart ban: whoever sent a block that differs from the good
-                            // data in an earlier failed attempt sent bad data.
-                            if let (Some(records), Some(good)) = (st.suspects.remove(&piece), &block_hashes) {
-                                for r in records {
-                                    if good.get(r.block) != Some(&r.hash) && !culprits.contains(&r.addr) {
-                                        culprits.push(r.addr);
-                                    }
-                                }
-                            }
                         } else {
                             hash_failures += 1;
-                            st.picker.failed(piece);
-                            st.wasted += u64::from(geometry.piece(piece).map_or(0, |p| geometry.piece_size(p)));
-                            let senders: HashSet<Sender> = from.iter().flatten().copied().collect();
-                            if senders.len() == 1 {
-                                // Every block came from one peer: it is the culprit.
-                                culprits.extend(senders);
-                            } else if let Some(hashes) = block_hashes {
-                                // Several senders: remember who sent what; the piece will
-                                // pass later and show which blocks were wrong.
-                                let records = st.suspects.entry(piece).or_default();
-                                for (block, (addr, hash)) in from.iter().zip(hashes).enumerate() {
-                                    if let Some(addr) = addr {
-                                        records.push(SuspectBlock { addr: *addr, block, hash });
-                                    }
-                                }
-                            }
-                        }
-                        for sender in culprits {
-                            match sender {
-                                Sender::Peer(addr, key) => {
-                                    tracing::warn!(peer = %addr, piece, "banned: sent data that failed the hash check");
-                                    ban(&mut st, &mut conns.book, key);
-                                }
-                                Sender::WebSeed(i) => webseed::bad_data(&mut st, i),
-                            }
                         }
                     }
                     Event::Pex(from, addrs) => conns.on_pex(from, addrs, !complete || opts.seed),
@@ -945,65 +918,23 @@ pub async fn run(
                 let (left, down, up, snapshot) = {
                 let mut st = shared.lock();
                 // Nothing left to download from: say why instead of waiting forever.
-                let no_peer_source = announcer.is_none()
-                    && dht_task.is_none()
-                    && st.peers.is_empty()
-                    && conns.book.attempts_total() == 0
-                    && !conns.book.has_waiting()
-                    && !candidates_open;
-                if !complete && no_peer_source && st.webseeds.iter().all(|w| w.disabled.is_some()) {
-                    let mut why: Vec<String> = st
-                        .webseeds
-                        .iter()
-                        .map(|w| format!("web seed {} dropped: {}", w.url, w.disabled.clone().unwrap_or_default()))
-                        .collect();
-                    if conns.book.banned_count() > 0 {
-                        why.push(format!("{} peer address(es) banned for bad data or protocol violations", conns.book.banned_count()));
-                    }
-                    stop_reason = Some(if why.is_empty() {
-                        "no peer or web seed left to download from".into()
-                    } else {
-                        format!("no peer or web seed left to download from ({})", why.join("; "))
-                    });
-                    break;
-                }
-                // Rates and pipeline depth.
-                for p in st.peers.values_mut() {
-                    p.down_rate = p.down_rate * 0.5 + (p.down_bytes as f64 / dt) * 0.5;
-                    p.up_rate = p.up_rate * 0.5 + (p.up_bytes as f64 / dt) * 0.5;
-                    p.down_bytes = 0;
-                    p.up_bytes = 0;
-                    // Enough requests in flight for half a second at the current rate.
-                    // Three seconds of data at the current rate: deep enough that a peer
-                    // slow to answer still fills the pipe, so the rate can grow.
-                    let want = (p.down_rate * 3.0 / f64::from(wire::BLOCK_SIZE)) as usize;
-                    p.depth = want.clamp(64, p.reqq.clamp(64, 1000));
-                }
-                // Requests that took too long go to other peers.
-                for (key, block) in st.picker.expire(now, Duration::from_secs(30)) {
-                    if let Some(p) = st.peers.get_mut(&key) {
-                        if p.requested.remove(&block) {
-                            peer::forget(p, block);
-                            let _ = p.send(Message::Cancel { index: block.piece, begin: block.begin, length: block.len });
-                        }
+                let peer_sources = announcer.is_some()
+                    || dht_task.is_some()
+                    || candidates_open
+                    || conns.book.attempts_total() > 0
+                    || conns.book.has_waiting();
+                if !complete && !peer_sources {
+                    if let Some(why) = nothing_left(&st, &conns.book) {
+                        stop_reason = Some(why);
+                        break;
                     }
                 }
+                update_rates(&mut st, dt);
+                expire_requests(&mut st, now);
                 if !shared.backlogged() {
-                    let keys: Vec<PeerKey> = st.peers.keys().copied().collect();
-                    for k in keys {
-                        peer::fill_requests(&mut st, k, now);
-                    }
+                    fill_all_requests(&mut st, now);
                 }
-                // Choker.
-                if now.duration_since(last_choke) >= Duration::from_secs(10) {
-                    last_choke = now;
-                    if now.duration_since(last_optimistic) >= Duration::from_secs(30) || optimistic.is_none_or(|k| !st.peers.contains_key(&k)) {
-                        last_optimistic = now;
-                        let choked: Vec<PeerKey> = st.peers.iter().filter(|(_, p)| p.am_choking && p.peer_interested).map(|(k, _)| *k).collect();
-                        optimistic = if choked.is_empty() { None } else { Some(choked[rand::random::<u32>() as usize % choked.len()]) };
-                    }
-                    choke_round(&mut st, complete, optimistic);
-                }
+                choker.tick(&mut st, now, complete);
                 if !meta.info.private && now.duration_since(last_pex) >= Duration::from_secs(60) {
                     last_pex = now;
                     send_pex(&mut st);
@@ -1092,6 +1023,198 @@ pub async fn run(
         stats: stats.borrow().clone(),
         stop_reason,
     })
+}
+
+/// A piece's verification result, as [`Event::Checked`] brings it (without the error).
+struct Checked {
+    piece: u32,
+    ok: bool,
+    from: Vec<Option<Sender>>,
+    block_hashes: Option<Vec<[u8; 20]>>,
+}
+
+/// One verification job fewer: if requests were paused on the backlog, they resume.
+fn resume_backlogged(shared: &Shared) {
+    let was = shared
+        .verifying
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    if was == MAX_VERIFY_BACKLOG {
+        fill_all_requests(&mut shared.lock(), Instant::now());
+    }
+}
+
+/// Records a verified or failed piece and bans whoever is shown to have sent bad data
+/// (smart ban).
+fn on_checked(
+    shared: &Shared,
+    book: &mut PeerBook,
+    verified: Option<&mpsc::UnboundedSender<u32>>,
+    c: Checked,
+) {
+    let mut st = shared.lock();
+    let mut culprits: Vec<Sender> = Vec::new();
+    if c.ok {
+        st.picker.verified(c.piece);
+        if let Some(tx) = verified {
+            let _ = tx.send(c.piece);
+        }
+        for p in st.peers.values() {
+            let _ = p.send(Message::Have(c.piece));
+        }
+        // Whoever sent a block that differs from the good data in an earlier failed
+        // attempt sent bad data.
+        if let (Some(records), Some(good)) = (st.suspects.remove(&c.piece), &c.block_hashes) {
+            for r in records {
+                if good.get(r.block) != Some(&r.hash) && !culprits.contains(&r.addr) {
+                    culprits.push(r.addr);
+                }
+            }
+        }
+    } else {
+        st.picker.failed(c.piece);
+        let g = shared.geometry;
+        st.wasted += u64::from(g.piece(c.piece).map_or(0, |p| g.piece_size(p)));
+        let senders: HashSet<Sender> = c.from.iter().flatten().copied().collect();
+        if senders.len() == 1 {
+            // Every block came from one peer: it is the culprit.
+            culprits.extend(senders);
+        } else if let Some(hashes) = c.block_hashes {
+            // Several senders: remember who sent what; the piece will pass later and
+            // show which blocks were wrong.
+            let records = st.suspects.entry(c.piece).or_default();
+            for (block, (addr, hash)) in c.from.iter().zip(hashes).enumerate() {
+                if let Some(addr) = addr {
+                    records.push(SuspectBlock {
+                        addr: *addr,
+                        block,
+                        hash,
+                    });
+                }
+            }
+        }
+    }
+    for sender in culprits {
+        match sender {
+            Sender::Peer(addr, key) => {
+                tracing::warn!(peer = %addr, piece = c.piece, "banned: sent data that failed the hash check");
+                ban(&mut st, book, key);
+            }
+            Sender::WebSeed(i) => webseed::bad_data(&mut st, i),
+        }
+    }
+}
+
+/// Why nothing is left to download from (no peer and every web seed dropped), if so.
+fn nothing_left(st: &State, book: &PeerBook) -> Option<String> {
+    if !st.peers.is_empty() || st.webseeds.iter().any(|w| w.disabled.is_none()) {
+        return None;
+    }
+    let mut why: Vec<String> = st
+        .webseeds
+        .iter()
+        .map(|w| {
+            format!(
+                "web seed {} dropped: {}",
+                w.url,
+                w.disabled.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    if book.banned_count() > 0 {
+        why.push(format!(
+            "{} peer address(es) banned for bad data or protocol violations",
+            book.banned_count()
+        ));
+    }
+    Some(if why.is_empty() {
+        "no peer or web seed left to download from".into()
+    } else {
+        format!(
+            "no peer or web seed left to download from ({})",
+            why.join("; ")
+        )
+    })
+}
+
+/// Each peer's rates over the last `dt` seconds, and its pipeline depth.
+fn update_rates(st: &mut State, dt: f64) {
+    for p in st.peers.values_mut() {
+        p.down_rate = p.down_rate * 0.5 + (p.down_bytes as f64 / dt) * 0.5;
+        p.up_rate = p.up_rate * 0.5 + (p.up_bytes as f64 / dt) * 0.5;
+        p.down_bytes = 0;
+        p.up_bytes = 0;
+        // Three seconds of data at the current rate: deep enough that a peer slow to
+        // answer still fills the pipe, so the rate can grow.
+        let want = (p.down_rate * 3.0 / f64::from(wire::BLOCK_SIZE)) as usize;
+        p.depth = want.clamp(64, p.reqq.clamp(64, 1000));
+    }
+}
+
+/// Requests that took too long are cancelled and go to other peers.
+fn expire_requests(st: &mut State, now: Instant) {
+    for (key, block) in st.picker.expire(now, Duration::from_secs(30)) {
+        if let Some(p) = st.peers.get_mut(&key) {
+            if p.requested.remove(&block) {
+                peer::forget(p, block);
+                let _ = p.send(Message::Cancel {
+                    index: block.piece,
+                    begin: block.begin,
+                    length: block.len,
+                });
+            }
+        }
+    }
+}
+
+/// Tops up every peer's requests.
+fn fill_all_requests(st: &mut State, now: Instant) {
+    let keys: Vec<PeerKey> = st.peers.keys().copied().collect();
+    for k in keys {
+        peer::fill_requests(st, k, now);
+    }
+}
+
+/// The choker's clock: a round every 10 s, a new optimistic unchoke every 30 s (or when
+/// the last one left).
+struct Choker {
+    last_round: Instant,
+    last_optimistic: Instant,
+    optimistic: Option<PeerKey>,
+}
+
+impl Choker {
+    fn new(now: Instant) -> Self {
+        Choker {
+            // The first round comes at once.
+            last_round: now - Duration::from_secs(60),
+            last_optimistic: now,
+            optimistic: None,
+        }
+    }
+
+    fn tick(&mut self, st: &mut State, now: Instant, seeding: bool) {
+        if now.duration_since(self.last_round) < Duration::from_secs(10) {
+            return;
+        }
+        self.last_round = now;
+        if now.duration_since(self.last_optimistic) >= Duration::from_secs(30)
+            || self.optimistic.is_none_or(|k| !st.peers.contains_key(&k))
+        {
+            self.last_optimistic = now;
+            let choked: Vec<PeerKey> = st
+                .peers
+                .iter()
+                .filter(|(_, p)| p.am_choking && p.peer_interested)
+                .map(|(k, _)| *k)
+                .collect();
+            self.optimistic = if choked.is_empty() {
+                None
+            } else {
+                Some(choked[rand::random::<u32>() as usize % choked.len()])
+            };
+        }
+        choke_round(st, seeding, self.optimistic);
+    }
 }
 
 /// Tells every peer that speaks BEP 11 which peers joined and left since last time
