@@ -339,19 +339,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `127.0.0.1:5001`, `[::1]:5001`, `localhost:5001` and other IP literals with the API's
-/// port; no other names (a name could be re-bound to 127.0.0.1 by a hostile page).
+/// port; no other names (a name could be re-bound to 127.0.0.1 by a hostile page). The
+/// header is split by the gateway's parser ([`node::host::parse_host`]).
 pub fn host_allowed(host: &str, port: u16) -> bool {
-    let (name, host_port) = match host.rsplit_once(':') {
-        Some((n, _)) if !n.ends_with(']') && n.contains(':') => (host, None),
-        Some((n, p)) => (n, p.parse::<u16>().ok().or(Some(0))),
-        None => (host, None),
+    let Ok(h) = node::host::parse_host(host) else {
+        return false;
     };
-    let port_ok = match host_port {
-        Some(p) => p == port,
-        None => port == 80,
-    };
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    port_ok && (name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok())
+    h.port.unwrap_or(80) == port
+        && (h.name.eq_ignore_ascii_case("localhost") || h.name.parse::<std::net::IpAddr>().is_ok())
 }
 
 /// A response that ends a request early (boxed: a `Response` is large).
@@ -1313,6 +1308,8 @@ mod tests {
         assert!(!host_allowed("localhost.evil.example:5001", 5001));
         assert!(!host_allowed("127.0.0.1:x", 5001));
         assert!(!host_allowed("::1", 5001));
+        assert!(!host_allowed("localhost:@127.0.0.1:5001", 5001));
+        assert!(!host_allowed("localhost:5001@evil.example", 5001));
         assert!(host_allowed("localhost", 80));
     }
 
