@@ -1055,3 +1055,48 @@ fn stream_download(node: &Node, magnet: &str) -> (std::thread::JoinHandle<(u16, 
     );
     (stream, job)
 }
+
+/// The lines `btfs daemon` prints (output and errors) until it is ready, for a repo at
+/// `repo`; the daemon is stopped after.
+fn daemon_start_lines(repo: &Path) -> Vec<String> {
+    let d = Daemon::spawn(
+        "btfs daemon",
+        Command::new("sh")
+            .args(["-c", "exec \"$0\" \"$@\" 2>&1", env!("CARGO_BIN_EXE_btfs")])
+            .env("BTFS_PATH", repo)
+            .env_remove("BTFS_API_TOKEN")
+            .args(["daemon", "--api", "127.0.0.1:0", "--gateway", "127.0.0.1:0"]),
+    );
+    let lines = std::cell::RefCell::new(Vec::new());
+    d.wait_for("daemon is ready", Duration::from_secs(30), |l| {
+        lines.borrow_mut().push(l.to_string());
+        l.contains("daemon is ready")
+    });
+    lines.into_inner()
+}
+
+/// A repo folder other users can read (made by an older btfs, or by hand) is named in
+/// one warning line with the `chmod 700` that fixes it; btfs does not change it itself.
+/// A private repo gets no warning.
+#[test]
+fn the_daemon_warns_about_a_repo_open_to_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let open = t.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lines = daemon_start_lines(&open);
+    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{lines:?}");
+    assert!(
+        warnings[0].contains(s(&open)) && warnings[0].contains(&format!("chmod 700 {}", s(&open))),
+        "{}",
+        warnings[0]
+    );
+    let mode = std::fs::metadata(&open).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755, "the daemon changed the repo's mode");
+
+    let private = t.path().join("private");
+    let lines = daemon_start_lines(&private);
+    assert!(!lines.iter().any(|l| l.contains("warning")), "{lines:?}");
+}
