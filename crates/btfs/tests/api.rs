@@ -833,7 +833,8 @@ fn a_seeding_job_seeds_again_after_a_restart() {
 
 /// `jobs rm --delete-data` deletes the files of the job's verified torrent and the
 /// folders they leave empty, nothing else: not a folder the magnet's `dn` names when the
-/// metadata never came, not a user's file beside or inside the torrent's folder.
+/// metadata never came, not a user's file beside or inside the torrent's folder, not the
+/// user's files of the torrent's names when the job failed before setting up its files.
 #[test]
 fn removing_a_job_deletes_only_the_files_of_its_verified_torrent() {
     let t = tempfile::tempdir().unwrap();
@@ -919,6 +920,31 @@ fn removing_a_job_deletes_only_the_files_of_its_verified_torrent() {
     }
     left.sort();
     assert_eq!(left, ["other.txt", "set", "set/mine.txt"]);
+
+    // The metadata is verified (a .torrent upload) but the files cannot be set up: a
+    // folder stands where the torrent's first file goes. The job fails before it names
+    // any file, so removing it with its data deletes none of the user's files that have
+    // the torrent's names.
+    let out = t.path().join("out3");
+    std::fs::create_dir_all(out.join("set/a.bin")).unwrap();
+    write(&out.join("set/z.bin"), b"mine");
+    write(&out.join("set/sub/b.txt"), b"mine");
+    let (st, body) = node.post(
+        &format!("bittorrent/download?detach=true&output={}", enc(s(&out))),
+        &["-F", &format!("file=@{}", s(&torrent))],
+    );
+    assert_eq!(st, 200, "{body}");
+    let id = json(&body)["Id"].as_str().unwrap().to_string();
+    poll(
+        Duration::from_secs(30),
+        "the job did not fail",
+        || job_state(&node, &id).to_string(),
+        || (job_state(&node, &id)["State"] == "failed").then_some(()),
+    );
+    rm(&id);
+    assert_eq!(std::fs::read(out.join("set/z.bin")).unwrap(), b"mine");
+    assert_eq!(std::fs::read(out.join("set/sub/b.txt")).unwrap(), b"mine");
+    assert!(out.join("set/a.bin").is_dir());
 }
 
 #[test]

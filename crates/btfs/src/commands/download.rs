@@ -5,6 +5,7 @@ use crate::cli::DownloadArgs;
 use crate::output::{clean, human_size, Encoding};
 use anyhow::{bail, Context};
 use bittorrent::engine::{self, Options, Phase, Stats};
+use bittorrent::storage::FileStorage;
 use bittorrent::{InfoHash, Metainfo};
 use node::bridge::{Bridge, BridgeError, Imported};
 use std::io::{IsTerminal, Write};
@@ -193,10 +194,17 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
 
     let meta = Arc::new(meta);
     let name = meta.info.storage_name().to_owned();
+    // The files are set up before anything names them: the `torrent` event is what the
+    // daemon deletes with `jobs rm --delete-data`, so a download that fails here (a
+    // folder in the way, a link) must not have claimed the names already in the folder.
+    let all = vec![true; meta.info.files.len()];
+    let storage = FileStorage::create(&save_path, &meta, selected.as_deref().unwrap_or(&all))
+        .with_context(|| format!("preparing the files in {}", save_path.display()))?;
+    opts.storage = Some(Arc::new(storage));
+    let bridge = Bridge::new(repo.clone(), meta.clone(), &save_path, selected.as_deref())?;
     if args.progress_detail && enc == Encoding::Json {
         println!("{}", torrent_event(&meta, selected.as_deref()));
     }
-    let bridge = Bridge::new(repo.clone(), meta.clone(), &save_path, selected.as_deref())?;
     let (summary, imported) = runtime.block_on(async {
         let import = {
             let gateway = gateway.clone();
