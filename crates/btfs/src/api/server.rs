@@ -44,7 +44,8 @@ pub const MAX_BODY: usize = 64 << 20;
 pub const MAX_ADD_BODY: u64 = 64 << 30;
 /// Most files and folders in one `add` upload.
 const MAX_PARTS: usize = 100_000;
-/// Longest query string.
+/// Longest query string (a second guard: the listener refuses a request head longer
+/// than [`node::http::MAX_BUF_SIZE`] before it gets here).
 const MAX_QUERY: usize = 64 << 10;
 /// Most bytes of a command's standard error kept for its error message.
 const STDERR_TAIL: usize = 16 << 10;
