@@ -10,7 +10,10 @@
 //! 256 KiB UnixFS chunk of a single-file torrent inside one piece.
 //!
 //! Symbolic links and special files inside a directory are skipped (and listed in
-//! [`Created::skipped`]); empty directories cannot be expressed in a torrent.
+//! [`Created::skipped`]); empty directories cannot be expressed in a torrent. A name
+//! that BitTorrent clients would store differently (a backslash, a control or invisible
+//! character, more than 240 bytes) is an error: the torrent would not describe the
+//! files as they are.
 
 use crate::bencode::OwnedValue;
 use crate::geometry::{FileMap, Geometry};
@@ -52,6 +55,8 @@ pub enum CreateError {
     },
     #[error("{0}: file name is not UTF-8")]
     NotUtf8(PathBuf),
+    #[error("{path}: BitTorrent clients would store this name as {stored:?} (it has a separator, a control or invisible character, or is too long); rename it")]
+    UnsafeName { path: PathBuf, stored: String },
     #[error("{0}: nothing to share (no data in any file)")]
     Empty(PathBuf),
     #[error("piece length {0} is invalid: it must be a power of two from 16 KiB to 512 MiB")]
@@ -246,9 +251,22 @@ fn torrent_name(path: &Path) -> Result<String, CreateError> {
             "has no name to give the torrent",
         ),
     })?;
-    name.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| CreateError::NotUtf8(path.to_owned()))
+    let name = name
+        .to_str()
+        .ok_or_else(|| CreateError::NotUtf8(path.to_owned()))?;
+    checked_name(path, name)
+}
+
+/// A name every client stores as it is (see [`crate::metainfo::sanitize`]), so the
+/// files of the torrent are where the torrent says, for btfs `serve` as for others.
+fn checked_name(path: &Path, name: &str) -> Result<String, CreateError> {
+    match crate::metainfo::sanitize::component(name.as_bytes()) {
+        Some(stored) if stored == name => Ok(stored),
+        stored => Err(CreateError::UnsafeName {
+            path: path.to_owned(),
+            stored: stored.unwrap_or_default(),
+        }),
+    }
 }
 
 fn walk(
@@ -266,13 +284,13 @@ fn walk(
             return Err(CreateError::NotUtf8(path));
         };
         if ft.is_dir() {
-            prefix.push(name.to_owned());
+            prefix.push(checked_name(&path, name)?);
             walk(&path, prefix, out, skipped)?;
             prefix.pop();
         } else if ft.is_file() {
             let length = entry.metadata().map_err(io_err(&path))?.len();
             let mut components = prefix.clone();
-            components.push(name.to_owned());
+            components.push(checked_name(&path, name)?);
             out.push(Source {
                 path,
                 components,
@@ -489,6 +507,28 @@ mod tests {
         assert!(matches!(
             create_torrent(&dir.path().join("f"), &opts, &|_| {}),
             Err(CreateError::PieceLength(1000))
+        ));
+    }
+
+    #[test]
+    fn refuses_names_that_clients_would_store_differently() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "d/ok.txt", b"x");
+        write(dir.path(), "d/back\\slash.txt", b"y");
+        let e =
+            create_torrent(&dir.path().join("d"), &CreateOptions::default(), &|_| {}).unwrap_err();
+        assert!(
+            matches!(&e, CreateError::UnsafeName { stored, .. } if stored == "backslash.txt"),
+            "{e}"
+        );
+        write(dir.path(), "ctl\x07", b"z");
+        assert!(matches!(
+            create_torrent(
+                &dir.path().join("ctl\x07"),
+                &CreateOptions::default(),
+                &|_| {}
+            ),
+            Err(CreateError::UnsafeName { .. })
         ));
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::infohash::{InfoHash, InfoHashV2};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -72,6 +73,9 @@ impl FromStr for Magnet {
         // A fragment is not part of the query.
         let query = query.split('#').next().unwrap_or_default();
         let mut m = Magnet::default();
+        // Sets keep de-duplication linear however many parameters a link repeats.
+        let (mut seen_tr, mut seen_ws, mut seen_pe) =
+            (HashSet::new(), HashSet::new(), HashSet::new());
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (raw_key, raw_val) = pair.split_once('=').unwrap_or((pair, ""));
             let key = raw_key.to_ascii_lowercase();
@@ -87,8 +91,8 @@ impl FromStr for Magnet {
             match base {
                 "xt" => parse_xt(&mut m, &value, raw_key)?,
                 "dn" => m.display_name = Some(value),
-                "tr" => push_unique(&mut m.trackers, value),
-                "ws" => push_unique(&mut m.web_seeds, value),
+                "tr" => push_unique(&mut m.trackers, &mut seen_tr, value),
+                "ws" => push_unique(&mut m.web_seeds, &mut seen_ws, value),
                 "x.pe" => {
                     let addr = SocketAddr::from_str(&value).map_err(|_| {
                         param_err(
@@ -96,7 +100,7 @@ impl FromStr for Magnet {
                             format!("{value:?} is not IPv4:port or [IPv6]:port"),
                         )
                     })?;
-                    if !m.peers.contains(&addr) {
+                    if seen_pe.insert(addr) {
                         m.peers.push(addr);
                     }
                 }
@@ -116,8 +120,8 @@ impl FromStr for Magnet {
     }
 }
 
-fn push_unique(list: &mut Vec<String>, v: String) {
-    if !v.is_empty() && !list.contains(&v) {
+fn push_unique(list: &mut Vec<String>, seen: &mut HashSet<String>, v: String) {
+    if !v.is_empty() && seen.insert(v.clone()) {
         list.push(v);
     }
 }

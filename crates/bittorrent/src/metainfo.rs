@@ -3,22 +3,46 @@
 //!
 //! This module turns untrusted `.torrent` bytes into a checked [`Metainfo`], or an error
 //! that names the field and the byte offset at fault. It never touches the filesystem.
+//! Submodules: [`files`] (file lists and stored paths), [`sanitize`] (safe names),
+//! [`extras`] (trackers, seeds, nodes, comments).
 //!
-//! Policy:
-//! - The `info` dictionary decides what is downloaded, so it is checked strictly: a bad
-//!   piece length, a `pieces` string that is not a multiple of 20 or does not match the
-//!   content length, or an unsafe or duplicate file path is an error.
-//! - File paths are **rejected, not sanitised**: a component that is empty, `.`, `..`,
-//!   or contains `/`, `\` or NUL makes the torrent invalid, so nothing can ever be
-//!   written outside the download folder and no two files can map to one path.
-//! - Fields outside `info` (trackers, seeds, nodes, comments) only help find peers, so a
-//!   malformed one is skipped and reported in [`Metainfo::warnings`], as other clients do.
+//! Policy (libtorrent's, so that a torrent other clients load loads here too):
+//! - The `info` dictionary decides what is downloaded, so its structure is checked
+//!   strictly: a bad piece length, a `pieces` string that is not a multiple of 20 or does
+//!   not match the content length, or a missing or mistyped field is an error.
+//! - File names are **rewritten, not rejected**: each file keeps its names as written
+//!   and gets a stored path made of safe names (separators and invisible characters
+//!   removed, control characters replaced, `.` and `..` components dropped, empty ones
+//!   `_`, long names cut keeping the extension, duplicates renamed `name.1.ext`), which
+//!   is checked to stay inside the download folder. Every rewrite is a warning.
+//! - Fields outside `info` only help find peers, so a malformed one is skipped and
+//!   reported in [`Metainfo::warnings`]; so are stray bytes after the top-level
+//!   dictionary (the infohash covers `info` only).
 //! - Hybrid torrents must describe the same files in their v1 and v2 parts.
+//! - Work is linear in the size of the torrent (sets and maps, never pairwise scans),
+//!   and a torrent is at most [`MAX_TORRENT_SIZE`] bytes.
+
+mod extras;
+mod files;
+pub mod sanitize;
 
 use crate::bencode::{self, DecodeError, Kind, Value};
 use crate::geometry::{FileMap, Geometry, GeometryError, MAX_PIECE_LENGTH};
 use crate::infohash::{InfoHash, InfoHashV2};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+/// Largest `.torrent` accepted: 16 MiB. The largest real torrents are a few MiB
+/// (libtorrent refuses more than 10 MB); metadata fetched from peers is at most 8 MiB.
+pub const MAX_TORRENT_SIZE: usize = 16 << 20;
+
+/// Most warnings kept; the rest are counted in a last one.
+pub const MAX_WARNINGS: usize = 100;
+
+/// How a `.torrent` is decoded: [`MAX_TORRENT_SIZE`] bytes, 100 levels of nesting.
+const TORRENT_LIMITS: bencode::Limits = bencode::Limits {
+    max_depth: 100,
+    max_size: MAX_TORRENT_SIZE,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetainfoError {
@@ -41,6 +65,36 @@ fn invalid(field: impl Into<String>, v: &Value<'_>, message: impl Into<String>) 
     }
 }
 
+/// What was ignored or rewritten while parsing, at most [`MAX_WARNINGS`] of them.
+#[derive(Default)]
+struct Warnings {
+    list: Vec<String>,
+    more: usize,
+}
+
+impl Warnings {
+    fn push(&mut self, w: String) {
+        if self.list.len() < MAX_WARNINGS {
+            self.list.push(w);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    /// A malformed optional field, skipped.
+    fn ignored(&mut self, field: &str, v: &Value<'_>, what: &str) {
+        self.push(format!("{field} (byte {}): {what}; ignored", v.offset));
+    }
+
+    fn into_vec(mut self) -> Vec<String> {
+        if self.more > 0 {
+            self.list
+                .push(format!("{} more warnings not shown", self.more));
+        }
+        self.list
+    }
+}
+
 /// One file of a torrent, in torrent order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
@@ -49,6 +103,11 @@ pub struct FileEntry {
     pub path: Vec<String>,
     /// `path.utf-8`, when the torrent has it.
     pub path_utf8: Option<Vec<String>>,
+    /// The path the file is stored under below the torrent's folder (for a single-file
+    /// torrent, the stored name): safe names only, unique among the files (see
+    /// [`sanitize`]).
+    pub stored: Vec<String>,
+    /// Length in bytes; 0 for a symlink, which carries no data.
     pub length: u64,
     /// Offset in the v1 byte stream (pad files included); for v2-only torrents, in the
     /// stream where every file starts on a piece boundary.
@@ -59,8 +118,14 @@ pub struct FileEntry {
 }
 
 impl FileEntry {
-    /// The path used on disk: `path.utf-8` when present, otherwise `path`.
+    /// The path used on disk, in the store and in output: [`FileEntry::stored`].
     pub fn storage_path(&self) -> &[String] {
+        &self.stored
+    }
+
+    /// The path as the torrent writes it (`path.utf-8` when present, otherwise `path`),
+    /// for web seeds, whose URLs follow the torrent's own names.
+    pub fn torrent_path(&self) -> &[String] {
         self.path_utf8.as_deref().unwrap_or(&self.path)
     }
 }
@@ -71,7 +136,8 @@ pub struct FileAttr {
     pub pad: bool,
     pub executable: bool,
     pub hidden: bool,
-    /// Symlink target components, when `attr` holds `l`.
+    /// Symlink target components below the torrent root (rewritten as stored paths are,
+    /// `.` and `..` dropped), when `attr` holds `l`. Never created as a link.
     pub symlink: Option<Vec<String>>,
 }
 
@@ -81,6 +147,9 @@ pub struct Info {
     /// `name` as written (U+FFFD for bytes that are not UTF-8).
     pub name: String,
     pub name_utf8: Option<String>,
+    /// The name the torrent is stored under: `name.utf-8` or `name` made safe (see
+    /// [`sanitize`]), or the infohash in hex when nothing usable is left of it.
+    pub stored_name: String,
     pub piece_length: u64,
     /// v1 piece hashes; empty for v2-only torrents.
     pub pieces: Vec<[u8; 20]>,
@@ -96,8 +165,13 @@ pub struct Info {
 }
 
 impl Info {
-    /// The name used on disk: `name.utf-8` when present, otherwise `name`.
+    /// The name used on disk, in the store and in output: [`Info::stored_name`].
     pub fn storage_name(&self) -> &str {
+        &self.stored_name
+    }
+
+    /// The name as the torrent writes it: `name.utf-8` when present, otherwise `name`.
+    pub fn torrent_name(&self) -> &str {
         self.name_utf8.as_deref().unwrap_or(&self.name)
     }
 
@@ -160,14 +234,16 @@ pub struct Metainfo {
     pub encoding: Option<String>,
     /// BEP 52 piece layers: pieces root → concatenated SHA-256 leaf-layer hashes.
     pub piece_layers: BTreeMap<[u8; 32], Vec<u8>>,
-    /// Optional fields that were malformed and ignored.
+    /// What was ignored or rewritten: malformed optional fields, stray bytes, file names
+    /// stored differently than written, symlink lengths (at most [`MAX_WARNINGS`] and a
+    /// count of the rest).
     pub warnings: Vec<String>,
 }
 
 impl Metainfo {
     /// Parses and checks a `.torrent` file's bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, MetainfoError> {
-        let root = bencode::decode(bytes)?;
+        let (root, used) = bencode::decode_prefix_with(bytes, TORRENT_LIMITS)?;
         if root.as_dict().is_none() {
             return Err(invalid(
                 "torrent",
@@ -175,11 +251,18 @@ impl Metainfo {
                 format!("expected a dictionary, found {}", root.type_name()),
             ));
         }
+        let mut w = Warnings::default();
+        if used < bytes.len() {
+            // Some tools append a newline; the infohash depends on `info` alone.
+            w.push(format!(
+                "torrent (byte {used}): {} bytes after the torrent's dictionary; ignored",
+                bytes.len() - used
+            ));
+        }
         let info_v = root
             .get(b"info")
             .ok_or_else(|| invalid("info", &root, "missing: a torrent needs an info dictionary"))?;
-        let mut warnings = Vec::new();
-        let (info, v1_hash_present) = parse_info(info_v)?;
+        let (info, v1_hash_present) = parse_info(info_v, &mut w)?;
         let info_hash = v1_hash_present.then(|| InfoHash::of(info_v.raw));
         let info_hash_v2 = info.is_v2().then(|| InfoHashV2::of(info_v.raw));
 
@@ -200,97 +283,7 @@ impl Metainfo {
             piece_layers: BTreeMap::new(),
             warnings: Vec::new(),
         };
-        let mut warn = |field: &str, v: &Value<'_>, what: &str| {
-            warnings.push(format!("{field} (byte {}): {what}; ignored", v.offset));
-        };
-
-        if let Some(v) = root.get(b"announce") {
-            match v.as_str() {
-                Some(s) if !s.is_empty() => m.announce = Some(s.to_owned()),
-                Some(_) => {}
-                None => warn("announce", v, "not a UTF-8 string"),
-            }
-        }
-        if let Some(v) = root.get(b"announce-list") {
-            match v.as_list() {
-                Some(tiers) => {
-                    for (i, tier) in tiers.iter().enumerate() {
-                        let Some(urls) = tier.as_list() else {
-                            warn(&format!("announce-list[{i}]"), tier, "not a list");
-                            continue;
-                        };
-                        let mut t = Vec::new();
-                        for (j, u) in urls.iter().enumerate() {
-                            match u.as_str() {
-                                Some(s) if !s.is_empty() => {
-                                    if !t.iter().any(|x| x == s) {
-                                        t.push(s.to_owned())
-                                    }
-                                }
-                                Some(_) => {}
-                                None => warn(
-                                    &format!("announce-list[{i}][{j}]"),
-                                    u,
-                                    "not a UTF-8 string",
-                                ),
-                            }
-                        }
-                        if !t.is_empty() {
-                            m.announce_list.push(t);
-                        }
-                    }
-                }
-                None => warn("announce-list", v, "not a list"),
-            }
-        }
-        if let Some(v) = root.get(b"url-list") {
-            m.url_list = string_or_list(v, "url-list", &mut warn);
-        }
-        if let Some(v) = root.get(b"httpseeds") {
-            m.httpseeds = string_or_list(v, "httpseeds", &mut warn);
-        }
-        if let Some(v) = root.get(b"nodes") {
-            match v.as_list() {
-                Some(nodes) => {
-                    for (i, n) in nodes.iter().enumerate() {
-                        let pair = n.as_list().unwrap_or_default();
-                        match (
-                            pair.first().and_then(Value::as_str),
-                            pair.get(1).and_then(Value::as_i64),
-                        ) {
-                            (Some(host), Some(port)) if pair.len() == 2 && !host.is_empty() => {
-                                match u16::try_from(port) {
-                                    Ok(p) if p != 0 => m.nodes.push((host.to_owned(), p)),
-                                    _ => warn(&format!("nodes[{i}]"), n, "port out of range"),
-                                }
-                            }
-                            _ => warn(&format!("nodes[{i}]"), n, "expected [host, port]"),
-                        }
-                    }
-                }
-                None => warn("nodes", v, "not a list"),
-            }
-        }
-        if let Some(v) = root.get(b"creation date") {
-            match v.as_i64() {
-                Some(d) => m.creation_date = Some(d),
-                None => warn("creation date", v, "not an integer"),
-            }
-        }
-        for (key, slot) in [
-            (&b"comment"[..], &mut m.comment),
-            (b"created by", &mut m.created_by),
-            (b"encoding", &mut m.encoding),
-        ] {
-            let utf8_key = [key, b".utf-8"].concat();
-            let v = root.get(&utf8_key).or_else(|| root.get(key));
-            if let Some(v) = v {
-                match v.as_bytes() {
-                    Some(b) => *slot = Some(String::from_utf8_lossy(b).into_owned()),
-                    None => warn(&String::from_utf8_lossy(key), v, "not a string"),
-                }
-            }
-        }
+        extras::read(&root, &mut m, &mut w);
         if let Some(v) = root.get(b"piece layers") {
             m.piece_layers = parse_piece_layers(v, &m.info)?;
         }
@@ -304,12 +297,12 @@ impl Metainfo {
                 .filter(|r| !m.piece_layers.contains_key(r))
                 .count();
             if missing > 0 {
-                warnings.push(format!(
+                w.push(format!(
                     "piece layers: missing for {missing} file(s); v2 verification of those files needs them from peers"
                 ));
             }
         }
-        m.warnings = warnings;
+        m.warnings = w.into_vec();
         Ok(m)
     }
 
@@ -333,12 +326,12 @@ impl Metainfo {
         }
     }
 
-    /// A magnet link for this torrent (infohashes, name, trackers, web seeds).
+    /// A magnet link for this torrent (infohashes, name as written, trackers, web seeds).
     pub fn magnet(&self) -> crate::magnet::Magnet {
         crate::magnet::Magnet {
             info_hash: self.info_hash,
             info_hash_v2: self.info_hash_v2,
-            display_name: Some(self.info.storage_name().to_owned()),
+            display_name: Some(self.info.torrent_name().to_owned()),
             trackers: {
                 let mut seen = std::collections::HashSet::new();
                 self.tracker_tiers()
@@ -353,35 +346,6 @@ impl Metainfo {
             select_only: Vec::new(),
         }
     }
-}
-
-fn string_or_list(
-    v: &Value<'_>,
-    field: &str,
-    warn: &mut impl FnMut(&str, &Value<'_>, &str),
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut push = |s: &str| {
-        if !s.is_empty() && !out.iter().any(|x| x == s) {
-            out.push(s.to_owned());
-        }
-    };
-    match &v.kind {
-        Kind::Bytes(_) => match v.as_str() {
-            Some(s) => push(s),
-            None => warn(field, v, "not a UTF-8 string"),
-        },
-        Kind::List(items) => {
-            for (i, item) in items.iter().enumerate() {
-                match item.as_str() {
-                    Some(s) => push(s),
-                    None => warn(&format!("{field}[{i}]"), item, "not a UTF-8 string"),
-                }
-            }
-        }
-        _ => warn(field, v, "not a string or list"),
-    }
-    out
 }
 
 fn req<'v, 'a>(
@@ -409,80 +373,25 @@ fn length(v: &Value<'_>, field: &str) -> Result<u64, MetainfoError> {
     u64::try_from(n).map_err(|_| invalid(field, v, format!("length {n} is negative")))
 }
 
-/// Checks one path component: it must name an entry inside its parent directory.
-fn component(v: &Value<'_>, field: &str) -> Result<String, MetainfoError> {
-    let b = v.as_bytes().ok_or_else(|| {
-        invalid(
-            field,
-            v,
-            format!("expected a string, found {}", v.type_name()),
-        )
-    })?;
-    let reason = match b {
-        b"" => Some("empty path component"),
-        b"." | b".." => Some("path component would leave the download folder"),
-        _ if b.contains(&b'/') || b.contains(&b'\\') => Some("path component contains a separator"),
-        _ if b.contains(&0) => Some("path component contains a NUL byte"),
-        _ => None,
-    };
-    if let Some(r) = reason {
-        return Err(invalid(
-            field,
-            v,
-            format!("{r}: {:?}", String::from_utf8_lossy(b)),
-        ));
-    }
-    Ok(String::from_utf8_lossy(b).into_owned())
+/// The fields of `info` that every torrent has, checked.
+struct Header {
+    name: String,
+    name_utf8: Option<String>,
+    stored_name: String,
+    piece_length: u64,
+    private: bool,
+    /// `Some(2)` for v2 and hybrid torrents.
+    meta_version: Option<i64>,
 }
 
-fn path_list(v: &Value<'_>, field: &str) -> Result<Vec<String>, MetainfoError> {
-    let items = v.as_list().ok_or_else(|| {
-        invalid(
-            field,
-            v,
-            format!("expected a list, found {}", v.type_name()),
-        )
-    })?;
-    if items.is_empty() {
-        return Err(invalid(field, v, "empty path"));
-    }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, c)| component(c, &format!("{field}[{i}]")))
-        .collect()
-}
-
-fn attr(file: &Value<'_>, field: &str) -> Result<FileAttr, MetainfoError> {
-    let mut a = FileAttr::default();
-    if let Some(v) = file.get(b"attr") {
-        let s = v
-            .as_bytes()
-            .ok_or_else(|| invalid(format!("{field}.attr"), v, "expected a string"))?;
-        a.pad = s.contains(&b'p');
-        a.executable = s.contains(&b'x');
-        a.hidden = s.contains(&b'h');
-        if s.contains(&b'l') {
-            let target = req(file, "symlink path", field)?;
-            a.symlink = Some(path_list(target, &format!("{field}.symlink path"))?);
+fn parse_header(info: &Value<'_>, w: &mut Warnings) -> Result<Header, MetainfoError> {
+    let name_raw = files::bytes(req(info, "name", "info")?, "info.name")?;
+    let name_utf8_raw = match info.get(b"name.utf-8") {
+        Some(v) if v.as_bytes().is_none() => {
+            w.ignored("info.name.utf-8", v, "not a string");
+            None
         }
-    }
-    Ok(a)
-}
-
-/// Parses the info dictionary; the bool says whether it has v1 `pieces`.
-fn parse_info(info: &Value<'_>) -> Result<(Info, bool), MetainfoError> {
-    if info.as_dict().is_none() {
-        return Err(invalid(
-            "info",
-            info,
-            format!("expected a dictionary, found {}", info.type_name()),
-        ));
-    }
-    let name_v = req(info, "name", "info")?;
-    let name = component(name_v, "info.name")?;
-    let name_utf8 = match info.get(b"name.utf-8") {
-        Some(v) => Some(component(v, "info.name.utf-8")?),
+        Some(v) => v.as_bytes(),
         None => None,
     };
     let pl_v = req(info, "piece length", "info")?;
@@ -507,42 +416,72 @@ fn parse_info(info: &Value<'_>) -> Result<(Info, bool), MetainfoError> {
         None => false,
     };
     let meta_version = match info.get(b"meta version") {
-        Some(v) => Some(int(v, "info.meta version")?),
+        Some(v) => match int(v, "info.meta version")? {
+            1 => None,
+            2 => Some(2),
+            mv => {
+                return Err(invalid(
+                    "info.meta version",
+                    v,
+                    format!("version {mv} is not supported (1 or 2)"),
+                ))
+            }
+        },
         None => None,
     };
-    if let (Some(mv), Some(v)) = (meta_version, info.get(b"meta version")) {
-        if mv != 2 && mv != 1 {
-            return Err(invalid(
-                "info.meta version",
-                v,
-                format!("version {mv} is not supported (1 or 2)"),
-            ));
-        }
+    if meta_version.is_some() && (!piece_length.is_power_of_two() || piece_length < 16 * 1024) {
+        return Err(invalid(
+            "info.piece length",
+            pl_v,
+            format!("{piece_length} is not a power of two of at least 16 KiB, as v2 requires"),
+        ));
     }
-    let meta_version = meta_version.filter(|&mv| mv == 2);
+    let written = name_utf8_raw.unwrap_or(name_raw);
+    let stored_name = match sanitize::torrent_name(written) {
+        Some(n) => n,
+        // Nothing usable: named by the infohash that names it on the wire.
+        None if info.get(b"pieces").is_some() || meta_version.is_none() => {
+            InfoHash::of(info.raw).to_hex()
+        }
+        None => InfoHashV2::of(info.raw).truncated().to_hex(),
+    };
+    if stored_name.as_bytes() != written {
+        w.push(format!(
+            "info.name: {:?} is stored as {stored_name:?}",
+            String::from_utf8_lossy(written)
+        ));
+    }
+    Ok(Header {
+        name: files::lossy(name_raw),
+        name_utf8: name_utf8_raw.map(files::lossy),
+        stored_name,
+        piece_length,
+        private,
+        meta_version,
+    })
+}
 
-    // v1 part.
+/// Parses the info dictionary; the bool says whether it has v1 `pieces`.
+fn parse_info(info: &Value<'_>, w: &mut Warnings) -> Result<(Info, bool), MetainfoError> {
+    if info.as_dict().is_none() {
+        return Err(invalid(
+            "info",
+            info,
+            format!("expected a dictionary, found {}", info.type_name()),
+        ));
+    }
+    let h = parse_header(info, w)?;
     let pieces_v = info.get(b"pieces");
-    let v1_files = if pieces_v.is_some() || meta_version.is_none() {
-        Some(parse_v1_files(info, &name, name_utf8.as_deref())?)
+    let v1_files = if pieces_v.is_some() || h.meta_version.is_none() {
+        Some(files::v1_files(info, &h.name, h.name_utf8.as_deref(), w)?)
     } else {
         None
     };
-    // v2 part.
-    let v2_files = match meta_version {
+    let v2_files = match h.meta_version {
         Some(_) => {
-            if !piece_length.is_power_of_two() || piece_length < 16 * 1024 {
-                return Err(invalid(
-                    "info.piece length",
-                    pl_v,
-                    format!(
-                        "{piece_length} is not a power of two of at least 16 KiB, as v2 requires"
-                    ),
-                ));
-            }
             let tree = req(info, "file tree", "info")?;
             let mut files = Vec::new();
-            walk_file_tree(tree, &mut Vec::new(), "info.file tree", &mut files)?;
+            files::walk_file_tree(tree, &mut Vec::new(), "info.file tree", &mut files, w)?;
             if files.is_empty() {
                 return Err(invalid("info.file tree", tree, "no files"));
             }
@@ -550,69 +489,13 @@ fn parse_info(info: &Value<'_>) -> Result<(Info, bool), MetainfoError> {
         }
         None => None,
     };
-
-    let (files, single_file, v1) = match (v1_files, v2_files) {
-        (Some((files, single)), v2) => {
-            let geometry = Geometry::new(files.iter().map(|f| f.length).sum(), piece_length)
-                .map_err(|e| invalid("info", info, e.to_string()))?;
-            let pieces_v =
-                pieces_v.ok_or_else(|| invalid("info", info, "missing required key \"pieces\""))?;
-            let pieces = pieces_v.as_bytes().ok_or_else(|| {
-                invalid(
-                    "info.pieces",
-                    pieces_v,
-                    format!("expected a string, found {}", pieces_v.type_name()),
-                )
-            })?;
-            if pieces.len() % 20 != 0 {
-                return Err(invalid(
-                    "info.pieces",
-                    pieces_v,
-                    format!(
-                        "{} bytes is not a multiple of 20 (one SHA-1 per piece)",
-                        pieces.len()
-                    ),
-                ));
-            }
-            if (pieces.len() / 20) as u64 != u64::from(geometry.piece_count()) {
-                return Err(invalid(
-                    "info.pieces",
-                    pieces_v,
-                    format!(
-                        "{} hashes for {} bytes in pieces of {piece_length}: expected {}",
-                        pieces.len() / 20,
-                        geometry.total_length(),
-                        geometry.piece_count()
-                    ),
-                ));
-            }
-            let lengths: Vec<u64> = files.iter().map(|f| f.length).collect();
-            let map = FileMap::new(geometry, &lengths)
-                .ok_or_else(|| invalid("info", info, "file lengths do not add up"))?;
-            let mut files = files;
+    let (mut files, single_file, v1, pieces) = match (v1_files, v2_files) {
+        (Some((mut files, single)), v2) => {
+            let (map, pieces) = v1_layout(info, &files, h.piece_length)?;
             if let Some(v2) = v2 {
                 merge_hybrid(&mut files, v2, info)?;
             }
-            let hashes = pieces
-                .chunks_exact(20)
-                .map(|c| {
-                    let mut h = [0u8; 20];
-                    h.copy_from_slice(c);
-                    h
-                })
-                .collect::<Vec<_>>();
-            let info = Info {
-                name,
-                name_utf8,
-                piece_length,
-                pieces: hashes,
-                files,
-                single_file: single,
-                private,
-                meta_version,
-                v1: Some(map),
-            };
-            return Ok((info, true));
+            (files, single, Some(map), pieces)
         }
         (None, Some(mut files)) => {
             // v2 only: files start on piece boundaries.
@@ -620,215 +503,93 @@ fn parse_info(info: &Value<'_>) -> Result<(Info, bool), MetainfoError> {
             for f in &mut files {
                 f.offset = at;
                 at = at
-                    .checked_add(f.length.div_ceil(piece_length) * piece_length)
+                    .checked_add(f.length.div_ceil(h.piece_length) * h.piece_length)
                     .ok_or_else(|| invalid("info.file tree", info, "total length overflows"))?;
             }
             if at == 0 {
                 return Err(invalid("info", info, GeometryError::Empty.to_string()));
             }
             let single = files.len() == 1 && files[0].path.len() == 1;
-            (files, single, None)
+            (files, single, None, Vec::new())
         }
-        (None, None) => unreachable_info(info)?,
-    };
-    check_unique_paths(&files, info)?;
-    Ok((
-        Info {
-            name,
-            name_utf8,
-            piece_length,
-            pieces: Vec::new(),
-            files,
-            single_file,
-            private,
-            meta_version,
-            v1,
-        },
-        false,
-    ))
-}
-
-fn unreachable_info<T>(info: &Value<'_>) -> Result<T, MetainfoError> {
-    Err(invalid(
-        "info",
-        info,
-        "neither v1 pieces nor a v2 file tree",
-    ))
-}
-
-/// v1 `length` (single file) or `files` (multi-file), offsets set, paths checked.
-fn parse_v1_files(
-    info: &Value<'_>,
-    name: &str,
-    name_utf8: Option<&str>,
-) -> Result<(Vec<FileEntry>, bool), MetainfoError> {
-    match (info.get(b"length"), info.get(b"files")) {
-        (Some(len_v), None) => {
-            let length = length(len_v, "info.length")?;
-            let attr = attr(info, "info")?;
-            Ok((
-                vec![FileEntry {
-                    path: vec![name.to_owned()],
-                    path_utf8: name_utf8.map(|n| vec![n.to_owned()]),
-                    length,
-                    offset: 0,
-                    attr,
-                    pieces_root: None,
-                }],
-                true,
+        (None, None) => {
+            return Err(invalid(
+                "info",
+                info,
+                "neither v1 pieces nor a v2 file tree",
             ))
         }
-        (None, Some(files_v)) => {
-            let list = files_v.as_list().ok_or_else(|| {
-                invalid(
-                    "info.files",
-                    files_v,
-                    format!("expected a list, found {}", files_v.type_name()),
-                )
-            })?;
-            if list.is_empty() {
-                return Err(invalid("info.files", files_v, "no files"));
-            }
-            let mut files = Vec::with_capacity(list.len());
-            let mut offset = 0u64;
-            for (i, f) in list.iter().enumerate() {
-                let field = format!("info.files[{i}]");
-                if f.as_dict().is_none() {
-                    return Err(invalid(
-                        &field,
-                        f,
-                        format!("expected a dictionary, found {}", f.type_name()),
-                    ));
-                }
-                let length = length(req(f, "length", &field)?, &format!("{field}.length"))?;
-                let path = path_list(req(f, "path", &field)?, &format!("{field}.path"))?;
-                let path_utf8 = match f.get(b"path.utf-8") {
-                    Some(v) => Some(path_list(v, &format!("{field}.path.utf-8"))?),
-                    None => None,
-                };
-                let attr = attr(f, &field)?;
-                files.push(FileEntry {
-                    path,
-                    path_utf8,
-                    length,
-                    offset,
-                    attr,
-                    pieces_root: None,
-                });
-                offset = offset
-                    .checked_add(length)
-                    .ok_or_else(|| invalid(&field, f, "total length overflows"))?;
-            }
-            check_unique_paths(&files, info)?;
-            Ok((files, false))
-        }
-        (Some(v), Some(_)) => Err(invalid("info", v, "has both \"length\" and \"files\"")),
-        (None, None) => Err(invalid(
-            "info",
-            info,
-            "missing \"length\" (single file) or \"files\" (multi-file)",
-        )),
-    }
+    };
+    files::assign_stored(&mut files, single_file, &h.stored_name, w);
+    files::check_stored(&files, info)?;
+    let has_v1 = v1.is_some();
+    Ok((
+        Info {
+            name: h.name,
+            name_utf8: h.name_utf8,
+            stored_name: h.stored_name,
+            piece_length: h.piece_length,
+            pieces,
+            files,
+            single_file,
+            private: h.private,
+            meta_version: h.meta_version,
+            v1,
+        },
+        has_v1,
+    ))
 }
 
-/// Rejects two files with one path, or a file whose path is another file's directory.
-/// Pad files are never written, so they are exempt (libtorrent names them `.pad/N`).
-fn check_unique_paths(files: &[FileEntry], info: &Value<'_>) -> Result<(), MetainfoError> {
-    fn raw_path(f: &FileEntry) -> &[String] {
-        &f.path
-    }
-    for pick in [FileEntry::storage_path, raw_path] {
-        let mut paths: Vec<&[String]> = files.iter().filter(|f| !f.attr.pad).map(pick).collect();
-        paths.sort_unstable();
-        for w in paths.windows(2) {
-            if w[1].starts_with(w[0]) {
-                let what = if w[0].len() == w[1].len() {
-                    "two files have the path"
-                } else {
-                    "a file is also used as a directory:"
-                };
-                return Err(invalid(
-                    "info.files",
-                    info,
-                    format!("{what} {:?}", w[0].join("/")),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn walk_file_tree(
-    node: &Value<'_>,
-    prefix: &mut Vec<String>,
-    field: &str,
-    out: &mut Vec<FileEntry>,
-) -> Result<(), MetainfoError> {
-    let entries = node.as_dict().ok_or_else(|| {
+/// The v1 piece layout of `files` and its piece hashes, checked against each other.
+fn v1_layout(
+    info: &Value<'_>,
+    files: &[FileEntry],
+    piece_length: u64,
+) -> Result<(FileMap, Vec<[u8; 20]>), MetainfoError> {
+    let geometry = Geometry::new(files.iter().map(|f| f.length).sum(), piece_length)
+        .map_err(|e| invalid("info", info, e.to_string()))?;
+    let pieces_v = req(info, "pieces", "info")?;
+    let pieces = pieces_v.as_bytes().ok_or_else(|| {
         invalid(
-            field,
-            node,
-            format!("expected a dictionary, found {}", node.type_name()),
+            "info.pieces",
+            pieces_v,
+            format!("expected a string, found {}", pieces_v.type_name()),
         )
     })?;
-    for (key, child) in entries {
-        if key.is_empty() {
-            // A file: {"": {length, pieces root}}; only valid below a name.
-            if prefix.is_empty() || entries.len() != 1 {
-                return Err(invalid(
-                    field,
-                    node,
-                    "a file entry must be the only key of its node",
-                ));
-            }
-            let f = format!("{field}[\"\"]");
-            if child.as_dict().is_none() {
-                return Err(invalid(&f, child, "expected a dictionary"));
-            }
-            let length = length(req(child, "length", &f)?, &format!("{f}.length"))?;
-            let pieces_root = match child.get(b"pieces root") {
-                Some(r) => {
-                    let b = r.as_bytes().filter(|b| b.len() == 32).ok_or_else(|| {
-                        invalid(format!("{f}.pieces root"), r, "expected 32 bytes")
-                    })?;
-                    let mut h = [0u8; 32];
-                    h.copy_from_slice(b);
-                    Some(h)
-                }
-                None if length > 0 => {
-                    return Err(invalid(
-                        &f,
-                        child,
-                        "missing \"pieces root\" for a non-empty file",
-                    ))
-                }
-                None => None,
-            };
-            let attr = attr(child, &f)?;
-            out.push(FileEntry {
-                path: prefix.clone(),
-                path_utf8: None,
-                length,
-                offset: 0,
-                attr,
-                pieces_root,
-            });
-            continue;
-        }
-        let name_field = format!("{field}/{}", String::from_utf8_lossy(key));
-        let name = component(
-            &Value {
-                offset: child.offset,
-                raw: key,
-                kind: Kind::Bytes(key),
-            },
-            &name_field,
-        )?;
-        prefix.push(name);
-        walk_file_tree(child, prefix, &name_field, out)?;
-        prefix.pop();
+    if pieces.len() % 20 != 0 {
+        return Err(invalid(
+            "info.pieces",
+            pieces_v,
+            format!(
+                "{} bytes is not a multiple of 20 (one SHA-1 per piece)",
+                pieces.len()
+            ),
+        ));
     }
-    Ok(())
+    if (pieces.len() / 20) as u64 != u64::from(geometry.piece_count()) {
+        return Err(invalid(
+            "info.pieces",
+            pieces_v,
+            format!(
+                "{} hashes for {} bytes in pieces of {piece_length}: expected {}",
+                pieces.len() / 20,
+                geometry.total_length(),
+                geometry.piece_count()
+            ),
+        ));
+    }
+    let lengths: Vec<u64> = files.iter().map(|f| f.length).collect();
+    let map = FileMap::new(geometry, &lengths)
+        .ok_or_else(|| invalid("info", info, "file lengths do not add up"))?;
+    let hashes = pieces
+        .chunks_exact(20)
+        .map(|c| {
+            let mut h = [0u8; 20];
+            h.copy_from_slice(c);
+            h
+        })
+        .collect();
+    Ok((map, hashes))
 }
 
 /// Checks that the v1 files (without pads) and the v2 tree list the same files, and
@@ -839,7 +600,6 @@ fn merge_hybrid(
     info: &Value<'_>,
 ) -> Result<(), MetainfoError> {
     let mut real = v1.iter_mut().filter(|f| !f.attr.pad);
-    let single = v2.len() == 1;
     for f2 in &v2 {
         let Some(f1) = real.next() else {
             return Err(invalid(
@@ -848,8 +608,8 @@ fn merge_hybrid(
                 "hybrid torrent: v2 lists more files than v1",
             ));
         };
-        // A single-file v1 torrent's path is its name; the v2 tree's is the same name.
-        let same_path = f1.path == f2.path || (single && f1.path.len() == 1 && f2.path.len() == 1);
+        // As written: `path` (a single file's is its name) or `path.utf-8`.
+        let same_path = f1.path == f2.path || f1.path_utf8.as_ref() == Some(&f2.path);
         if !same_path || f1.length != f2.length {
             return Err(invalid(
                 "info.file tree",
@@ -882,6 +642,12 @@ fn parse_piece_layers(
     let dict = v
         .as_dict()
         .ok_or_else(|| invalid("piece layers", v, "expected a dictionary"))?;
+    // Indexed by root, so matching layers to files is linear in both.
+    let by_root: HashMap<[u8; 32], &FileEntry> = info
+        .files
+        .iter()
+        .filter_map(|f| Some((f.pieces_root?, f)))
+        .collect();
     let mut out = BTreeMap::new();
     for (k, layer) in dict {
         let field = format!("piece layers[{}]", hex::encode(k));
@@ -891,7 +657,7 @@ fn parse_piece_layers(
         let bytes = layer
             .as_bytes()
             .ok_or_else(|| invalid(&field, layer, "expected a string"))?;
-        let Some(file) = info.files.iter().find(|f| f.pieces_root == Some(root)) else {
+        let Some(file) = by_root.get(&root) else {
             // Unknown roots carry no meaning; skip them.
             continue;
         };

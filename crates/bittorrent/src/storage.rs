@@ -3,16 +3,29 @@
 //! it; [`FileStorage`] writes the torrent's files with positional I/O.
 //!
 //! [`FileStorage`] never writes outside its download folder: paths come from a checked
-//! [`Metainfo`] (no `..`, separators or absolute paths), every parent folder is resolved
-//! after it is created and must still lie inside the folder (a symlink planted in the
-//! folder cannot redirect writes), and existing symlinks are never opened as files.
+//! [`Metainfo`] (no `..`, separators or absolute paths); the folder is opened once and
+//! every file is reached from that handle, one component at a time, without following
+//! symbolic links (`openat` with `O_NOFOLLOW`, folders with `O_DIRECTORY`), so a link
+//! planted anywhere below the folder is refused, never followed. Each file's identity
+//! (device and inode) is recorded when it is first opened: a handle reopened later must
+//! be the same file, and before each write the path must still name that file (a file
+//! swapped for a link or another file mid-download stops the download with an error).
+//! Readers of the downloaded data (the store bridge) read through the same handles
+//! ([`FileStorage::read_file_at`]). Seeding someone's own files ([`FileStorage::open_existing`])
+//! opens them read-only by path, following links as the user laid them out, with the
+//! same identity check on reopening.
 //! BEP 47 pad files are never written; they read as zeros.
+//!
+//! Lock order: `write_lock`, then `open`, then `dirty`; none is held across another
+//! storage call.
 
 use crate::geometry::{FileMap, PieceIndex};
 use crate::metainfo::Metainfo;
+use rustix::fs::{AtFlags, Mode, OFlags};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -38,9 +51,19 @@ pub trait Storage: Send + Sync + 'static {
 /// Most file handles kept open at once.
 const MAX_OPEN: usize = 128;
 
+/// A file's identity: device and inode.
+type FileId = (u64, u64);
+
 pub struct FileStorage {
     map: FileMap,
+    /// Each file's full path (for messages and the seeding of existing files).
     paths: Vec<PathBuf>,
+    /// Each file's path components below the download folder.
+    components: Vec<Vec<String>>,
+    /// The download folder, opened once (none when seeding existing files by path).
+    root: Option<OwnedFd>,
+    /// Each file's identity when first opened.
+    ids: Mutex<Vec<Option<FileId>>>,
     /// Files that are written: selected and not padding.
     writable: Vec<bool>,
     pad: Vec<bool>,
@@ -70,22 +93,115 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
     }
 }
 
-/// The path of every file of `m` below `root`: `root/name` for a single file,
-/// `root/name/...` for a folder.
-pub fn file_paths(root: &Path, m: &Metainfo) -> Vec<PathBuf> {
+/// Each file's path components below the download folder: `[name]` for a single
+/// file, `[name, ...]` for a folder.
+fn file_components(m: &Metainfo) -> Vec<Vec<String>> {
     let info = &m.info;
     info.files
         .iter()
         .map(|f| {
-            let mut p = root.join(info.storage_name());
+            let mut c = vec![info.storage_name().to_owned()];
             if !info.single_file {
-                for c in f.storage_path() {
-                    p.push(c);
-                }
+                c.extend(f.storage_path().iter().cloned());
             }
-            p
+            c
         })
         .collect()
+}
+
+/// The path of every file of `m` below `root`: `root/name` for a single file,
+/// `root/name/...` for a folder.
+pub fn file_paths(root: &Path, m: &Metainfo) -> Vec<PathBuf> {
+    file_components(m)
+        .into_iter()
+        .map(|c| c.iter().fold(root.to_path_buf(), |p, c| p.join(c)))
+        .collect()
+}
+
+/// Why a path below the download folder cannot be opened.
+#[derive(Debug)]
+enum OpenError {
+    /// A symbolic link (or another file where a folder belongs) is in the way.
+    Link,
+    Io(io::Error),
+}
+
+impl From<rustix::io::Errno> for OpenError {
+    fn from(e: rustix::io::Errno) -> Self {
+        match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => OpenError::Link,
+            e => OpenError::Io(e.into()),
+        }
+    }
+}
+
+impl OpenError {
+    fn into_io(self, path: &Path) -> io::Error {
+        match self {
+            OpenError::Link => io::Error::other(format!(
+                "{}: a symbolic link or another file is in the way; links below the download folder are never followed",
+                path.display()
+            )),
+            OpenError::Io(e) => io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+        }
+    }
+}
+
+/// Opens the folder holding `components`' last one, walking down from `root` without
+/// following links (creating missing folders when `create`), and returns it with the
+/// last component.
+fn parent_beneath<'a>(
+    root: BorrowedFd<'_>,
+    components: &'a [String],
+    create: bool,
+) -> Result<(Option<OwnedFd>, &'a str), OpenError> {
+    let (last, dirs) = components.split_last().ok_or(OpenError::Link)?;
+    let mut dir: Option<OwnedFd> = None;
+    for c in dirs {
+        let at = dir.as_ref().map_or(root, |d| d.as_fd());
+        if create {
+            match rustix::fs::mkdirat(at, c.as_str(), Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        dir = Some(rustix::fs::openat(at, c.as_str(), flags, Mode::empty())?);
+    }
+    Ok((dir, last.as_str()))
+}
+
+/// Opens a file below `root` without following links anywhere on the way; creates it
+/// (and its folders) when `create`.
+fn open_beneath(
+    root: BorrowedFd<'_>,
+    components: &[String],
+    write: bool,
+    create: bool,
+) -> Result<File, OpenError> {
+    let (dir, last) = parent_beneath(root, components, create)?;
+    let at = dir.as_ref().map_or(root, |d| d.as_fd());
+    let mut flags = OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    flags |= if write { OFlags::RDWR } else { OFlags::RDONLY };
+    if create {
+        flags |= OFlags::CREATE;
+    }
+    let fd = rustix::fs::openat(at, last, flags, Mode::from_raw_mode(0o644))?;
+    let file = File::from(fd);
+    // Only regular files: a fifo or device planted in the folder is refused.
+    if !file.metadata().map_err(OpenError::Io)?.is_file() {
+        return Err(OpenError::Link);
+    }
+    Ok(file)
+}
+
+fn identity(st: &rustix::fs::Stat) -> FileId {
+    #[allow(clippy::unnecessary_cast)]
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
+fn file_identity(f: &File) -> io::Result<FileId> {
+    Ok(identity(&rustix::fs::fstat(f)?))
 }
 
 impl FileStorage {
@@ -95,47 +211,55 @@ impl FileStorage {
         let map = m.info.v1.clone().ok_or(StorageError::NoV1)?;
         std::fs::create_dir_all(root).map_err(io_at(root))?;
         let root_real = root.canonicalize().map_err(io_at(root))?;
+        let root_fd = rustix::fs::openat(
+            rustix::fs::CWD,
+            &root_real,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| StorageError::Io {
+            path: root_real.clone(),
+            source: e.into(),
+        })?;
+        let components = file_components(m);
         let paths = file_paths(&root_real, m);
         let mut writable = Vec::with_capacity(paths.len());
+        let mut ids = vec![None; paths.len()];
+        let mut open = HashMap::new();
         for (i, (f, path)) in m.info.files.iter().zip(&paths).enumerate() {
             let w = !f.attr.pad && selected.get(i).copied().unwrap_or(true);
             writable.push(w);
             if !w {
                 continue;
             }
-            let parent = path.parent().unwrap_or(&root_real);
-            std::fs::create_dir_all(parent).map_err(io_at(parent))?;
-            let real_parent = parent.canonicalize().map_err(io_at(parent))?;
-            if !real_parent.starts_with(&root_real) {
-                return Err(StorageError::Escape {
-                    path: path.clone(),
-                    root: root_real,
-                });
-            }
-            if std::fs::symlink_metadata(path).is_ok_and(|md| md.file_type().is_symlink()) {
-                return Err(StorageError::Escape {
-                    path: path.clone(),
-                    root: root_real,
-                });
-            }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(io_at(path))?;
+            let file = match open_beneath(root_fd.as_fd(), &components[i], true, true) {
+                Ok(file) => file,
+                Err(OpenError::Link) => {
+                    return Err(StorageError::Escape {
+                        path: path.clone(),
+                        root: root_real,
+                    })
+                }
+                Err(OpenError::Io(e)) => return Err(io_at(path)(e)),
+            };
             // Sparse preallocation: the right size, no blocks until written.
             if file.metadata().map_err(io_at(path))?.len() != f.length {
                 file.set_len(f.length).map_err(io_at(path))?;
+            }
+            ids[i] = Some(file_identity(&file).map_err(io_at(path))?);
+            if open.len() < MAX_OPEN {
+                open.insert(i, Arc::new(file));
             }
         }
         Ok(FileStorage {
             map,
             pad: m.info.files.iter().map(|f| f.attr.pad).collect(),
             paths,
+            components,
+            root: Some(root_fd),
+            ids: Mutex::new(ids),
             writable,
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(open),
             dirty: Mutex::new(HashSet::new()),
             write_lock: Mutex::new(()),
             read_only: false,
@@ -169,6 +293,9 @@ impl FileStorage {
             map,
             pad: m.info.files.iter().map(|f| f.attr.pad).collect(),
             writable: m.info.files.iter().map(|f| !f.attr.pad).collect(),
+            ids: Mutex::new(vec![None; paths.len()]),
+            components: file_components(m),
+            root: None,
             paths,
             open: Mutex::new(HashMap::new()),
             dirty: Mutex::new(HashSet::new()),
@@ -181,37 +308,46 @@ impl FileStorage {
         &self.paths
     }
 
+    /// What is at file `i`'s path now, without following links on the way (links are
+    /// followed when seeding existing files).
+    fn stat_in_place(&self, i: usize) -> io::Result<rustix::fs::Stat> {
+        let Some(root) = &self.root else {
+            return Ok(rustix::fs::stat(&self.paths[i])?);
+        };
+        let (dir, last) = parent_beneath(root.as_fd(), &self.components[i], false)
+            .map_err(|e| e.into_io(&self.paths[i]))?;
+        let at = dir.as_ref().map_or(root.as_fd(), |d| d.as_fd());
+        Ok(rustix::fs::statat(at, last, AtFlags::SYMLINK_NOFOLLOW)?)
+    }
+
     /// Size and modification time (ns since the epoch) of each written file, for resume.
     pub fn file_fingerprints(&self) -> Vec<(u64, i128)> {
-        self.paths
-            .iter()
-            .zip(&self.writable)
-            .map(|(p, &w)| {
-                if !w {
+        (0..self.paths.len())
+            .map(|i| {
+                if !self.writable[i] {
                     return (0, 0);
                 }
-                std::fs::metadata(p)
-                    .ok()
-                    .map(|md| {
-                        let mtime = md
-                            .modified()
-                            .ok()
-                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                            .map_or(0, |d| d.as_nanos() as i128);
-                        (md.len(), mtime)
-                    })
-                    .unwrap_or((u64::MAX, -1))
+                match self.stat_in_place(i) {
+                    Ok(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() => {
+                        #[allow(clippy::unnecessary_cast)]
+                        let mtime =
+                            (st.st_mtime as i128) * 1_000_000_000 + (st.st_mtime_nsec as i128);
+                        #[allow(clippy::unnecessary_cast)]
+                        (st.st_size as u64, mtime)
+                    }
+                    _ => (u64::MAX, -1),
+                }
             })
             .collect()
     }
 
     /// Whether any written file already holds data (then pieces are checked on start).
     pub fn any_data(&self) -> bool {
-        self.paths.iter().zip(&self.writable).any(|(p, &w)| {
-            w && std::fs::metadata(p).is_ok_and(|md| {
-                use std::os::unix::fs::MetadataExt;
-                md.blocks() > 0
-            })
+        (0..self.paths.len()).any(|i| {
+            self.writable[i]
+                && self.stat_in_place(i).is_ok_and(|st| {
+                    rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() && st.st_blocks > 0
+                })
         })
     }
 
@@ -219,6 +355,22 @@ impl FileStorage {
         self.writable[file]
     }
 
+    /// Fills `buf` from `offset` bytes into file `file`, through the storage's own
+    /// handle (never by path: what is read is what was written).
+    pub fn read_file_at(&self, file: usize, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        if !self.writable.get(file).copied().unwrap_or(false) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the file is not downloaded",
+            ));
+        }
+        self.handle(file)?
+            .read_exact_at(buf, offset)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.paths[file].display())))
+    }
+
+    /// File `i`'s handle: kept open, or opened again (beneath the folder, without
+    /// following links) and checked to be the file first opened.
     fn handle(&self, i: usize) -> io::Result<Arc<File>> {
         let mut open = self
             .open
@@ -232,15 +384,49 @@ impl FileStorage {
                 open.remove(&k);
             }
         }
-        let f = Arc::new(
-            OpenOptions::new()
+        let path = &self.paths[i];
+        let f = match &self.root {
+            Some(root) => open_beneath(root.as_fd(), &self.components[i], !self.read_only, false)
+                .map_err(|e| e.into_io(path))?,
+            None => OpenOptions::new()
                 .read(true)
                 .write(!self.read_only)
-                .open(&self.paths[i])?,
-        );
+                .open(path)?,
+        };
+        let id = file_identity(&f)?;
+        let mut ids = self
+            .ids
+            .lock()
+            .map_err(|_| io::Error::other("storage lock poisoned"))?;
+        match ids[i] {
+            Some(first) if first != id => return Err(replaced(path)),
+            Some(_) => {}
+            None => ids[i] = Some(id),
+        }
+        let f = Arc::new(f);
         open.insert(i, f.clone());
         Ok(f)
     }
+
+    /// Fails unless file `i`'s path still names the file first opened there.
+    fn check_in_place(&self, i: usize) -> io::Result<()> {
+        let first = self
+            .ids
+            .lock()
+            .map_err(|_| io::Error::other("storage lock poisoned"))?[i];
+        let now = self.stat_in_place(i).map(|st| identity(&st));
+        match (first, now) {
+            (Some(first), Ok(now)) if first == now => Ok(()),
+            _ => Err(replaced(&self.paths[i])),
+        }
+    }
+}
+
+fn replaced(path: &Path) -> io::Error {
+    io::Error::other(format!(
+        "{} was replaced or removed during the download (links are never followed); nothing more is written",
+        path.display()
+    ))
 }
 
 impl Storage for FileStorage {
@@ -257,6 +443,7 @@ impl Storage for FileStorage {
                 continue;
             }
             let src = &data[s.piece_offset as usize..(s.piece_offset + s.len) as usize];
+            self.check_in_place(s.file_index)?;
             self.handle(s.file_index)?
                 .write_all_at(src, s.file_offset)
                 .map_err(|e| {
@@ -350,5 +537,66 @@ mod tests {
         std::fs::remove_file(&file).unwrap();
         assert!(FileStorage::open_existing(dir.path(), &m).is_err());
         assert!(!file.exists());
+    }
+
+    #[test]
+    fn links_below_the_folder_are_never_followed() {
+        let src = tempfile::tempdir().unwrap();
+        let set = src.path().join("set");
+        std::fs::create_dir_all(set.join("sub")).unwrap();
+        std::fs::write(set.join("a.bin"), vec![1u8; 40_000]).unwrap();
+        std::fs::write(set.join("sub/b.bin"), vec![2u8; 40_000]).unwrap();
+        let opts = CreateOptions {
+            piece_length: Some(16 * 1024),
+            ..CreateOptions::default()
+        };
+        let m = create_torrent(&set, &opts, &|_| {}).unwrap().metainfo;
+        let g = m.info.geometry().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let all = vec![true; m.info.files.len()];
+
+        // A link planted before the start, as a file or as a folder: refused.
+        let out = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(out.path().join("set")).unwrap();
+        std::os::unix::fs::symlink(&victim, out.path().join("set/a.bin")).unwrap();
+        let err = FileStorage::create(out.path(), &m, &all).err().unwrap();
+        assert!(
+            err.to_string().contains("outside the download folder"),
+            "{err}"
+        );
+        let out = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(out.path().join("set")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), out.path().join("set/sub")).unwrap();
+        assert!(FileStorage::create(out.path(), &m, &all).is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+
+        // A file swapped for a link after the start: no write goes through it, and
+        // reads come from the file first opened.
+        let out = tempfile::tempdir().unwrap();
+        let s = FileStorage::create(out.path(), &m, &all).unwrap();
+        let first = g.piece(0).unwrap();
+        s.write_piece(first, &[1u8; 16 * 1024]).unwrap();
+        let a = out.path().join("set/a.bin");
+        std::fs::remove_file(&a).unwrap();
+        std::os::unix::fs::symlink(&victim, &a).unwrap();
+        let err = s
+            .write_piece(g.piece(1).unwrap(), &[1u8; 16 * 1024])
+            .unwrap_err();
+        assert!(err.to_string().contains("was replaced"), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        let mut buf = [0u8; 16];
+        s.read_file_at(0, 0, &mut buf).unwrap();
+        assert_eq!(buf, [1u8; 16]);
+        // A folder swapped for a link: refused as well.
+        let sub = out.path().join("set/sub");
+        std::fs::rename(&sub, out.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), &sub).unwrap();
+        let last = g.piece(g.piece_count() - 1).unwrap();
+        assert!(s
+            .write_piece(last, &vec![2u8; g.piece_size(last) as usize])
+            .is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
     }
 }

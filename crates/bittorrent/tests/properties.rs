@@ -5,7 +5,7 @@
 //! - bencode: every accepted input re-encodes byte-identically, the top-level `raw`
 //!   span is the whole input, and the decoder never panics;
 //! - JSON: bencode → JSON → bencode is byte-identical;
-//! - metainfo: parsing never panics, accepted file paths are safe, and the v1 file
+//! - metainfo: parsing never panics, stored file paths are safe and unique, and the v1 file
 //!   lengths add up to the piece geometry;
 //! - magnet: parsing never panics, and printing a parsed magnet parses back to it.
 
@@ -403,19 +403,20 @@ fn check_path(p: &[String], what: &str) {
 /// Asserts the promises of an accepted torrent.
 fn check_metainfo(m: &Metainfo) {
     let info = &m.info;
-    check_component(&info.name, "info.name");
-    if let Some(n) = &info.name_utf8 {
-        check_component(n, "info.name.utf-8");
-    }
+    // Names as written may be anything; what is stored on disk is always safe.
+    check_component(info.storage_name(), "stored name");
     assert!(!info.files.is_empty(), "a torrent has files");
     for (i, f) in info.files.iter().enumerate() {
-        check_path(&f.path, &format!("files[{i}].path"));
-        if let Some(p) = &f.path_utf8 {
-            check_path(p, &format!("files[{i}].path.utf-8"));
-        }
+        check_path(f.storage_path(), &format!("files[{i}] stored path"));
         if let Some(p) = &f.attr.symlink {
-            check_path(p, &format!("files[{i}].symlink"));
+            for c in p {
+                check_component(c, &format!("files[{i}].symlink"));
+            }
+            assert_eq!(f.length, 0, "a symlink carries no data");
         }
+    }
+    if info.single_file {
+        assert_eq!(info.files[0].storage_path(), [info.storage_name()]);
     }
     if let Some(g) = info.geometry() {
         let sum: u128 = info.files.iter().map(|f| u128::from(f.length)).sum();
@@ -455,7 +456,7 @@ fn check_metainfo(m: &Metainfo) {
         .unwrap_or_else(|e| panic!("magnet {link:?} of an accepted torrent: {e}"));
     assert_eq!(back.info_hash, m.info_hash);
     assert_eq!(back.info_hash_v2, m.info_hash_v2);
-    assert_eq!(back.display_name.as_deref(), Some(info.storage_name()));
+    assert_eq!(back.display_name.as_deref(), Some(info.torrent_name()));
     assert_eq!(back.exact_length, Some(info.content_length()));
 }
 

@@ -317,6 +317,9 @@ pub struct DownloadArgs {
     /// Most peer connections.
     #[arg(long, default_value_t = 50)]
     pub max_peers: usize,
+    /// Most connections with one IP address, both ways (libtorrent's default is one too).
+    #[arg(long, env = "BTFS_MAX_CONNECTIONS_PER_IP", default_value_t = 1)]
+    pub max_connections_per_ip: usize,
     /// A DHT node to join through (HOST:PORT); repeatable. None is built in: without
     /// this (or `nodes` in the torrent) no DHT is used.
     #[arg(long = "dht-bootstrap")]
@@ -448,6 +451,9 @@ pub struct ServeArgs {
     /// Mark new torrents private (no DHT, no PEX).
     #[arg(long)]
     pub private: bool,
+    /// Most connections with one IP address per torrent (libtorrent's default is one too).
+    #[arg(long, env = "BTFS_MAX_CONNECTIONS_PER_IP", default_value_t = 1)]
+    pub max_connections_per_ip: usize,
     /// A DHT node to join through (HOST:PORT); repeatable. None is built in.
     #[arg(long = "dht-bootstrap")]
     pub dht_bootstrap: Vec<String>,

@@ -288,35 +288,43 @@ fn rand_u64() -> u64 {
 }
 
 #[test]
-fn torrents_that_escape_the_folder_are_refused_before_writing() {
+fn torrents_that_escape_the_folder_are_stored_inside_it() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("a/b/out");
-    // A hand-made torrent whose second file climbs out of the folder.
+    // A hand-made torrent whose second file climbs out of the folder: as libtorrent
+    // does, btfs stores it inside (`..` components are dropped), and says so.
     let pieces = "x".repeat(20);
     let bad = format!(
         "d4:infod5:filesld6:lengthi1e4:pathl2:okeed6:lengthi1e4:pathl2:..2:..4:evileee4:name3:set12:piece lengthi16384e6:pieces20:{pieces}ee"
     );
     let torrent = tmp.path().join("bad.torrent");
     std::fs::write(&torrent, bad).unwrap();
-    let r = btfs(&[
-        "bittorrent",
-        "download",
-        "-t",
-        s(&torrent),
-        "-o",
-        s(&out),
-        "--peer",
-        "127.0.0.1:1",
-        "--no-trackers",
-    ]);
-    assert_eq!(r.status, 1);
-    assert!(
-        r.stderr.contains("would leave the download folder"),
-        "{}",
-        r.stderr
+    let info = btfs(&["--json", "bittorrent", "metainfo", "-t", s(&torrent)])
+        .ok()
+        .json();
+    assert_eq!(info["Files"][1]["StoredPath"], serde_json::json!(["evil"]));
+    let d = btfs_download(
+        &tmp.path().join("repo"),
+        &[
+            "-t",
+            s(&torrent),
+            "-o",
+            s(&out),
+            "--peer",
+            "127.0.0.1:1",
+            "--no-trackers",
+        ],
     );
-    assert!(!out.exists(), "nothing was created");
-    assert!(!tmp.path().join("a/evil").exists());
+    poll(
+        Duration::from_secs(30),
+        "the download did not create its files",
+        String::new,
+        || out.join("set/evil").is_file().then_some(()),
+    );
+    d.interrupt();
+    d.finish(Duration::from_secs(30));
+    assert!(out.join("set/ok").is_file());
+    assert!(!tmp.path().join("a/evil").exists() && !tmp.path().join("a/b/evil").exists());
 
     // A symlink planted where the torrent's folder goes cannot redirect the writes.
     let (_, torrent) = sample_torrent(tmp.path(), None);

@@ -7,10 +7,15 @@
 //! multi-file torrent becomes a UnixFS directory named like the torrent, built exactly
 //! as `btfs add -r` builds the same files (names sorted by bytes, every file included —
 //! `--hidden` in `add` terms).
+//!
+//! Files are read through the download's own [`FileStorage`] handles, never reopened by
+//! path, so a link or another file swapped in below the download folder is never read.
+//! The import's state grows with what is verified (one entry per imported chunk, one
+//! flag per piece), never with the sizes a torrent declares.
 
+use bittorrent::storage::FileStorage;
 use bittorrent::Metainfo;
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use store::importer::{ImportOptions, Node};
@@ -50,19 +55,28 @@ pub struct Imported {
 }
 
 struct FilePlan {
-    disk_path: PathBuf,
+    /// The file's index in the torrent (and in the storage).
+    index: usize,
     /// Path inside the torrent (empty for a single-file torrent).
     components: Vec<String>,
     offset: u64,
     len: u64,
-    leaves: Vec<Option<Node>>,
-    queued: Vec<bool>,
-    pending: usize,
+    /// Chunks the file is cut into.
+    chunks: u64,
+    /// Leaves imported so far, by chunk: this grows with the verified data only.
+    leaves: BTreeMap<u64, Node>,
+}
+
+impl FilePlan {
+    fn done(&self) -> bool {
+        self.leaves.len() as u64 == self.chunks
+    }
 }
 
 /// Everything needed to import one torrent.
 pub struct Bridge {
     repo: Arc<Repo>,
+    storage: Arc<FileStorage>,
     meta: Arc<Metainfo>,
     opts: ImportOptions,
     files: Vec<FilePlan>,
@@ -72,11 +86,12 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Plans the import of the selected files of `meta` as they appear under `save_path`.
+    /// Plans the import of the selected files of `meta` as `storage` (the download's)
+    /// holds them.
     pub fn new(
         repo: Arc<Repo>,
         meta: Arc<Metainfo>,
-        save_path: &std::path::Path,
+        storage: Arc<FileStorage>,
         selected: Option<&[bool]>,
     ) -> Result<Bridge, BridgeError> {
         // The import keeps a few dozen bytes per 256 KiB chunk: bound what a torrent's
@@ -92,7 +107,6 @@ impl Bridge {
         }
         let opts = ImportOptions::default();
         let chunk = opts.chunk_size as u64;
-        let paths = bittorrent::storage::file_paths(save_path, &meta);
         let mut files = Vec::new();
         let mut whole = true;
         for (i, f) in meta.info.files.iter().enumerate() {
@@ -103,9 +117,8 @@ impl Bridge {
                 whole = false;
                 continue;
             }
-            let chunks = f.length.div_ceil(chunk) as usize;
             files.push(FilePlan {
-                disk_path: paths[i].clone(),
+                index: i,
                 components: if meta.info.single_file {
                     Vec::new()
                 } else {
@@ -113,14 +126,14 @@ impl Bridge {
                 },
                 offset: f.offset,
                 len: f.length,
-                leaves: vec![None; chunks],
-                queued: vec![false; chunks],
-                pending: chunks,
+                chunks: f.length.div_ceil(chunk),
+                leaves: BTreeMap::new(),
             });
         }
         let geometry = meta.info.geometry();
         Ok(Bridge {
             repo,
+            storage,
             opts,
             files,
             piece_len: geometry.map_or(1, |g| u64::from(g.piece_length())),
@@ -130,19 +143,22 @@ impl Bridge {
         })
     }
 
-    fn chunk_pieces(&self, f: &FilePlan, k: usize) -> std::ops::RangeInclusive<u64> {
+    fn chunk_pieces(&self, f: &FilePlan, k: u64) -> std::ops::RangeInclusive<u64> {
         let chunk = self.opts.chunk_size as u64;
-        let start = f.offset + k as u64 * chunk;
-        let end = f.offset + ((k as u64 + 1) * chunk).min(f.len);
+        let start = f.offset + k * chunk;
+        let end = f.offset + ((k + 1) * chunk).min(f.len);
         start / self.piece_len..=(end - 1) / self.piece_len
     }
 
-    /// Chunks that piece `p` completes.
-    fn ready_after(&mut self, p: u32) -> Vec<(usize, usize)> {
+    /// Chunks that piece `p` completes. A piece counts once, so each chunk is returned
+    /// once: when the last of its pieces is verified.
+    fn ready_after(&mut self, p: u32) -> Vec<(usize, u64)> {
         let Some(v) = self.verified.get_mut(p as usize) else {
             return Vec::new();
         };
-        *v = true;
+        if std::mem::replace(v, true) {
+            return Vec::new();
+        }
         let chunk = self.opts.chunk_size as u64;
         let (lo, hi) = (
             u64::from(p) * self.piece_len,
@@ -161,20 +177,17 @@ impl Bridge {
             }
             let a = (lo.max(f.offset) - f.offset) / chunk;
             let b = (hi.min(f.offset + f.len) - 1 - f.offset) / chunk;
-            for k in a as usize..=b as usize {
-                if !f.queued[k] && self.chunk_pieces(f, k).all(|q| self.verified[q as usize]) {
+            for k in a..=b {
+                if self.chunk_pieces(f, k).all(|q| self.verified[q as usize]) {
                     out.push((fi, k));
                 }
-            }
-            for &(ofi, k) in out.iter().filter(|(ofi, _)| *ofi == fi) {
-                self.files[ofi].queued[k] = true;
             }
         }
         out
     }
 
     fn done(&self) -> bool {
-        self.files.iter().all(|f| f.pending == 0)
+        self.files.iter().all(FilePlan::done)
     }
 
     /// Imports chunks as `verified` reports pieces, until every selected file is in the
@@ -185,9 +198,9 @@ impl Bridge {
     ) -> Result<Imported, BridgeError> {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (done_tx, mut done_rx) =
-            mpsc::unbounded_channel::<Result<(usize, usize, Node), BridgeError>>();
+            mpsc::unbounded_channel::<Result<(usize, u64, Node), BridgeError>>();
         let mut in_flight = 0usize;
-        let mut queue: std::collections::VecDeque<(usize, usize)> = Default::default();
+        let mut queue: std::collections::VecDeque<(usize, u64)> = Default::default();
         let mut source_open = true;
         let mut last_piece = std::time::Instant::now();
         while !self.done() {
@@ -198,32 +211,30 @@ impl Bridge {
                 in_flight += 1;
                 let f = &self.files[fi];
                 let chunk = self.opts.chunk_size as u64;
-                let at = k as u64 * chunk;
+                let at = k * chunk;
                 let len = (f.len - at).min(chunk) as usize;
-                let (path, repo, opts, tx) = (
-                    f.disk_path.clone(),
+                let (index, storage, repo, opts, tx) = (
+                    f.index,
+                    self.storage.clone(),
                     self.repo.clone(),
                     self.opts,
                     done_tx.clone(),
                 );
                 tokio::task::spawn_blocking(move || {
-                    let r = (|| {
-                        let file =
-                            std::fs::File::open(&path).map_err(|source| BridgeError::Read {
-                                path: path.clone(),
+                    // Buffers stay with the blocking thread, reused chunk after chunk.
+                    thread_local! {
+                        static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = Default::default();
+                    }
+                    let r = BUFS.with_borrow_mut(|(buf, scratch)| {
+                        buf.resize(len, 0);
+                        storage.read_file_at(index, at, buf).map_err(|source| {
+                            BridgeError::Read {
+                                path: storage.paths()[index].clone(),
                                 source,
-                            })?;
-                        // Buffers stay with the blocking thread, reused chunk after chunk.
-                        thread_local! {
-                            static BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = Default::default();
-                        }
-                        BUFS.with_borrow_mut(|(buf, scratch)| {
-                            buf.resize(len, 0);
-                            file.read_exact_at(buf, at)
-                                .map_err(|source| BridgeError::Read { path, source })?;
-                            Ok((fi, k, opts.put_leaf_with(buf, &repo.blocks, scratch)?))
-                        })
-                    })();
+                            }
+                        })?;
+                        Ok((fi, k, opts.put_leaf_with(buf, &repo.blocks, scratch)?))
+                    });
                     let _ = tx.send(r);
                 });
             }
@@ -242,10 +253,7 @@ impl Bridge {
                 r = done_rx.recv() => {
                     in_flight -= 1;
                     let (fi, k, node) = r.ok_or_else(|| BridgeError::Task("import worker vanished".into()))??;
-                    let f = &mut self.files[fi];
-                    if f.leaves[k].replace(node).is_none() {
-                        f.pending -= 1;
-                    }
+                    self.files[fi].leaves.insert(k, node);
                 }
             }
         }
@@ -269,11 +277,10 @@ impl Bridge {
         let mut tree = Tree::default();
         let mut single = None;
         for f in self.files {
-            let leaves: Vec<Node> = f
-                .leaves
-                .into_iter()
-                .map(|l| l.expect("every chunk imported"))
-                .collect();
+            if !f.done() {
+                return Err(BridgeError::Incomplete);
+            }
+            let leaves: Vec<Node> = f.leaves.into_values().collect();
             let node = self.opts.file_root(leaves, sink)?;
             if f.components.is_empty() {
                 single = Some(node);

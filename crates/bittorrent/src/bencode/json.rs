@@ -18,9 +18,10 @@
 //! The JSON parser refuses nesting deeper than 128 levels; bencode decoded with
 //! [`super::Limits::METAINFO`] (100 levels) always fits.
 
-use super::{is_canonical_int, Kind, OwnedValue, Value};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use super::{is_canonical_int, Kind, OwnedValue, Value, MAX_VALUES};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use std::cell::Cell;
 use std::fmt;
 
 /// Is this string shown as JSON text rather than hex?
@@ -100,24 +101,48 @@ pub fn to_json(value: &Value<'_>) -> String {
 pub struct FromJsonError(String);
 
 /// Parses the lossless JSON form back into a bencode value.
+/// At most [`MAX_VALUES`] values (keys included), as for decoding.
 pub fn from_json(text: &str) -> Result<OwnedValue, FromJsonError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let v = FromJson::deserialize(&mut de).map_err(|e| FromJsonError(e.to_string()))?;
+    let count = Cell::new(0);
+    let v = Seed(&count)
+        .deserialize(&mut de)
+        .map_err(|e| FromJsonError(e.to_string()))?;
     de.end().map_err(|e| FromJsonError(e.to_string()))?;
     Ok(v.0)
 }
 
 struct FromJson(OwnedValue);
 
-impl<'de> Deserialize<'de> for FromJson {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ValueVisitor)
+/// Reads one value, counting it against [`MAX_VALUES`] before building it.
+#[derive(Clone, Copy)]
+struct Seed<'c>(&'c Cell<usize>);
+
+impl Seed<'_> {
+    fn count<E: de::Error>(self) -> Result<(), E> {
+        let n = self.0.get() + 1;
+        if n > MAX_VALUES {
+            return Err(E::custom(format!(
+                "more than {MAX_VALUES} values (integers, strings, lists, dictionaries and keys)"
+            )));
+        }
+        self.0.set(n);
+        Ok(())
     }
 }
 
-struct ValueVisitor;
+impl<'de> DeserializeSeed<'de> for Seed<'_> {
+    type Value = FromJson;
 
-impl<'de> Visitor<'de> for ValueVisitor {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<FromJson, D::Error> {
+        self.count()?;
+        d.deserialize_any(ValueVisitor(self))
+    }
+}
+
+struct ValueVisitor<'c>(Seed<'c>);
+
+impl<'de> Visitor<'de> for ValueVisitor<'_> {
     type Value = FromJson;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -152,7 +177,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FromJson, A::Error> {
         let mut items = Vec::new();
-        while let Some(FromJson(v)) = seq.next_element()? {
+        while let Some(FromJson(v)) = seq.next_element_seed(self.0)? {
             items.push(v);
         }
         Ok(FromJson(OwnedValue::List(items)))
@@ -160,7 +185,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FromJson, A::Error> {
         let mut entries: Vec<(String, OwnedValue)> = Vec::new();
-        while let Some((k, FromJson(v))) = map.next_entry::<String, FromJson>()? {
+        while let Some(k) = map.next_key::<String>()? {
+            self.0.count()?;
+            let FromJson(v) = map.next_value_seed(self.0)?;
             entries.push((k, v));
         }
         if let [(tag, v)] = &entries[..] {
@@ -169,6 +196,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
             }
         }
         let mut out: Vec<(Vec<u8>, OwnedValue)> = Vec::with_capacity(entries.len());
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
         for (k, v) in entries {
             let key = if let Some(rest) = k.strip_prefix("//") {
                 format!("/{rest}").into_bytes()
@@ -182,7 +210,7 @@ impl<'de> Visitor<'de> for ValueVisitor {
             } else {
                 k.into_bytes()
             };
-            if out.iter().any(|(existing, _)| *existing == key) {
+            if !seen.insert(key.clone()) {
                 return Err(de::Error::custom(format!(
                     "duplicate key {:?}",
                     String::from_utf8_lossy(&key)
@@ -225,6 +253,20 @@ mod tests {
         let back = from_json(&json).unwrap().encode();
         assert_eq!(back, input, "json was {json}");
         json
+    }
+
+    #[test]
+    fn too_many_values_are_refused() {
+        let mut text = "[".to_string() + &"[],".repeat(MAX_VALUES - 2);
+        text.push_str("[]]");
+        assert_eq!(from_json(&text).unwrap().encode().len(), 2 * MAX_VALUES);
+        let text = "[".to_string() + &"[],".repeat(MAX_VALUES) + "[]]";
+        let e = from_json(&text).unwrap_err().to_string();
+        assert!(e.contains("more than 4000000 values"), "{e}");
+        let e = from_json(r#"{"a": 1, "b": [1, 2]}"#)
+            .map(|v| v.encode())
+            .unwrap();
+        assert_eq!(e, b"d1:ai1e1:bli1ei2eee");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The download engine for one torrent.
 //!
 //! Tasks and ownership:
-//! - the **torrent loop** ([`run`]) owns the peer addresses, connection limits, the
+//! - the **torrent loop** ([`run`]) owns the peer addresses and connection limits
+//!   (`connections::Connections` with its bounded `candidates::PeerBook`), the
 //!   choker, resume saving and progress; it reacts to [`Event`]s;
 //! - each peer connection has a **reader** task (parses messages, updates the shared
 //!   state, requests blocks), a **writer** task (the only one writing to the socket,
@@ -19,8 +20,12 @@
 //! were written; resume data is saved only after a storage sync, so a recorded piece is
 //! always on disk (see [`crate::resume`]).
 
+mod candidates;
+mod connections;
 mod peer;
 mod webseed;
+
+pub use candidates::{MAX_CANDIDATES, MAX_PEX_ADDED};
 
 use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
@@ -33,14 +38,20 @@ use crate::tracker::announcer::{Announcer, Progress as AnnounceProgress};
 use crate::tracker::{TrackerClient, TrackerConfig};
 use crate::wire::{self, Message};
 use crate::InfoHash;
+use candidates::{ban_key, PeerBook};
+use connections::Connections;
 use sha1::{Digest, Sha1};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
+
+/// Connections with one IP address unless told otherwise (as libtorrent, which allows
+/// one unless asked).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1;
 
 /// Ports tried when none is given: a random one of 49152–65535 (the dynamic range).
 pub const DEFAULT_PORT_RANGE: std::ops::RangeInclusive<u16> = 49152..=65535;
@@ -72,6 +83,8 @@ pub struct Options {
     pub max_peers: usize,
     /// Most connection attempts in flight.
     pub max_half_open: usize,
+    /// Most connections (and attempts in flight) with one IP address, both ways.
+    pub max_connections_per_ip: usize,
     /// A DHT node to find peers with and announce to (never for private torrents).
     pub dht: Option<Arc<crate::dht::DhtNode>>,
     /// How often the DHT is searched and announced to.
@@ -114,6 +127,7 @@ impl Options {
             tracker: TrackerConfig::default(),
             max_peers: 50,
             max_half_open: 8,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             dht: None,
             dht_interval: Duration::from_secs(300),
             verified: None,
@@ -334,9 +348,10 @@ enum Event {
     },
     /// A handshaken connection; the bool says whether we dialled it.
     Connected(TcpStream, SocketAddr, wire::Handshake, bool),
-    /// Addresses a peer told us about (BEP 11).
-    Pex(Vec<SocketAddr>),
-    ConnectFailed(SocketAddr),
+    /// Addresses a peer (the first address) told us about (BEP 11).
+    Pex(SocketAddr, Vec<SocketAddr>),
+    /// A dial (true) or an inbound handshake (false) failed.
+    ConnectFailed(SocketAddr, bool),
     /// An inbound connection; with the handshake when a shared listener read it.
     Incoming(TcpStream, SocketAddr, Option<wire::Handshake>),
     Closed(PeerKey, SocketAddr, String),
@@ -416,13 +431,9 @@ pub struct Summary {
     pub stop_reason: Option<String>,
 }
 
-fn ban_key(addr: SocketAddr) -> (IpAddr, u16) {
-    // On loopback every peer shares one address: ban the address and port there.
-    if addr.ip().is_loopback() {
-        (addr.ip(), addr.port())
-    } else {
-        (addr.ip(), 0)
-    }
+/// Connections with `ip` established now.
+fn peers_from(st: &State, ip: IpAddr) -> usize {
+    st.peers.values().filter(|p| p.addr.ip() == ip).count()
 }
 
 /// Which files a torrent's pieces need; a piece is wanted if it holds any byte of a
@@ -730,15 +741,9 @@ pub async fn run(
     };
     drop(sink);
 
-    // Addresses dialled (or connected); failed ones come back after a back-off.
-    let mut known: HashSet<SocketAddr> = HashSet::new();
-    let mut failures: HashMap<SocketAddr, u32> = HashMap::new();
-    let mut retry: Vec<(Instant, SocketAddr)> = Vec::new();
-    let mut pending: VecDeque<SocketAddr> = VecDeque::new();
-    let mut connecting = 0usize;
-    let mut banned: HashSet<(IpAddr, u16)> = HashSet::new();
+    // Addresses to dial (failed ones come back after a back-off), bans, rate limits.
+    let mut conns = Connections::new(&opts);
     let mut hash_failures = 0u32;
-    let mut next_key: PeerKey = 1;
     let mut resume_dirty = false;
     let mut last_resume = Instant::now();
     let mut last_choke = Instant::now() - Duration::from_secs(60);
@@ -828,9 +833,8 @@ pub async fn run(
             c = candidates.next(), if candidates_open => {
                 match c {
                     Some(c) => {
-                        let useful = !complete || opts.seed;
-                        if useful && !known.contains(&c.addr) && !banned.contains(&ban_key(c.addr)) && c.addr.port() != 0 {
-                            pending.push_back(c.addr);
+                        if !complete || opts.seed {
+                            conns.book.offer(c.addr, &c.source, Instant::now());
                         }
                     }
                     None => candidates_open = false,
@@ -897,90 +901,22 @@ pub async fn run(
                             match sender {
                                 Sender::Peer(addr) => {
                                     tracing::warn!(peer = %addr, piece, "banned: sent data that failed the hash check");
-                                    ban(&mut st, &mut banned, addr);
+                                    ban(&mut st, &mut conns.book, addr);
                                 }
                                 Sender::WebSeed(i) => webseed::bad_data(&mut st, i),
                             }
                         }
                     }
-                    Event::Pex(addrs) => {
-                        if !complete || opts.seed {
-                            for addr in addrs {
-                                if !known.contains(&addr) && !banned.contains(&ban_key(addr)) && crate::peers::is_dialable(&addr) {
-                                    pending.push_back(addr);
-                                }
-                            }
-                        }
-                    }
-                    Event::Connected(sock, addr, hs, outgoing) => {
-                        connecting = connecting.saturating_sub(1);
-                        failures.remove(&addr);
-                        if banned.contains(&ban_key(addr)) || shared.lock().peers.len() >= opts.max_peers {
-                            continue;
-                        }
-                        let key = next_key;
-                        next_key += 1;
-                        peer::start(shared.clone(), key, sock, addr, hs, outgoing);
-                    }
-                    Event::ConnectFailed(addr) => {
-                        connecting = connecting.saturating_sub(1);
-                        tracing::debug!(%addr, "connection failed");
-                        // Only addresses we dialled are worth dialling again.
-                        if known.remove(&addr) {
-                            let n = failures.entry(addr).or_default();
-                            *n += 1;
-                            retry.push((Instant::now() + retry_delay(*n), addr));
-                        }
-                    }
-                    Event::Incoming(sock, addr, hs) => {
-                        let count = shared.lock().peers.len();
-                        if count + connecting < opts.max_peers && !banned.contains(&ban_key(addr)) {
-                            connecting += 1;
-                            let sh = shared.clone();
-                            tokio::spawn(async move {
-                                match peer::accept(&sh, sock, hs).await {
-                                    Ok((sock, hs)) => {
-                                        let _ = sh.events.send(Event::Connected(sock, addr, hs, false));
-                                    }
-                                    Err(e) => {
-                                        tracing::debug!(%addr, error = %e, "incoming handshake failed");
-                                        let _ = sh.events.send(Event::ConnectFailed(addr));
-                                    }
-                                }
-                            });
-                        }
-                    }
-                    Event::Closed(key, addr, why) => {
-                        tracing::debug!(%addr, reason = why, "peer closed");
-                        let mut st = shared.lock();
-                        remove_peer(&mut st, key);
-                        // A peer we dialled that went away is dialled again later.
-                        if known.remove(&addr) {
-                            let n = failures.entry(addr).or_default();
-                            *n += 1;
-                            retry.push((Instant::now() + retry_delay(*n), addr));
-                        }
-                    }
-                    Event::Misbehaved(key, why) => {
-                        let mut st = shared.lock();
-                        if let Some(addr) = st.peers.get(&key).map(|p| p.addr) {
-                            tracing::warn!(peer = %addr, reason = why, "banned");
-                            ban(&mut st, &mut banned, addr);
-                        }
-                    }
+                    Event::Pex(from, addrs) => conns.on_pex(from, addrs, !complete || opts.seed),
+                    Event::Connected(sock, addr, hs, outgoing) => conns.on_connected(&shared, sock, addr, hs, outgoing),
+                    Event::ConnectFailed(addr, outgoing) => conns.on_connect_failed(addr, outgoing),
+                    Event::Incoming(sock, addr, hs) => conns.on_incoming(&shared, sock, addr, hs),
+                    Event::Closed(key, addr, why) => conns.on_closed(&shared, key, addr, &why),
+                    Event::Misbehaved(key, why) => conns.on_misbehaved(&shared, key, &why),
                 }
             }
             _ = tick.tick() => {
                 let now = Instant::now();
-                if !complete || opts.seed {
-                    retry.retain(|&(at, addr)| {
-                        let due = at <= now;
-                        if due && !banned.contains(&ban_key(addr)) {
-                            pending.push_back(addr);
-                        }
-                        !due
-                    });
-                }
                 let dt = now.duration_since(rate_at).as_secs_f64().max(0.001);
                 rate_at = now;
                 let (left, down, up, snapshot) = {
@@ -989,9 +925,8 @@ pub async fn run(
                 let no_peer_source = announcer.is_none()
                     && dht_task.is_none()
                     && st.peers.is_empty()
-                    && connecting == 0
-                    && pending.is_empty()
-                    && retry.is_empty()
+                    && conns.book.attempts_total() == 0
+                    && !conns.book.has_waiting()
                     && !candidates_open;
                 if !complete && no_peer_source && st.webseeds.iter().all(|w| w.disabled.is_some()) {
                     let mut why: Vec<String> = st
@@ -999,8 +934,8 @@ pub async fn run(
                         .iter()
                         .map(|w| format!("web seed {} dropped: {}", w.url, w.disabled.clone().unwrap_or_default()))
                         .collect();
-                    if !banned.is_empty() {
-                        why.push(format!("{} peer address(es) banned for bad data or protocol violations", banned.len()));
+                    if conns.book.banned_count() > 0 {
+                        why.push(format!("{} peer address(es) banned for bad data or protocol violations", conns.book.banned_count()));
                     }
                     stop_reason = Some(if why.is_empty() {
                         "no peer or web seed left to download from".into()
@@ -1061,7 +996,7 @@ pub async fn run(
                     fill_stats(s, &st, wanted_count, bytes_wanted, left);
                     s.listen_port = listen_port;
                     s.hash_failures = hash_failures;
-                    s.banned = banned.len();
+                    s.banned = conns.book.banned_count();
                     s.elapsed = started.elapsed().as_secs_f64();
                     if want_detail {
                         s.detail = Some(detail(&st, tracker_board.as_ref()));
@@ -1078,28 +1013,8 @@ pub async fn run(
             }
         }
         // Start connections while there is room.
-        let count = shared.lock().peers.len();
-        while connecting < opts.max_half_open && count + connecting < opts.max_peers {
-            let Some(addr) = pending.pop_front() else {
-                break;
-            };
-            if known.contains(&addr) || banned.contains(&ban_key(addr)) {
-                continue;
-            }
-            known.insert(addr);
-            connecting += 1;
-            let sh = shared.clone();
-            tokio::spawn(async move {
-                match peer::connect(&sh, addr).await {
-                    Ok((sock, hs)) => {
-                        let _ = sh.events.send(Event::Connected(sock, addr, hs, true));
-                    }
-                    Err(e) => {
-                        tracing::debug!(%addr, error = %e, "connect failed");
-                        let _ = sh.events.send(Event::ConnectFailed(addr));
-                    }
-                }
-            });
+        if !shared.lock().picker.is_complete() || opts.seed {
+            conns.dial_due(&shared, opts.max_half_open);
         }
     }
 
@@ -1138,7 +1053,7 @@ pub async fn run(
             };
             s.listen_port = listen_port;
             s.hash_failures = hash_failures;
-            s.banned = banned.len();
+            s.banned = conns.book.banned_count();
             s.elapsed = started.elapsed().as_secs_f64();
             if want_detail {
                 s.detail = Some(detail(&st, tracker_board.as_ref()));
@@ -1201,12 +1116,6 @@ fn send_pex(st: &mut State) {
         let payload = crate::pex::PexMessage { added, dropped }.encode();
         let _ = p.send(Message::Extended { id, payload });
     }
-}
-
-/// Wait before dialling an address again after its `n`th failure: 1 s, doubling, at
-/// most a minute.
-fn retry_delay(n: u32) -> Duration {
-    Duration::from_secs(1 << n.saturating_sub(1).min(6)).min(Duration::from_secs(60))
 }
 
 /// Copies the shared state's counters into a stats snapshot.
@@ -1285,9 +1194,9 @@ fn detail(
 /// Bans an address: drops its connections and throws away every block it sent to
 /// pieces not yet complete, so its data can neither spoil a piece nor get an honest
 /// peer blamed for the failure.
-fn ban(st: &mut State, banned: &mut HashSet<(IpAddr, u16)>, addr: SocketAddr) {
+fn ban(st: &mut State, book: &mut PeerBook, addr: SocketAddr) {
     let key = ban_key(addr);
-    banned.insert(key);
+    book.ban(addr);
     let peers: Vec<PeerKey> = st
         .peers
         .iter()

@@ -614,7 +614,7 @@ fn handle(
             payload,
         } => {
             // BEP 11; never for private torrents (BEP 27), at most one message per
-            // peer per interval, a capped list.
+            // connection per interval (and per source IP: the torrent loop), a capped list.
             let now = Instant::now();
             let recent = p
                 .last_pex_in
@@ -622,7 +622,7 @@ fn handle(
             if !sh.meta.info.private && !recent {
                 p.last_pex_in = Some(now);
                 if let Some(m) = crate::pex::PexMessage::parse(&payload) {
-                    let _ = sh.events.send(Event::Pex(m.added));
+                    let _ = sh.events.send(Event::Pex(p_addr, m.added));
                 }
             }
         }

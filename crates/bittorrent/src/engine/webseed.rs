@@ -77,21 +77,22 @@ pub(super) fn bad_data(st: &mut State, i: usize) {
 }
 
 /// The URL of file `file` (BEP 19): a single-file torrent's URL is used as is, or with
-/// the name appended when it ends in `/`; a multi-file torrent's is URL/name/path.
+/// the name appended when it ends in `/`; a multi-file torrent's is URL/name/path. The
+/// names are the torrent's own, as written (a web server serves the files under those).
 pub fn file_url(base: &str, meta: &crate::Metainfo, file: usize) -> String {
     let info = &meta.info;
     let enc = |c: &str| utf8_percent_encode(c, PATH).to_string();
     if info.single_file {
         if base.ends_with('/') {
-            format!("{base}{}", enc(info.storage_name()))
+            format!("{base}{}", enc(info.torrent_name()))
         } else {
             base.to_owned()
         }
     } else {
         let mut u = base.trim_end_matches('/').to_owned();
         u.push('/');
-        u.push_str(&enc(info.storage_name()));
-        for c in info.files[file].storage_path() {
+        u.push_str(&enc(info.torrent_name()));
+        for c in info.files[file].torrent_path() {
             u.push('/');
             u.push_str(&enc(c));
         }

@@ -133,53 +133,370 @@ fn multi_file_with_pad_files() {
     assert_eq!(m.info.v1.as_ref().unwrap().pieces_of_file(4), 2..3);
 }
 
-#[test]
-fn unsafe_paths_are_rejected() {
-    for (parts, why) in [
-        (&["..", "x"][..], "leave the download folder"),
-        (&["a", "."], "leave the download folder"),
-        (&["", "etc"], "empty path component"),
-        (&["/etc/passwd"], "separator"),
-        (&["a\\..\\b"], "separator"),
-        (&["nul\0"], "NUL"),
-    ] {
-        let msg = message(&multi(vec![file(5, parts)], 16384, 5));
-        assert!(msg.contains(why), "{parts:?}: {msg}");
-        assert!(msg.starts_with("info.files[0].path["), "{msg}");
-    }
-    let msg = message(&multi(
-        vec![O::dict([("length", O::int(1)), ("path", O::List(vec![]))])],
-        16384,
-        1,
-    ));
-    assert!(msg.contains("empty path"), "{msg}");
-    // The torrent name is a path component too.
-    let t = O::dict([(
+/// A multi-file torrent named `name` whose files are `(path components, length)`.
+fn named(name: &[u8], files: Vec<O>, total: u64) -> O {
+    let n = total.div_ceil(16384).max(1) as usize;
+    O::dict([(
         "info",
         O::dict([
-            ("name", s("..")),
+            ("name", O::Bytes(name.to_vec())),
             ("piece length", O::int(16384)),
-            ("pieces", O::Bytes(vec![0; 20])),
-            ("length", O::int(1)),
+            ("pieces", O::Bytes(vec![0xab; n * 20])),
+            ("files", O::List(files)),
         ]),
-    )]);
-    assert!(message(&t).starts_with("info.name"));
+    )])
+}
+
+fn raw_file(len: i64, parts: &[&[u8]]) -> O {
+    O::dict([
+        ("length", O::int(len)),
+        (
+            "path",
+            O::List(parts.iter().map(|p| O::Bytes(p.to_vec())).collect()),
+        ),
+    ])
+}
+
+fn stored(m: &Metainfo) -> Vec<String> {
+    m.info.files.iter().map(|f| f.stored.join("/")).collect()
+}
+
+/// The file-name cases of libtorrent's own test torrents (`slash_path*`,
+/// `backslash_path`, `parent_path`, `hidden_parent_path`, `empty_path*`,
+/// `absolute_filename`, `invalid_directory_name`, `invalid_filename*`,
+/// `duplicate_files`), rebuilt here: btfs loads them all, storing each file where
+/// libtorrent 2.0 (the one qBittorrent and Deluge use) stores it, and names every
+/// rewrite in the warnings.
+#[test]
+fn unsafe_names_are_stored_as_libtorrent_stores_them() {
+    type Files<'a> = Vec<(&'a [&'a [u8]], i64)>;
+    let cases: Vec<(&str, Files, Vec<&str>)> = vec![
+        (
+            "slash_path",
+            vec![(&[b"/", b"/", b"bar"], 425)],
+            vec!["bar"],
+        ),
+        (
+            "slash_path2",
+            vec![(&[b"abc/../../def", b"/", b"bar"], 425)],
+            vec!["abc....def/bar"],
+        ),
+        (
+            "backslash_path",
+            vec![(&[b"\\", b"\\", b"bar"], 425)],
+            vec!["bar"],
+        ),
+        (
+            "parent_path",
+            vec![(&[b"..", b"..", b"bar"], 425)],
+            vec!["bar"],
+        ),
+        (
+            "hidden_parent_path",
+            vec![(&[b"foo/../../../bar", b"bar"], 425)],
+            vec!["foo......bar/bar"],
+        ),
+        ("empty_path", vec![(&[b"", b""], 425)], vec!["_/_"]),
+        (
+            "empty_path_multi",
+            vec![(&[b"abcde"], 425), (&[b""], 3), (&[b""], 5)],
+            vec!["abcde", "_", "_.1"],
+        ),
+        (
+            "absolute_filename",
+            vec![(&[b"abcde"], 425), (&[b"/foobar"], 5)],
+            vec!["abcde", "foobar"],
+        ),
+        (
+            "invalid_directory_name",
+            vec![(&[b"/", b"foo"], 51200), (&[b"\\", b"foo"], 14336)],
+            vec!["foo", "foo.1"],
+        ),
+        (
+            "invalid_filename2",
+            vec![(&[b"f"], 51200), (&[b".", b"."], 14335), (&[b"/", b"."], 1)],
+            vec!["f", "_", "_.1"],
+        ),
+        (
+            "duplicate_files",
+            vec![(&[b"foo", b"bar.txt"], 425), (&[b"foo", b"bar.txt"], 425)],
+            vec!["foo/bar.txt", "foo/bar.1.txt"],
+        ),
+        (
+            "control characters",
+            vec![(&[b"a\0b", b"esc\x1b[31m", b"\xffname"], 1)],
+            vec!["a_b/esc_[31m/_name"],
+        ),
+        (
+            "a file named like a folder",
+            vec![(&[b"d"], 1), (&[b"d", b"x"], 1)],
+            vec!["d.1", "d/x"],
+        ),
+    ];
+    for (what, files, want) in cases {
+        let total: i64 = files.iter().map(|f| f.1).sum();
+        let t = named(
+            b"temp",
+            files.iter().map(|(p, l)| raw_file(*l, p)).collect(),
+            total as u64,
+        );
+        let bytes = t.encode();
+        let m = Metainfo::from_bytes(&bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(stored(&m), want, "{what}");
+        assert_eq!(m.info.storage_name(), "temp");
+        // The names as written are kept, and the infohash covers them.
+        assert_eq!(m.info.files[0].path.len(), files[0].0.len(), "{what}");
+        let (root, _) = bencode::decode_prefix_with(&bytes, TORRENT_LIMITS).unwrap();
+        assert_eq!(
+            m.info_hash.unwrap(),
+            InfoHash::of(root.get(b"info").unwrap().raw)
+        );
+        for (f, w) in m.info.files.iter().zip(&want) {
+            if f.torrent_path().join("/") != *w {
+                assert!(
+                    m.warnings
+                        .iter()
+                        .any(|x| x.contains(&format!("is stored as {w:?}"))),
+                    "{what}: {:?}",
+                    m.warnings
+                );
+            }
+        }
+        assert!(m.magnet().to_string().contains("dn=temp"));
+    }
 }
 
 #[test]
-fn duplicate_and_conflicting_paths_are_rejected() {
-    let msg = message(&multi(
-        vec![file(1, &["a", "b"]), file(1, &["a", "b"])],
+fn torrent_names_are_stored_safely() {
+    let single = |name: &[u8]| {
+        O::dict([(
+            "info",
+            O::dict([
+                ("name", O::Bytes(name.to_vec())),
+                ("piece length", O::int(16384)),
+                ("pieces", O::Bytes(vec![0; 20])),
+                ("length", O::int(12432)),
+            ]),
+        )])
+    };
+    // slash_path3, invalid_filename, long_name.
+    for (name, want) in [
+        (&b"temp/../../abc"[..], "temp....abc".to_string()),
+        (b"\\est2", "est2".to_string()),
+        (
+            format!("{}0.23456789", "abcdefghij".repeat(29)).as_bytes(),
+            format!("{}.23456789", &"abcdefghij".repeat(24)),
+        ),
+    ] {
+        let m = parse(&single(name)).unwrap();
+        assert_eq!(m.info.storage_name(), want);
+        assert_eq!(m.info.files[0].storage_path(), std::slice::from_ref(&want));
+        assert_eq!(m.info.name.as_bytes(), name);
+        assert!(m.warnings[0].starts_with("info.name: "), "{:?}", m.warnings);
+    }
+    // invalid_name2: nothing usable is left of "..": the torrent is named by its hash.
+    let m = parse(&named(b"..", vec![file(425, &["foo", "bar.txt"])], 425)).unwrap();
+    assert_eq!(m.info.storage_name(), m.info_hash.unwrap().to_hex());
+    assert_eq!(stored(&m), ["foo/bar.txt"]);
+    // name.utf-8 is preferred, and rewritten too.
+    let mut t = single(b"plain");
+    if let O::Dict(root) = &mut t {
+        if let O::Dict(info) = &mut root[0].1 {
+            info.push((b"name.utf-8".to_vec(), s("caf\u{e9}/x")));
+            info.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+    }
+    let m = parse(&t).unwrap();
+    assert_eq!(m.info.storage_name(), "caf\u{e9}x");
+    assert_eq!(m.magnet().display_name.as_deref(), Some("caf\u{e9}/x"));
+}
+
+#[test]
+fn symlinks_carry_no_data() {
+    let link = |len: Option<i64>, parts: &[&str], target: &[&str]| {
+        let mut d = vec![
+            ("attr", s("l")),
+            ("path", path(parts)),
+            ("symlink path", path(target)),
+        ];
+        if let Some(l) = len {
+            d.push(("length", O::int(l)));
+        }
+        O::dict(d)
+    };
+    // symlink1: a symlink claiming 425 bytes between two files. Counting them as data
+    // shifted every later piece, so the torrent could never complete.
+    let t = multi(
+        vec![
+            file(425, &["a", "b", "bar"]),
+            link(Some(425), &["a", "b", "foo"], &["a", "b", "bar"]),
+            file(20000, &["c"]),
+        ],
         16384,
-        2,
-    ));
-    assert!(msg.contains("two files have the path \"a/b\""), "{msg}");
-    let msg = message(&multi(
-        vec![file(1, &["a"]), file(1, &["a", "b"])],
+        20425,
+    );
+    let m = parse(&t).unwrap();
+    assert_eq!(m.info.files[1].length, 0);
+    assert_eq!(m.info.files[2].offset, 425);
+    assert_eq!(m.info.geometry().unwrap().total_length(), 20425);
+    assert_eq!(
+        m.info.files[1].attr.symlink.as_deref(),
+        Some(&["a".to_string(), "b".into(), "bar".into()][..])
+    );
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("its length 425 is ignored")),
+        "{:?}",
+        m.warnings
+    );
+    // symlink_zero_size: no length at all.
+    let t = multi(
+        vec![
+            file(425, &["a", "b", "bar"]),
+            link(None, &["a", "b", "foo"], &["a", "b", "bar"]),
+        ],
         16384,
-        2,
-    ));
-    assert!(msg.contains("also used as a directory"), "{msg}");
+        425,
+    );
+    let m = parse(&t).unwrap();
+    assert_eq!(m.info.files[1].length, 0);
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    // symlink_filtered_path: targets are rewritten like paths, `.` and `..` dropped.
+    let t = multi(
+        vec![
+            file(32, &["a", "/", "bar"]),
+            link(Some(0), &["a", "/", "foo"], &["..", "a", "/", "bar"]),
+        ],
+        16384,
+        32,
+    );
+    let m = parse(&t).unwrap();
+    assert_eq!(stored(&m), ["a/bar", "a/foo"]);
+    assert_eq!(
+        m.info.files[1].attr.symlink.as_deref(),
+        Some(&["a".to_string(), "bar".into()][..])
+    );
+    // A symlink path that is not a list of strings is an error (invalid_symlink).
+    let mut bad = link(Some(0), &["x"], &[]);
+    if let O::Dict(d) = &mut bad {
+        d.retain(|(k, _)| k != b"symlink path");
+        d.push((b"symlink path".to_vec(), O::List(vec![O::int(4)])));
+        d.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    let msg = message(&multi(vec![file(1, &["a"]), bad], 16384, 1));
+    assert!(msg.contains("symlink path[0]"), "{msg}");
+    // v2 symlinks need neither length nor pieces root.
+    let leaf = O::dict([("attr", s("l")), ("symlink path", path(&["b"]))]);
+    let t = O::dict([(
+        "info",
+        O::dict([
+            ("name", s("v2")),
+            ("piece length", O::int(16384)),
+            ("meta version", O::int(2)),
+            (
+                "file tree",
+                O::dict([
+                    ("a", O::dict([("", leaf)])),
+                    (
+                        "b",
+                        O::dict([(
+                            "",
+                            O::dict([
+                                ("length", O::int(5)),
+                                ("pieces root", O::Bytes(vec![1; 32])),
+                            ]),
+                        )]),
+                    ),
+                ]),
+            ),
+        ]),
+    )]);
+    let m = parse(&t).unwrap();
+    assert_eq!(
+        (m.info.files[0].length, m.info.files[0].pieces_root),
+        (0, None)
+    );
+    assert_eq!(m.info.files[1].offset, 0);
+}
+
+#[test]
+fn pad_files_may_omit_their_path() {
+    // pad_file_no_path
+    let t = multi(
+        vec![
+            file(45, &["foo", "bar.txt"]),
+            O::dict([("attr", s("p")), ("length", O::int(2124))]),
+        ],
+        16384,
+        2169,
+    );
+    let m = parse(&t).unwrap();
+    assert_eq!(m.info.files[1].path, [".pad", "2124"]);
+    assert!(m.info.files[1].attr.pad);
+    // Pad files are never written, so they may share a path.
+    let pad = O::dict([
+        ("attr", s("p")),
+        ("length", O::int(1)),
+        ("path", path(&[".pad", "1"])),
+    ]);
+    let m = parse(&multi(
+        vec![file(1, &["a"]), pad.clone(), file(1, &["b"]), pad],
+        16384,
+        4,
+    ))
+    .unwrap();
+    assert_eq!(stored(&m), ["a", ".pad/1", "b", ".pad/1"]);
+}
+
+#[test]
+fn stray_bytes_after_the_torrent_are_a_warning() {
+    let t = multi(vec![file(5, &["a"])], 16384, 5).encode();
+    let clean = Metainfo::from_bytes(&t).unwrap();
+    let with_newline = [&t[..], b"\n"].concat();
+    let m = Metainfo::from_bytes(&with_newline).unwrap();
+    assert_eq!(m.info_hash, clean.info_hash);
+    assert_eq!(
+        m.warnings,
+        [format!(
+            "torrent (byte {}): 1 bytes after the torrent's dictionary; ignored",
+            t.len()
+        )]
+    );
+    // Something that is not a torrent at all is still refused (string.torrent).
+    let e = Metainfo::from_bytes(b"10:libtorrent")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected a dictionary, found a string"), "{e}");
+}
+
+#[test]
+fn urls_are_trimmed() {
+    // whitespace_url
+    let mut t = multi(vec![file(5, &["a"])], 16384, 5);
+    if let O::Dict(d) = &mut t {
+        d.push((
+            b"announce".to_vec(),
+            s("\t udp://127.0.0.1:6969/announce\n"),
+        ));
+        d.push((
+            b"url-list".to_vec(),
+            O::List(vec![s(" http://127.0.0.1/ "), s("  ")]),
+        ));
+        d.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    let m = parse(&t).unwrap();
+    assert_eq!(m.announce.as_deref(), Some("udp://127.0.0.1:6969/announce"));
+    assert_eq!(m.url_list, ["http://127.0.0.1/"]);
+}
+
+#[test]
+fn warnings_are_bounded() {
+    let files = (0..1000).map(|_| file(1, &["same"])).collect();
+    let m = parse(&multi(files, 16384, 1000)).unwrap();
+    assert_eq!(m.warnings.len(), MAX_WARNINGS + 1);
+    assert_eq!(m.warnings[MAX_WARNINGS], "899 more warnings not shown");
+    assert_eq!(m.info.files[999].stored, ["same.999"]);
 }
 
 #[test]
@@ -353,6 +670,41 @@ fn hybrid_must_agree() {
 }
 
 #[test]
+fn single_file_hybrid_names_must_agree() {
+    // libtorrent's v2_mismatching_metadata: v1 names the file "test1MB", the v2 tree
+    // "/est1MB". Read as the same file once names were rewritten rather than refused.
+    let hybrid = |tree_key: &[u8]| {
+        O::dict([(
+            "info",
+            O::dict([
+                ("name", s("test1MB")),
+                ("piece length", O::int(16384)),
+                ("meta version", O::int(2)),
+                ("pieces", O::Bytes(vec![0; 20])),
+                ("length", O::int(100)),
+                (
+                    "file tree",
+                    O::Dict(vec![(
+                        tree_key.to_vec(),
+                        O::dict([(
+                            "",
+                            O::dict([
+                                ("length", O::int(100)),
+                                ("pieces root", O::Bytes(vec![7; 32])),
+                            ]),
+                        )]),
+                    )]),
+                ),
+            ]),
+        )])
+    };
+    let m = parse(&hybrid(b"test1MB")).unwrap();
+    assert_eq!(m.info.files[0].pieces_root, Some([7; 32]));
+    let msg = message(&hybrid(b"/est1MB"));
+    assert!(msg.contains("differs from v2 file"), "{msg}");
+}
+
+#[test]
 fn v2_requires_power_of_two_pieces() {
     let mut t = v2_torrent(vec![(&["a"], 10)], false);
     if let O::Dict(root) = &mut t {
@@ -365,4 +717,108 @@ fn v2_requires_power_of_two_pieces() {
         }
     }
     assert!(message(&t).contains("power of two"));
+}
+
+thread_local! {
+    static URL_COMPARISONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Called by every comparison of two URLs while trackers and web seeds are de-duplicated.
+pub(super) fn count_url_comparison() {
+    URL_COMPARISONS.with(|c| c.set(c.get() + 1));
+}
+
+fn url_comparisons() -> u64 {
+    URL_COMPARISONS.with(|c| c.get())
+}
+
+/// A torrent listing `n` tracker URLs (one tier), `n` web seeds and `n` HTTP seeds.
+fn many_urls(n: usize, distinct: bool) -> O {
+    let url = |kind: &str, i: usize| {
+        let i = if distinct { i } else { 0 };
+        s(&format!("http://127.0.0.1:{}/{kind}/{i}", 1024 + i % 60000))
+    };
+    let mut t = multi(vec![file(5, &["a"])], 16384, 5);
+    if let O::Dict(d) = &mut t {
+        let urls = |kind| O::List((0..n).map(|i| url(kind, i)).collect());
+        d.push((b"announce-list".to_vec(), O::List(vec![urls("announce")])));
+        d.push((b"url-list".to_vec(), urls("seed")));
+        d.push((b"httpseeds".to_vec(), urls("http")));
+        d.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    t
+}
+
+#[test]
+fn many_tracker_and_seed_urls_are_deduplicated_in_linear_work() {
+    // 80 000 URLs of each kind, as in a torrent that froze the daemon: comparing each
+    // with every one kept before made 3.2 billion comparisons per list.
+    const N: usize = 80_000;
+    let before = url_comparisons();
+    let m = parse(&many_urls(N, true)).unwrap();
+    let comparisons = url_comparisons() - before;
+    assert_eq!(
+        m.announce_list,
+        vec![(0..N)
+            .map(|i| format!("http://127.0.0.1:{}/announce/{i}", 1024 + i % 60000))
+            .collect::<Vec<_>>()]
+    );
+    assert_eq!((m.url_list.len(), m.httpseeds.len()), (N, N));
+    // Distinct URLs meet another key only on a hash collision: far fewer comparisons
+    // than URLs (a scan of the kept ones would make N²/2 per list).
+    assert!(
+        comparisons < N as u64,
+        "{comparisons} comparisons for {} URLs",
+        3 * N
+    );
+
+    // The same URL N times: one comparison per repeat, one URL kept.
+    let before = url_comparisons();
+    let m = parse(&many_urls(N, false)).unwrap();
+    let comparisons = url_comparisons() - before;
+    assert_eq!(m.announce_list[0].len(), 1);
+    assert_eq!((m.url_list.len(), m.httpseeds.len()), (1, 1));
+    assert!(comparisons <= 3 * N as u64, "{comparisons}");
+}
+
+#[test]
+fn piece_layers_are_matched_to_files_by_root() {
+    // Many v2 files of two pieces each, each with its own root and layer; the layers
+    // are listed in the reverse order of the files.
+    let n = 5_000u32;
+    let root = |i: u32| -> Vec<u8> { i.to_be_bytes().repeat(8) };
+    let tree: Vec<(Vec<u8>, O)> = (0..n)
+        .map(|i| {
+            let leaf = O::dict([
+                ("length", O::int(16384 + i64::from(i % 7) + 1)),
+                ("pieces root", O::Bytes(root(i))),
+            ]);
+            (format!("f{i:05}").into_bytes(), O::dict([("", leaf)]))
+        })
+        .collect();
+    let layers: Vec<(Vec<u8>, O)> = (0..n)
+        .rev()
+        .map(|i| (root(i), O::Bytes(vec![i as u8; 64])))
+        .collect();
+    let mut layers = layers;
+    layers.sort_by(|a, b| a.0.cmp(&b.0));
+    let t = O::dict([
+        (
+            "info",
+            O::dict([
+                ("name", s("v2")),
+                ("piece length", O::int(16384)),
+                ("meta version", O::int(2)),
+                ("file tree", O::Dict(tree)),
+            ]),
+        ),
+        ("piece layers", O::Dict(layers)),
+    ]);
+    let m = parse(&t).unwrap();
+    assert_eq!(m.piece_layers.len(), n as usize);
+    for (i, f) in m.info.files.iter().enumerate() {
+        let layer = &m.piece_layers[&f.pieces_root.unwrap()];
+        assert_eq!(layer, &vec![i as u8; 64]);
+    }
+    assert!(m.warnings.is_empty(), "{:?}", m.warnings);
 }

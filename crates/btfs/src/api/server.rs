@@ -38,8 +38,8 @@ pub const CHILD_ENV: &str = "BTFS_DAEMON_CHILD";
 pub const GATEWAY_ENV: &str = "BTFS_DAEMON_GATEWAY";
 /// The response header naming a running command, for `POST /api/v1/requests/stop?arg=ID`.
 pub const COMMAND_HEADER: &str = "x-btfs-command";
-/// Largest request body, except for `add` uploads.
-pub const MAX_BODY: usize = 64 << 20;
+/// Largest uploaded `.torrent` (16 MiB), as for every torrent btfs reads.
+pub const MAX_TORRENT_SIZE: usize = bittorrent::metainfo::MAX_TORRENT_SIZE;
 /// Largest `add` upload.
 pub const MAX_ADD_BODY: u64 = 64 << 30;
 /// Most files and folders in one `add` upload.
@@ -1177,11 +1177,14 @@ async fn download(
             loop {
                 match field.chunk().await {
                     Ok(Some(c)) => {
-                        if data.len() + c.len() > MAX_BODY {
+                        if data.len() + c.len() > MAX_TORRENT_SIZE {
                             return error(
                                 StatusCode::PAYLOAD_TOO_LARGE,
                                 2,
-                                format!("a .torrent is at most {} MiB", MAX_BODY >> 20),
+                                format!(
+                                    "download: a .torrent is at most {} MiB (real torrents are a few MiB)",
+                                    MAX_TORRENT_SIZE >> 20
+                                ),
                             );
                         }
                         data.extend_from_slice(&c);
@@ -1231,14 +1234,23 @@ async fn download(
                 )
             }
             (None, Some(t)) => {
-                if let Err(e) = bittorrent::Metainfo::from_bytes(&t) {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        2,
-                        format!("the uploaded .torrent: {e}"),
-                    );
+                // Parsing is CPU work proportional to the upload: off the async threads,
+                // so the API and the gateway keep answering meanwhile.
+                let checked = tokio::task::spawn_blocking(move || {
+                    bittorrent::Metainfo::from_bytes(&t).map(|_| t)
+                })
+                .await;
+                match checked {
+                    Ok(Ok(t)) => JobSpec::Torrent(t),
+                    Ok(Err(e)) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            2,
+                            format!("the uploaded .torrent: {e}"),
+                        )
+                    }
+                    Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, 1, e.to_string()),
                 }
-                JobSpec::Torrent(t)
             }
             (None, None) => return error(
                 StatusCode::BAD_REQUEST,
@@ -1277,7 +1289,12 @@ async fn download(
         return error(StatusCode::INTERNAL_SERVER_ERROR, 1, "unexpected command");
     };
     let detach = args.detach;
-    match d.jobs.create(spec, options, &args) {
+    // Creating the job writes the upload to disk and reads its name again: blocking work.
+    let jobs = d.jobs.clone();
+    let created = tokio::task::spawn_blocking(move || jobs.create(spec, options, &args))
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("creating the job: {e}")));
+    match created {
         Ok((id, rx)) => {
             if detach {
                 match d.jobs.summary(&id) {

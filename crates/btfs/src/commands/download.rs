@@ -174,6 +174,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     opts.use_trackers = !args.no_trackers;
     opts.use_webseeds = !args.no_webseeds;
     opts.max_peers = args.max_peers.max(1);
+    opts.max_connections_per_ip = args.max_connections_per_ip.max(1);
     opts.detail = args.progress_detail;
     opts.dht = match dht {
         Some(d) => Some(d),
@@ -194,14 +195,18 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
 
     let meta = Arc::new(meta);
     let name = meta.info.storage_name().to_owned();
-    // The files are set up before anything names them: the `torrent` event is what the
-    // daemon deletes with `jobs rm --delete-data`, so a download that fails here (a
-    // folder in the way, a link) must not have claimed the names already in the folder.
+    // The files are opened once, here: the engine writes and the bridge reads through
+    // the same handles (see bittorrent::storage). They are set up before anything names
+    // them: the `torrent` event is what the daemon deletes with `jobs rm --delete-data`,
+    // so a download that fails here (a folder in the way, a link) must not have claimed
+    // the names already in the folder.
     let all = vec![true; meta.info.files.len()];
-    let storage = FileStorage::create(&save_path, &meta, selected.as_deref().unwrap_or(&all))
-        .with_context(|| format!("preparing the files in {}", save_path.display()))?;
-    opts.storage = Some(Arc::new(storage));
-    let bridge = Bridge::new(repo.clone(), meta.clone(), &save_path, selected.as_deref())?;
+    let storage = Arc::new(
+        FileStorage::create(&save_path, &meta, selected.as_deref().unwrap_or(&all))
+            .with_context(|| format!("preparing the files in {}", save_path.display()))?,
+    );
+    opts.storage = Some(storage.clone());
+    let bridge = Bridge::new(repo.clone(), meta.clone(), storage, selected.as_deref())?;
     if args.progress_detail && enc == Encoding::Json {
         println!("{}", torrent_event(&meta, selected.as_deref()));
     }

@@ -63,6 +63,11 @@ pub struct FileReport {
     length: u64,
     path: Vec<String>,
     path_utf8: Vec<String>,
+    /// Where the file is stored below the torrent's folder (names made safe, repeats
+    /// renamed): what `download`, the store and `serve` use.
+    stored_path: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    symlink: Option<Vec<String>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     padding: bool,
 }
@@ -73,6 +78,9 @@ pub struct TorrentReport {
     name: String,
     #[serde(rename = "Name.Utf8")]
     name_utf8: String,
+    /// The folder (or file) name the torrent is stored under.
+    #[serde(rename = "StoredName")]
+    stored_name: String,
     #[serde(rename = "NumPieces")]
     num_pieces: u64,
     #[serde(rename = "PieceLength")]
@@ -122,6 +130,7 @@ impl From<&Metainfo> for TorrentReport {
         TorrentReport {
             name: info.name.clone(),
             name_utf8: info.name_utf8.clone().unwrap_or_default(),
+            stored_name: info.storage_name().to_owned(),
             num_pieces: info.piece_count(),
             piece_length: info.piece_length,
             info_hash: m.wire_info_hash().to_hex(),
@@ -137,6 +146,8 @@ impl From<&Metainfo> for TorrentReport {
                     length: f.length,
                     path: f.path.clone(),
                     path_utf8: f.path_utf8.clone().unwrap_or_default(),
+                    stored_path: f.storage_path().to_vec(),
+                    symlink: f.attr.symlink.clone(),
                     padding: f.attr.pad,
                 })
                 .collect(),
@@ -168,7 +179,15 @@ impl Output for TorrentReport {
         } else {
             &self.name_utf8
         };
-        label(w, "Name:", name)?;
+        if *name == self.stored_name {
+            label(w, "Name:", name)?;
+        } else {
+            label(
+                w,
+                "Name:",
+                format!("{} (in the torrent: {name:?})", self.stored_name),
+            )?;
+        }
         let kind = match (self.meta_version, self.piece_hashes.is_empty()) {
             (2, false) => "hybrid v1 + v2",
             (2, true) => "v2",
@@ -229,17 +248,26 @@ impl Output for TorrentReport {
         }
         writeln!(w, "Files ({}):", self.num_files)?;
         for f in self.files.iter().filter(|f| !f.padding) {
-            let path = if f.path_utf8.is_empty() {
+            let written = if f.path_utf8.is_empty() {
                 &f.path
             } else {
                 &f.path_utf8
             };
-            writeln!(
-                w,
+            let mut line = format!(
                 "  {:>12}  {}",
                 human_size(f.length),
-                clean(&path.join("/"))
-            )?;
+                clean(&f.stored_path.join("/"))
+            );
+            if let Some(target) = &f.symlink {
+                line += &format!(
+                    " -> {} (a symlink; stored as an empty file)",
+                    clean(&target.join("/"))
+                );
+            }
+            if *written != f.stored_path && (self.files.len() > 1 || *written != [name.clone()]) {
+                line += &format!(" (in the torrent: {:?})", written.join("/"));
+            }
+            writeln!(w, "{line}")?;
         }
         label(w, "Magnet:", &self.magnet)?;
         for warning in &self.warnings {

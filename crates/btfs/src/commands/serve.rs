@@ -385,6 +385,7 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
             dht.clone()
         };
         opts.upload_limit = limit.clone();
+        opts.max_connections_per_ip = args.max_connections_per_ip.max(1);
         let (stats_tx, stats_rx) = watch::channel(Stats::default());
         boards.push((name, stats_rx, seed.storage.clone()));
         let (meta, stop) = (seed.meta.clone(), stop_rx.clone());
