@@ -833,7 +833,8 @@ fn a_seeding_job_seeds_again_after_a_restart() {
 
 /// `jobs rm --delete-data` deletes the files of the job's verified torrent and the
 /// folders they leave empty, nothing else: not a folder the magnet's `dn` names when the
-/// metadata never came, not a user's file beside or inside the torrent's folder.
+/// metadata never came, not a user's file beside or inside the torrent's folder, not the
+/// user's files of the torrent's names when the job failed before setting up its files.
 #[test]
 fn removing_a_job_deletes_only_the_files_of_its_verified_torrent() {
     let t = tempfile::tempdir().unwrap();
@@ -919,6 +920,31 @@ fn removing_a_job_deletes_only_the_files_of_its_verified_torrent() {
     }
     left.sort();
     assert_eq!(left, ["other.txt", "set", "set/mine.txt"]);
+
+    // The metadata is verified (a .torrent upload) but the files cannot be set up: a
+    // folder stands where the torrent's first file goes. The job fails before it names
+    // any file, so removing it with its data deletes none of the user's files that have
+    // the torrent's names.
+    let out = t.path().join("out3");
+    std::fs::create_dir_all(out.join("set/a.bin")).unwrap();
+    write(&out.join("set/z.bin"), b"mine");
+    write(&out.join("set/sub/b.txt"), b"mine");
+    let (st, body) = node.post(
+        &format!("bittorrent/download?detach=true&output={}", enc(s(&out))),
+        &["-F", &format!("file=@{}", s(&torrent))],
+    );
+    assert_eq!(st, 200, "{body}");
+    let id = json(&body)["Id"].as_str().unwrap().to_string();
+    poll(
+        Duration::from_secs(30),
+        "the job did not fail",
+        || job_state(&node, &id).to_string(),
+        || (job_state(&node, &id)["State"] == "failed").then_some(()),
+    );
+    rm(&id);
+    assert_eq!(std::fs::read(out.join("set/z.bin")).unwrap(), b"mine");
+    assert_eq!(std::fs::read(out.join("set/sub/b.txt")).unwrap(), b"mine");
+    assert!(out.join("set/a.bin").is_dir());
 }
 
 #[test]
@@ -1054,4 +1080,49 @@ fn stream_download(node: &Node, magnet: &str) -> (std::thread::JoinHandle<(u16, 
         },
     );
     (stream, job)
+}
+
+/// The lines `btfs daemon` prints (output and errors) until it is ready, for a repo at
+/// `repo`; the daemon is stopped after.
+fn daemon_start_lines(repo: &Path) -> Vec<String> {
+    let d = Daemon::spawn(
+        "btfs daemon",
+        Command::new("sh")
+            .args(["-c", "exec \"$0\" \"$@\" 2>&1", env!("CARGO_BIN_EXE_btfs")])
+            .env("BTFS_PATH", repo)
+            .env_remove("BTFS_API_TOKEN")
+            .args(["daemon", "--api", "127.0.0.1:0", "--gateway", "127.0.0.1:0"]),
+    );
+    let lines = std::cell::RefCell::new(Vec::new());
+    d.wait_for("daemon is ready", Duration::from_secs(30), |l| {
+        lines.borrow_mut().push(l.to_string());
+        l.contains("daemon is ready")
+    });
+    lines.into_inner()
+}
+
+/// A repo folder other users can read (made by an older btfs, or by hand) is named in
+/// one warning line with the `chmod 700` that fixes it; btfs does not change it itself.
+/// A private repo gets no warning.
+#[test]
+fn the_daemon_warns_about_a_repo_open_to_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let open = t.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let lines = daemon_start_lines(&open);
+    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{lines:?}");
+    assert!(
+        warnings[0].contains(s(&open)) && warnings[0].contains(&format!("chmod 700 {}", s(&open))),
+        "{}",
+        warnings[0]
+    );
+    let mode = std::fs::metadata(&open).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755, "the daemon changed the repo's mode");
+
+    let private = t.path().join("private");
+    let lines = daemon_start_lines(&private);
+    assert!(!lines.iter().any(|l| l.contains("warning")), "{lines:?}");
 }

@@ -560,11 +560,16 @@ fn byte_ranges() {
     let r = g.range(&target, &many);
     r.expect(416, "10 000 ranges");
     assert!(r.body.len() < 1000, "{} bytes", r.body.len());
-    let spread: Vec<String> = (0..10_000)
-        .map(|i| format!("{}-{}", i * 300, i * 300))
-        .collect();
-    let r = g.range(&target, &format!("bytes={}", spread.join(",")));
-    r.expect(416, "10 000 disjoint ranges");
+    let spread = |n: usize| {
+        let s: Vec<String> = (0..n).map(|i| format!("{}-{}", i * 300, i * 300)).collect();
+        format!("bytes={}", s.join(","))
+    };
+    let r = g.range(&target, &spread(101));
+    r.expect(416, "101 disjoint ranges");
+    assert!(r.body.len() < 1000);
+    // 10 000 of them do not even fit in a request head (64 KiB).
+    let r = g.range(&target, &spread(10_000));
+    r.expect(431, "10 000 disjoint ranges");
     assert!(r.body.len() < 1000);
 
     // A malformed Range is ignored: the whole file.
@@ -1071,4 +1076,79 @@ fn content_is_sandboxed_on_the_shared_origin_and_has_its_own_on_subdomains() {
         r.h("location"),
         format!("http://{}.btfs.localhost:{port}/", v0_to_v1(&hello))
     );
+}
+
+/// A `Host` whose port is not a number (`localhost:@evil.example`) would put another
+/// site into the redirect's `Location` and the subdomain listing's links: it is refused.
+#[test]
+fn hosts_with_a_bad_port_are_refused() {
+    let g = Gateway::start();
+    let root = g.root.clone();
+    let root1 = v0_to_v1(&root);
+    let port = g.addr.rsplit(':').next().unwrap().to_owned();
+    for (host, target) in [
+        (
+            "localhost:@evil.example".to_string(),
+            format!("/btfs/{root}/"),
+        ),
+        (
+            "localhost:80@evil.example".to_string(),
+            format!("/btfs/{root}/"),
+        ),
+        ("localhost:99999".to_string(), format!("/btfs/{root}/")),
+        (
+            format!("{root1}.btfs.localhost:@evil.example"),
+            "/".to_string(),
+        ),
+        (format!("{root1}.btfs.localhost:{port}/x"), "/".to_string()),
+    ] {
+        let r = get_as(&g, &host, &target);
+        r.expect(400, &format!("Host {host:?}"));
+        assert!(r.header("location").is_none(), "{host}: {:?}", r.headers);
+        assert!(r.h("content-type").starts_with("text/plain"), "{host}");
+    }
+    // The good forms still work.
+    let r = get_as(&g, &format!("localhost:{port}"), &format!("/btfs/{root}/"));
+    r.expect(301, "localhost with its port");
+    assert_eq!(
+        r.h("location"),
+        format!("http://{root1}.btfs.localhost:{port}/")
+    );
+    let r = get_as(&g, &format!("{root1}.btfs.localhost:{port}"), "/");
+    r.expect(200, "a subdomain listing");
+    assert!(r.text().contains(&format!(".btfs.localhost:{port}/\"")));
+}
+
+/// Reads are open to every origin, as kubo's gateway: a sandboxed page (origin `null`)
+/// on the shared path origin can fetch its own CID's files.
+#[test]
+fn reads_are_open_to_every_origin() {
+    let g = Gateway::start();
+    let root = g.root.clone();
+    let hello = g.cid("hello.txt").to_owned();
+    let null = [("Origin", "null")];
+    for (method, target, status) in [
+        ("GET", format!("/btfs/{root}/hello.txt"), 200),
+        ("HEAD", format!("/btfs/{root}/hello.txt"), 200),
+        ("GET", format!("/btfs/{root}/page/"), 200),
+        ("GET", format!("/btfs/{hello}"), 200),
+        ("GET", format!("/btfs/{root}/nope"), 404),
+    ] {
+        let r = g.req(method, &target, &null);
+        r.expect(status, &format!("{method} {target}"));
+        assert_eq!(r.h("access-control-allow-origin"), "*", "{method} {target}");
+        assert!(
+            r.h("access-control-expose-headers")
+                .contains("Content-Range"),
+            "{:?}",
+            r.headers
+        );
+        assert!(r.header("access-control-allow-credentials").is_none());
+    }
+    let r = g.req("GET", &format!("/btfs/{hello}"), &[("Range", "bytes=0-1")]);
+    r.expect(206, "a range");
+    assert_eq!(r.h("access-control-allow-origin"), "*");
+    let r = g.req("POST", &format!("/btfs/{hello}"), &null);
+    r.expect(405, "POST");
+    assert!(r.header("access-control-allow-origin").is_none());
 }

@@ -646,10 +646,15 @@ fn damaged_repo_files_are_clear_errors_not_panics() {
     let db = env.repo().join("datastore.redb");
     let sound = std::fs::read(&db).unwrap();
     let len = sound.len();
-    let offsets: Vec<usize> = (0..len)
+    // Four commands per offset: every page of the first 16 (headers, region headers,
+    // the first tables), then a few fixed samples further in.
+    let mut offsets: Vec<usize> = (0..len.min(16 * 4096))
         .step_by(4096)
-        .chain([100, 1000, 4200, len / 2, len - 16])
+        .chain([100, 1000, 4200, len / 4, len / 2, len / 4 * 3, len - 16])
+        .filter(|&o| o < len)
         .collect();
+    offsets.sort_unstable();
+    offsets.dedup();
     let mut named = 0;
     for off in offsets {
         let mut bytes = sound.clone();
@@ -678,6 +683,11 @@ fn damaged_repo_files_are_clear_errors_not_panics() {
                     db.display(),
                     r.stderr
                 );
+                // Said once, not on both outputs.
+                let said = format!("{}{}", r.stdout, r.stderr)
+                    .matches(db.to_str().unwrap())
+                    .count();
+                assert_eq!(said, 1, "btfs {args:?}:\n{}\n{}", r.stdout, r.stderr);
                 named += 1;
             }
         }

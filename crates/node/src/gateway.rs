@@ -14,7 +14,16 @@
 //! without `allow-same-origin`, so its scripts run in an opaque origin and cannot read
 //! the gateway's origin. As in kubo's `localhost` subdomain mode, `{cidv1}.btfs.localhost`
 //! (or `.ipfs.localhost`) serves that CID at its own origin, unsandboxed, and path
-//! requests to `localhost` are redirected there.
+//! requests to `localhost` are redirected there. The `Host` is parsed by
+//! [`crate::host::parse_host`] (one parser with the API); anything else is a 400, as it
+//! would end up in `Location` headers and links.
+//!
+//! Reading is open to every origin (`Access-Control-Allow-Origin: *` on `GET`/`HEAD`, as
+//! kubo): the data is public and content-addressed, and a sandboxed page (origin `null`)
+//! can fetch its own CID's files. No credentials are ever involved.
+//!
+//! Locks: one small mutex per streamed response (its pool of block buffers), never held
+//! across an await; blocks are read on the blocking pool.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -206,22 +215,20 @@ enum Origin {
     /// the CID (`btfs.localhost:8080`), for links to other CIDs.
     Subdomain { root: Cid, suffix: String },
     /// `localhost[:port]`: path requests are redirected to their subdomain.
-    Localhost { port: Option<String> },
+    Localhost { port: Option<u16> },
 }
 
-/// The origin a `Host` header gives; an error for a subdomain that is not a CID.
+/// The origin a `Host` header gives; an error for a `Host` that is not a plain
+/// `name[:port]` ([`crate::host::parse_host`]: it ends up in `Location` headers and
+/// links) or a subdomain that is not a CID.
 fn origin_of(host: Option<&str>) -> Result<Origin, String> {
     let Some(host) = host.map(str::to_ascii_lowercase) else {
         return Ok(Origin::Path);
     };
-    let (name, port) = match host.rsplit_once(':') {
-        Some((n, p)) if !n.ends_with(']') && !n.contains(':') => (n.to_string(), Some(p)),
-        _ => (host.clone(), None),
-    };
+    let parsed = crate::host::parse_host(&host).map_err(|e| e.to_string())?;
+    let (name, port) = (parsed.name, parsed.port);
     if name == "localhost" {
-        return Ok(Origin::Localhost {
-            port: port.map(str::to_string),
-        });
+        return Ok(Origin::Localhost { port });
     }
     for ns in SUBDOMAIN_NAMESPACES {
         if let Some(label) = name.strip_suffix(&format!(".{ns}.localhost")) {
@@ -264,21 +271,38 @@ fn is_active(content_type: &str) -> bool {
 const PATH_SANDBOX: &str =
     "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
 
+/// Response headers a page on another origin may read (besides the safelisted ones).
+const EXPOSED_HEADERS: &str = "Content-Range, X-Ipfs-Path";
+
 async fn handle(State(blocks): State<Arc<Blockstore>>, req: Request<Body>) -> Response<Body> {
     let origin = origin_of(
         req.headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok()),
     );
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
     let mut resp = match origin {
         Ok(origin) => respond(blocks, req, &origin).await,
         Err(msg) => text(StatusCode::BAD_REQUEST, msg),
     };
+    let h = resp.headers_mut();
     // Every response: no browser second-guesses its type.
-    resp.headers_mut().insert(
+    h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    if read {
+        // Content-addressed, public data, as kubo serves it: any page may read it,
+        // sandboxed pages (origin `null`) included, never with credentials.
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED_HEADERS),
+        );
+    }
     resp
 }
 
@@ -307,7 +331,7 @@ async fn respond(blocks: Arc<Blockstore>, req: Request<Body>, origin: &Origin) -
         Err((status, msg)) => return text(status, msg),
     };
     if let Origin::Localhost { port } = origin {
-        return to_subdomain(&path, &raw_path, query.as_deref(), port.as_deref());
+        return to_subdomain(&path, &raw_path, query.as_deref(), *port);
     }
     let b = blocks.clone();
     let resolved = tokio::task::spawn_blocking(move || {
@@ -360,7 +384,7 @@ fn to_subdomain(
     path: &ContentPath,
     raw_path: &str,
     query: Option<&str>,
-    port: Option<&str>,
+    port: Option<u16>,
 ) -> Response<Body> {
     // The raw rest of the path, after `/btfs/{cid}`, keeps its encoding.
     let rest = raw_path
@@ -369,10 +393,14 @@ fn to_subdomain(
         .map_or_else(|| "/".to_string(), |r| format!("/{r}"));
     let mut location = format!("http://{}.btfs.localhost", path.root.to_v1());
     if let Some(p) = port {
-        location.push(':');
-        location.push_str(p);
+        let _ = write!(location, ":{p}");
     }
     location.push_str(&rest);
+    moved_permanently(location, query)
+}
+
+/// A 301 to `location` (with `query` appended), its text body saying where.
+fn moved_permanently(mut location: String, query: Option<&str>) -> Response<Body> {
     if let Some(q) = query {
         location.push('?');
         location.push_str(q);
@@ -432,19 +460,7 @@ impl Served<'_> {
     }
 
     fn dir_redirect(&self) -> Response<Body> {
-        let mut location = format!("{}/", self.raw_path);
-        if let Some(q) = self.query {
-            location.push('?');
-            location.push_str(q);
-        }
-        let mut r = text(
-            StatusCode::MOVED_PERMANENTLY,
-            format!("moved to {location}"),
-        );
-        if let Ok(v) = HeaderValue::from_str(&location) {
-            r.headers_mut().insert(header::LOCATION, v);
-        }
-        r
+        moved_permanently(format!("{}/", self.raw_path), self.query)
     }
 
     fn listing(&self, cid: &Cid, entries: &[DirEntry]) -> Response<Body> {

@@ -4,5 +4,6 @@
 pub mod bridge;
 pub mod dashboard;
 pub mod gateway;
+pub mod host;
 pub mod http;
 pub mod seed;

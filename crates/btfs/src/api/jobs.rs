@@ -16,9 +16,14 @@
 //! Removing a job with its data deletes what the job made: its own folders in the repo
 //! (working folder, resume data, the folder of a seeding job), and in a user's `-o`
 //! folder only the files of the verified torrent, as the job's process reported them
-//! (its `torrent` event, printed once the metadata is verified), then the folders those
-//! leave empty. Nothing is ever deleted by a name that only the magnet link (`dn`) or an
-//! unverified source gives: a job that never had its metadata leaves `-o` untouched.
+//! (its `torrent` event, printed once the metadata is verified and the files were set
+//! up), then the folders those leave empty ([`super::delete`]). Nothing is ever deleted
+//! by a name that only the magnet link (`dn`) or an unverified source gives: a job that
+//! never had its metadata, or failed before its files were set up, leaves `-o`
+//! untouched. A path another job lists in the same folder stays; so does everything when
+//! another job has the same torrent or content. Errors do not stop the removal: every
+//! path is tried, the pin always goes, and what failed is reported; the job is then kept
+//! (not saved as removed) so the removal can be run again.
 //!
 //! Lock order: the queue mutex before the jobs mutex; the jobs mutex is never held
 //! across an await or while writing files other than `jobs.json`.
@@ -32,6 +37,7 @@ use axum::http::{Response, StatusCode};
 use bittorrent::engine::{Phase, Stats};
 use clap::CommandFactory;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -658,60 +664,124 @@ impl Jobs {
     }
 
     /// Removes a job (stopping it first); with `delete_data` also its files, resume
-    /// data and the pin of its content.
-    async fn remove(&self, id: &str, delete_data: bool) -> Result<Option<String>, String> {
-        if self.stop(id, Stop::Remove)? {
+    /// data and the pin of its content. When some data cannot be deleted, the job stays
+    /// (with everything else done) and the error says what is left.
+    async fn remove(&self, id: &str, delete_data: bool) -> Result<Option<String>, RemoveError> {
+        if self.stop(id, Stop::Remove).map_err(RemoveError::Refused)? {
             self.wait_stopped(id).await;
         }
-        let rec = {
+        // Out of the list (so nothing starts it meanwhile), not yet saved as removed.
+        let (job, index) = {
             let mut jobs = self.lock();
             let i = jobs
                 .iter()
                 .position(|j| j.rec.id == id)
-                .ok_or_else(|| format!("no job {id:?}"))?;
+                .ok_or_else(|| RemoveError::Refused(format!("no job {id:?}")))?;
             if jobs[i].running {
-                return Err(format!("job {id} did not stop"));
+                return Err(RemoveError::Refused(format!("job {id} did not stop")));
             }
-            let job = jobs.remove(i);
-            self.save(&jobs);
-            job.rec
+            (jobs.remove(i), i)
         };
+        let mut kept = None;
+        if delete_data {
+            let others = self.others_sharing(&job.rec);
+            if others.same_torrent {
+                kept = Some("another job has the same torrent: its data stays".to_string());
+            } else {
+                let errors = self.delete_data(&job.rec, &others.paths);
+                if !errors.is_empty() {
+                    let mut jobs = self.lock();
+                    let at = index.min(jobs.len());
+                    jobs.insert(at, job);
+                    self.save(&jobs);
+                    return Err(RemoveError::Data(errors));
+                }
+            }
+        }
+        self.save(&self.lock());
+        let rec = job.rec;
         if let Some(t) = &rec.torrent {
             let _ = std::fs::remove_file(t);
         }
         let _ = std::fs::remove_file(self.dir.join(format!("{}.metadata.torrent", rec.id)));
-        if delete_data {
-            // What another job shares (the same torrent or content) stays.
-            let shared = self.lock().iter().any(|j| {
+        let _ = std::fs::remove_dir(self.dir.join(&rec.id));
+        Ok(kept)
+    }
+
+    /// What the other jobs share with `rec`: the same torrent or content, and the paths
+    /// they list in the same `-o` folder.
+    fn others_sharing(&self, rec: &Record) -> Shared {
+        let (same_torrent, folders) = {
+            let jobs = self.lock();
+            let same = jobs.iter().any(|j| {
                 (rec.info_hash.is_some() && j.rec.info_hash == rec.info_hash)
                     || (rec.cid.is_some() && j.rec.cid == rec.cid)
             });
-            if shared {
-                return Ok(Some(
-                    "another job has the same torrent: its data stays".into(),
-                ));
+            let folders: Vec<(PathBuf, Vec<String>)> = jobs
+                .iter()
+                .filter(|j| !j.rec.own_output)
+                .filter_map(|j| {
+                    let names = j
+                        .rec
+                        .files
+                        .iter()
+                        .filter(|f| f.selected != Some(false))
+                        .map(|f| f.added_name.clone());
+                    Some((j.rec.output.clone()?, names.collect()))
+                })
+                .collect();
+            (same, folders)
+        };
+        let mut paths = HashSet::new();
+        if let (Some(mine), false) = (&rec.output, rec.own_output) {
+            let mine = same_folder_key(mine);
+            for (folder, names) in folders {
+                if same_folder_key(&folder) == mine {
+                    paths.extend(names);
+                }
             }
-            self.delete_data(&rec)?;
         }
-        let _ = std::fs::remove_dir(self.dir.join(&rec.id));
-        Ok(None)
+        Shared {
+            same_torrent,
+            paths,
+        }
     }
 
-    fn delete_data(&self, rec: &Record) -> Result<(), String> {
+    /// Deletes a removed job's data, skipping `keep` (paths below its `-o` folder that
+    /// other jobs list); every step is tried and the pin always goes. What failed.
+    fn delete_data(&self, rec: &Record, keep: &HashSet<String>) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut gone = |p: &std::path::Path, r: std::io::Result<()>| match r {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                errors.push(format!("removing {}: {e}", p.display()))
+            }
+            _ => {}
+        };
         let bt = self.program.btfs_path.join("bittorrent");
         if let Some(ih) = &rec.info_hash {
             if ih.len() == 40 && ih.bytes().all(|b| b.is_ascii_hexdigit()) {
-                let _ = std::fs::remove_file(bt.join("resume").join(format!("{ih}.resume")));
-                let _ = std::fs::remove_dir_all(bt.join("downloads").join(ih));
-                let _ = std::fs::remove_file(bt.join("downloads").join(format!("{ih}.lock")));
+                let resume = bt.join("resume").join(format!("{ih}.resume"));
+                gone(&resume, std::fs::remove_file(&resume));
+                let working = bt.join("downloads").join(ih);
+                gone(&working, std::fs::remove_dir_all(&working));
+                let lock = bt.join("downloads").join(format!("{ih}.lock"));
+                gone(&lock, std::fs::remove_file(&lock));
             }
         }
         match (&rec.output, rec.own_output) {
             // The job's own folder in the repo.
             (Some(o), true) => {
-                let _ = std::fs::remove_dir_all(o.parent().unwrap_or(o));
+                let own = o.parent().unwrap_or(o);
+                gone(own, std::fs::remove_dir_all(own));
             }
-            (Some(o), false) => remove_torrent_files(o, &rec.files)?,
+            (Some(o), false) => {
+                let names = rec
+                    .files
+                    .iter()
+                    .filter(|f| f.selected != Some(false) && !keep.contains(&f.added_name))
+                    .map(|f| f.added_name.as_str());
+                errors.extend(super::delete::remove_files(o, names));
+            }
             _ => {}
         }
         if let Some(cid) = rec
@@ -719,12 +789,13 @@ impl Jobs {
             .as_deref()
             .and_then(|c| c.parse::<store::Cid>().ok())
         {
-            let repo = store::Repo::open(&self.program.btfs_path, store::LockMode::Shared)
-                .map_err(|e| e.to_string())?
-                .0;
-            repo.unpin(&cid).map_err(|e| e.to_string())?;
+            let unpinned = store::Repo::open(&self.program.btfs_path, store::LockMode::Shared)
+                .and_then(|(repo, _)| repo.unpin(&cid));
+            if let Err(e) = unpinned {
+                errors.push(format!("unpinning {cid}: {e}"));
+            }
         }
-        Ok(())
+        errors
     }
 
     /// Stops every job's process for a daemon shutdown; their states stay as they were
@@ -771,56 +842,26 @@ impl Jobs {
     }
 }
 
-fn is_plain_name(n: &str) -> bool {
-    !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0')
+/// Why a job was not removed.
+#[derive(Debug)]
+enum RemoveError {
+    /// No such job, or it did not stop.
+    Refused(String),
+    /// Some of its data could not be deleted (the rest was); the job is kept.
+    Data(Vec<String>),
 }
 
-/// Deletes the files of a verified torrent from the user's folder `root` (each file's
-/// path below it, as its `added` name gives it), then the folders of the torrent that
-/// are left empty; `root` itself stays. A path that is not made of plain names, or that
-/// passes through a symbolic link, is left alone, as is anything else in the folders.
-fn remove_torrent_files(root: &std::path::Path, files: &[FileInfo]) -> Result<(), String> {
-    use std::io::ErrorKind::NotFound;
-    let mut folders: Vec<PathBuf> = Vec::new();
-    for f in files.iter().filter(|f| f.selected != Some(false)) {
-        let parts: Vec<&str> = f.added_name.split('/').collect();
-        if !parts.iter().all(|p| is_plain_name(p)) {
-            continue;
-        }
-        let mut dir = root.to_path_buf();
-        let mut inside = true;
-        for p in &parts[..parts.len() - 1] {
-            dir.push(p);
-            // A real folder, not a link to one elsewhere.
-            if !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-                inside = false;
-                break;
-            }
-            if !folders.contains(&dir) {
-                folders.push(dir.clone());
-            }
-        }
-        if !inside {
-            continue;
-        }
-        let path = dir.join(parts[parts.len() - 1]);
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if !m.is_dir() => {
-                if let Err(e) = std::fs::remove_file(&path) {
-                    if e.kind() != NotFound {
-                        return Err(format!("removing {}: {e}", path.display()));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    // Deepest first; a folder that still holds anything stays.
-    folders.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    for d in folders {
-        let _ = std::fs::remove_dir(&d);
-    }
-    Ok(())
+/// What other jobs share with one being removed with its data.
+struct Shared {
+    /// Another job has the same torrent or content: nothing is deleted.
+    same_torrent: bool,
+    /// Paths other jobs list below the same `-o` folder: they stay.
+    paths: HashSet<String>,
+}
+
+/// A folder as compared between jobs: its real path when it has one.
+fn same_folder_key(p: &std::path::Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// Reads one line (without a cap on the reader's buffer growing past [`MAX_LINE`]).
@@ -1105,7 +1146,16 @@ pub async fn command(d: &Daemon, sub: &str, query: &[(String, String)]) -> Respo
                     StatusCode::OK,
                     &serde_json::json!({"Id": id, "Removed": true, "DataKept": kept}),
                 ),
-                Err(e) => error(StatusCode::CONFLICT, 1, e),
+                Err(RemoveError::Refused(e)) => error(StatusCode::CONFLICT, 1, e),
+                Err(RemoveError::Data(errors)) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    1,
+                    format!(
+                        "job {id} is kept: some of its data could not be deleted ({}); the \
+                         rest is gone and its pin removed; remove it again once fixed",
+                        super::delete::summary(&errors)
+                    ),
+                ),
             };
         }
     }
@@ -1210,51 +1260,135 @@ pub fn events(d: Arc<Daemon>, query: &[(String, String)]) -> Response<Body> {
 mod tests {
     use super::*;
 
-    fn file(added: &str, selected: Option<bool>) -> FileInfo {
+    /// A CID pinned by the job in the tests (any valid one: pins do not need blocks).
+    const CID: &str = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o";
+
+    fn file(added: &str) -> FileInfo {
         FileInfo {
             added_name: added.into(),
-            selected,
+            selected: Some(true),
             ..FileInfo::default()
         }
     }
 
-    #[test]
-    fn only_the_torrents_files_go_and_links_are_not_followed() {
-        let t = tempfile::tempdir().unwrap();
-        let (root, outside) = (t.path().join("out"), t.path().join("elsewhere"));
-        for p in ["t/a.bin", "t/deep/er/c.bin", "t/skipped.bin", "t/mine.txt"] {
-            std::fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
-            std::fs::write(root.join(p), b"x").unwrap();
+    fn record(id: &str, output: &std::path::Path, files: &[&str], cid: Option<&str>) -> Record {
+        Record {
+            id: id.into(),
+            source: "test".into(),
+            torrent: None,
+            options: Vec::new(),
+            seed: false,
+            output: Some(output.to_path_buf()),
+            own_output: false,
+            state: State::Completed,
+            name: None,
+            info_hash: Some(id.repeat(40 / id.len())),
+            cid: cid.map(str::to_string),
+            gateway_url: None,
+            error: None,
+            created: 0,
+            size: 0,
+            have: 0,
+            files: files.iter().map(|f| file(f)).collect(),
+            piece_count: 0,
+            piece_map: String::new(),
         }
-        std::fs::create_dir_all(&outside).unwrap();
-        std::fs::write(outside.join("b.bin"), b"keep").unwrap();
-        std::fs::write(t.path().join("x"), b"keep").unwrap();
-        std::os::unix::fs::symlink(&outside, root.join("t/sub")).unwrap();
-        let files = [
-            file("t/a.bin", None),
-            file("t/deep/er/c.bin", Some(true)),
-            file("t/sub/b.bin", Some(true)),
-            file("t/skipped.bin", Some(false)),
-            file("../x", None),
-            file("t//a.bin", None),
-            file("", None),
-        ];
-        remove_torrent_files(&root, &files).unwrap();
-        assert!(!root.join("t/a.bin").exists());
-        assert!(!root.join("t/deep").exists(), "emptied folders go");
-        assert!(root.join("t/skipped.bin").exists(), "not downloaded: kept");
-        assert!(root.join("t/mine.txt").exists());
-        assert!(outside.join("b.bin").exists(), "a link was followed");
-        assert!(t.path().join("x").exists());
-        // Nothing of the torrent left: its folder goes too, the user's folder stays.
-        remove_torrent_files(
-            &root,
-            &[file("t/mine.txt", None), file("t/skipped.bin", None)],
-        )
-        .unwrap();
-        std::fs::remove_file(root.join("t/sub")).unwrap();
-        remove_torrent_files(&root, &[file("t/x", None)]).unwrap();
-        assert!(!root.join("t").exists());
-        assert!(root.exists());
+    }
+
+    /// A repo with `CID` pinned, and the daemon's jobs holding `records`.
+    fn jobs_with(root: &std::path::Path, records: &[Record]) -> (Arc<Jobs>, PathBuf) {
+        let repo = root.join("repo");
+        store::Repo::init(&repo).unwrap();
+        let (r, _) = store::Repo::open(&repo, store::LockMode::Shared).unwrap();
+        r.pin(&CID.parse().unwrap(), store::repo::PinKind::Recursive)
+            .unwrap();
+        drop(r);
+        let dir = repo.join("bittorrent").join("jobs");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("jobs.json"), serde_json::to_vec(records).unwrap()).unwrap();
+        let program = server::Program {
+            exe: PathBuf::from("/nonexistent/btfs"),
+            btfs_path: repo.clone(),
+            gateway_url: "http://127.0.0.1:1".into(),
+        };
+        (Jobs::load(program, 0).unwrap(), repo)
+    }
+
+    fn pinned(repo: &std::path::Path) -> bool {
+        let (r, _) = store::Repo::open(repo, store::LockMode::Shared).unwrap();
+        r.pins().unwrap().iter().any(|(c, _)| c.to_string() == CID)
+    }
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Two torrents in one `-o` folder that list the same path (a subset of a folder,
+    /// made with another piece length: another infohash and CID): removing one with its
+    /// data leaves the path the other lists.
+    #[test]
+    fn a_path_another_job_lists_in_the_same_folder_stays() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        for f in ["set/a.bin", "set/b.bin"] {
+            std::fs::create_dir_all(out.join(f).parent().unwrap()).unwrap();
+            std::fs::write(out.join(f), b"x").unwrap();
+        }
+        let (jobs, _) = jobs_with(
+            t.path(),
+            &[
+                record("a", &out, &["set/a.bin", "set/b.bin"], None),
+                // The same folder by another spelling.
+                record("b", &out.join("set/.."), &["set/b.bin"], None),
+            ],
+        );
+        assert_eq!(block_on(jobs.remove("a", true)).unwrap(), None);
+        assert!(!out.join("set/a.bin").exists());
+        assert!(out.join("set/b.bin").exists(), "job b's file was deleted");
+        assert!(jobs.summary("a").is_none());
+        assert_eq!(block_on(jobs.remove("b", true)).unwrap(), None);
+        assert!(!out.join("set").exists());
+        assert!(out.exists());
+    }
+
+    /// A file that cannot be deleted does not stop the rest: the other files go, the
+    /// pin goes, the error names the file, and the job is kept so the removal can be
+    /// run again, which then completes.
+    #[test]
+    fn errors_do_not_stop_the_removal_and_keep_the_job() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        std::fs::create_dir_all(out.join("set")).unwrap();
+        std::fs::write(out.join("set/b.bin"), b"x").unwrap();
+        let long = format!("set/{}", "n".repeat(300));
+        let (jobs, repo) = jobs_with(
+            t.path(),
+            &[record("a", &out, &[&long, "set/b.bin"], Some(CID))],
+        );
+        assert!(pinned(&repo));
+        match block_on(jobs.remove("a", true)) {
+            Err(RemoveError::Data(errors)) => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert!(errors[0].contains("nnnn"), "{errors:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            !out.join("set/b.bin").exists(),
+            "the removal stopped at an error"
+        );
+        assert!(!pinned(&repo), "the pin stayed");
+        assert!(jobs.summary("a").is_some(), "the job is gone");
+        let saved = std::fs::read_to_string(repo.join("bittorrent/jobs/jobs.json")).unwrap();
+        assert!(saved.contains("\"Id\": \"a\""), "{saved}");
+
+        jobs.lock()[0].rec.files.remove(0);
+        assert_eq!(block_on(jobs.remove("a", true)).unwrap(), None);
+        assert!(jobs.summary("a").is_none());
+        assert!(!out.join("set").exists());
     }
 }

@@ -44,7 +44,8 @@ pub const MAX_TORRENT_SIZE: usize = bittorrent::metainfo::MAX_TORRENT_SIZE;
 pub const MAX_ADD_BODY: u64 = 64 << 30;
 /// Most files and folders in one `add` upload.
 const MAX_PARTS: usize = 100_000;
-/// Longest query string.
+/// Longest query string (a second guard: the listener refuses a request head longer
+/// than [`node::http::MAX_BUF_SIZE`] before it gets here).
 const MAX_QUERY: usize = 64 << 10;
 /// Most bytes of a command's standard error kept for its error message.
 const STDERR_TAIL: usize = 16 << 10;
@@ -339,19 +340,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// `127.0.0.1:5001`, `[::1]:5001`, `localhost:5001` and other IP literals with the API's
-/// port; no other names (a name could be re-bound to 127.0.0.1 by a hostile page).
+/// port; no other names (a name could be re-bound to 127.0.0.1 by a hostile page). The
+/// header is split by the gateway's parser ([`node::host::parse_host`]).
 pub fn host_allowed(host: &str, port: u16) -> bool {
-    let (name, host_port) = match host.rsplit_once(':') {
-        Some((n, _)) if !n.ends_with(']') && n.contains(':') => (host, None),
-        Some((n, p)) => (n, p.parse::<u16>().ok().or(Some(0))),
-        None => (host, None),
+    let Ok(h) = node::host::parse_host(host) else {
+        return false;
     };
-    let port_ok = match host_port {
-        Some(p) => p == port,
-        None => port == 80,
-    };
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    port_ok && (name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok())
+    h.port.unwrap_or(80) == port
+        && (h.name.eq_ignore_ascii_case("localhost") || h.name.parse::<std::net::IpAddr>().is_ok())
 }
 
 /// A response that ends a request early (boxed: a `Response` is large).
@@ -504,67 +500,67 @@ impl Program {
 /// A handle that signals one child process, and only it: a pidfd (Linux 5.3+) opened
 /// while the child could not have been reaped, so it names that process even after it
 /// has ended and its pid number has been given to another (a signal then does nothing).
-/// Kernels without pidfds get the pid number, with the reuse window that implies.
+/// Only where pidfds do not exist (the kernel has no `pidfd_open`, or a seccomp filter
+/// refuses it) is the pid number kept, with the reuse window that implies; any other
+/// failure (out of descriptors, say) leaves no handle and is logged, never a pid that
+/// could be signalled after it names another process.
 #[derive(Debug)]
 pub struct Signaller(Handle);
 
 #[derive(Debug)]
 enum Handle {
     Pidfd(std::os::fd::OwnedFd),
-    Pid(i32),
+    Pid(rustix::process::Pid),
     None,
+}
+
+/// Whether a `pidfd_open` failure means this system has no pidfds at all: `ENOSYS` (a
+/// kernel before 5.3) or `EPERM` (the man page lists no `EPERM`: it is what seccomp
+/// filters, such as older container runtimes' defaults, answer for unknown calls).
+fn no_pidfds(e: rustix::io::Errno) -> bool {
+    e == rustix::io::Errno::NOSYS || e == rustix::io::Errno::PERM
 }
 
 impl Signaller {
     /// The handle of `child`, which must not have been waited for yet.
     pub fn of(child: &tokio::process::Child) -> Signaller {
-        let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+        let Some(pid) = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(rustix::process::Pid::from_raw)
+        else {
             return Signaller(Handle::None);
         };
-        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        match i32::try_from(fd) {
-            Ok(fd) if fd >= 0 => {
-                use std::os::fd::FromRawFd;
-                // SAFETY: a descriptor pidfd_open just returned, owned by nobody else.
-                Signaller(Handle::Pidfd(unsafe {
-                    std::os::fd::OwnedFd::from_raw_fd(fd)
-                }))
+        match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => Signaller(Handle::Pidfd(fd)),
+            Err(e) if no_pidfds(e) => Signaller(Handle::Pid(pid)),
+            Err(e) => {
+                eprintln!(
+                    "cannot take a handle on child process {}: {e}; it cannot be signalled \
+                     (it still stops when its request ends or the daemon stops)",
+                    pid.as_raw_pid()
+                );
+                Signaller(Handle::None)
             }
-            _ => Signaller(Handle::Pid(pid)),
         }
     }
 
     /// SIGTERM: a clean stop for every btfs command.
     pub fn terminate(&self) {
-        self.send(libc::SIGTERM);
+        self.send(rustix::process::Signal::TERM);
     }
 
     pub fn kill(&self) {
-        self.send(libc::SIGKILL);
+        self.send(rustix::process::Signal::KILL);
     }
 
-    fn send(&self, sig: libc::c_int) {
-        match &self.0 {
-            Handle::Pidfd(fd) => {
-                use std::os::fd::AsRawFd;
-                // SAFETY: pidfd_send_signal(2) on a pidfd we own, no siginfo, no flags.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        fd.as_raw_fd(),
-                        sig,
-                        std::ptr::null::<libc::siginfo_t>(),
-                        0,
-                    );
-                }
-            }
-            // SAFETY: kill(2) with a valid signal number.
-            Handle::Pid(pid) => unsafe {
-                libc::kill(*pid, sig);
-            },
-            Handle::None => {}
-        }
+    fn send(&self, sig: rustix::process::Signal) {
+        // A process that has ended already: nothing to do.
+        let _ = match &self.0 {
+            Handle::Pidfd(fd) => rustix::process::pidfd_send_signal(fd, sig),
+            Handle::Pid(pid) => rustix::process::kill_process(*pid, sig),
+            Handle::None => Ok(()),
+        };
     }
 }
 
@@ -1330,7 +1326,25 @@ mod tests {
         assert!(!host_allowed("localhost.evil.example:5001", 5001));
         assert!(!host_allowed("127.0.0.1:x", 5001));
         assert!(!host_allowed("::1", 5001));
+        assert!(!host_allowed("localhost:@127.0.0.1:5001", 5001));
+        assert!(!host_allowed("localhost:5001@evil.example", 5001));
         assert!(host_allowed("localhost", 80));
+    }
+
+    #[test]
+    fn only_a_system_without_pidfds_falls_back_to_pids() {
+        use rustix::io::Errno;
+        assert!(no_pidfds(Errno::NOSYS));
+        assert!(no_pidfds(Errno::PERM));
+        for e in [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::NOMEM,
+            Errno::SRCH,
+            Errno::INVAL,
+        ] {
+            assert!(!no_pidfds(e), "{e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,15 @@
 //! `btfs daemon`: the HTTP API with the dashboard, and the gateway over the local store,
 //! until interrupted. The API's address goes into `$BTFS_PATH/api` (as kubo writes it) so
 //! that other commands find the daemon and go through it.
+//!
+//! At start the daemon raises its soft limit on open files to the hard limit (many
+//! systems start programs at 1024 with a far higher hard limit) and sizes each listener's
+//! cap on connections from the limit in force ([`node::http::connections_for`]), so
+//! connections alone cannot take the descriptors its repo, jobs and commands need. It
+//! warns (once, on standard error) when the repo folder is open to other users; it
+//! never changes the folder's mode itself, as kubo does not.
+//!
+//! No locks of its own; see [`crate::api`] for those of the API and the jobs.
 
 use super::{btfs_path, wait_for_signal};
 use crate::api::jobs::Jobs;
@@ -27,6 +36,7 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
     if Repo::init(&path)? {
         eprintln!("initialized a BTFS repo at {}", path.display());
     }
+    warn_if_shared(&path);
     let config = Repo::read_config(&path)?;
     let gateway = args.gateway.unwrap_or(config.addresses.gateway);
     let gateway_addr = parse_listen_addr(&gateway).with_context(|| {
@@ -122,7 +132,7 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
         let until = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
         };
-        let limits = http_limits();
+        let limits = http_limits(raise_descriptor_limit());
         let gw_task = tokio::spawn(node::gateway::serve(
             gw_listener,
             blocks,
@@ -180,22 +190,77 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The connection limits of both listeners ([`node::http`]); tests shorten them with
-/// `BTFS_HTTP_MAX_CONNECTIONS`, `BTFS_HTTP_HEADER_TIMEOUT_MS` and
-/// `BTFS_HTTP_IDLE_TIMEOUT_MS`.
-fn http_limits() -> node::http::Limits {
+/// The connection limits of both listeners ([`node::http`]) for a process that may open
+/// `descriptors` files; tests shorten them with `BTFS_HTTP_MAX_CONNECTIONS` (never above
+/// what the descriptors allow), `BTFS_HTTP_HEADER_TIMEOUT_MS`, `BTFS_HTTP_IDLE_TIMEOUT_MS`
+/// and `BTFS_HTTP_WRITE_STALL_TIMEOUT_MS`.
+fn http_limits(descriptors: u64) -> node::http::Limits {
     let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    let mut l = node::http::Limits::default();
+    let ms = |v: u64| Duration::from_millis(v.max(1));
+    let fit = node::http::connections_for(descriptors);
+    if fit < node::http::MAX_CONNECTIONS {
+        eprintln!(
+            "warning: this process may open only {descriptors} files (ulimit -n), so each \
+             listener takes at most {fit} connections at once; raise the limit for more"
+        );
+    }
+    let mut l = node::http::Limits {
+        max_connections: fit,
+        ..Default::default()
+    };
     if let Some(n) = var("BTFS_HTTP_MAX_CONNECTIONS") {
-        l.max_connections = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+        l.max_connections = usize::try_from(n).unwrap_or(usize::MAX).clamp(1, fit);
     }
-    if let Some(ms) = var("BTFS_HTTP_HEADER_TIMEOUT_MS") {
-        l.header_read_timeout = Duration::from_millis(ms.max(1));
+    if let Some(v) = var("BTFS_HTTP_HEADER_TIMEOUT_MS") {
+        l.header_read_timeout = ms(v);
     }
-    if let Some(ms) = var("BTFS_HTTP_IDLE_TIMEOUT_MS") {
-        l.idle_timeout = Duration::from_millis(ms.max(1));
+    if let Some(v) = var("BTFS_HTTP_IDLE_TIMEOUT_MS") {
+        l.idle_timeout = ms(v);
+    }
+    if let Some(v) = var("BTFS_HTTP_WRITE_STALL_TIMEOUT_MS") {
+        l.write_stall_timeout = ms(v);
     }
     l
+}
+
+/// Raises the soft limit on open files to the hard one, and returns the soft limit then
+/// in force (the old one when it cannot be raised).
+fn raise_descriptor_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    // `None` is "unlimited".
+    let soft = now.current.unwrap_or(u64::MAX);
+    match now.maximum {
+        Some(hard) if hard > soft => {
+            let raised = Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => hard,
+                Err(_) => soft,
+            }
+        }
+        _ => soft,
+    }
+}
+
+/// One line on standard error when the repo folder can be read or entered by its group
+/// or by others (a repo made before btfs made them private, or by hand).
+fn warn_if_shared(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        let shown = path.display().to_string();
+        let shown = crate::output::clean(&shown);
+        eprintln!(
+            "warning: the repo folder {shown} is open to other users (mode {mode:03o}): they \
+             can read its blocks and records; `chmod 700 {shown}` makes it private"
+        );
+    }
 }
 
 fn loopback_if_unspecified(a: SocketAddr) -> SocketAddr {

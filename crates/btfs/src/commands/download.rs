@@ -197,11 +197,11 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
 
     let meta = Arc::new(meta);
     let name = meta.info.storage_name().to_owned();
-    if args.progress_detail && enc == Encoding::Json {
-        println!("{}", torrent_event(&meta, selected.as_deref()));
-    }
     // The files are opened once, here: the engine writes and the bridge reads through
-    // the same handles (see bittorrent::storage).
+    // the same handles (see bittorrent::storage). They are set up before anything names
+    // them: the `torrent` event is what the daemon deletes with `jobs rm --delete-data`,
+    // so a download that fails here (a folder in the way, a link) must not have claimed
+    // the names already in the folder.
     let all = vec![true; meta.info.files.len()];
     let storage = Arc::new(
         FileStorage::create(&save_path, &meta, selected.as_deref().unwrap_or(&all))
@@ -209,6 +209,9 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     );
     opts.storage = Some(storage.clone());
     let bridge = Bridge::new(repo.clone(), meta.clone(), storage, selected.as_deref())?;
+    if args.progress_detail && enc == Encoding::Json {
+        println!("{}", torrent_event(&meta, selected.as_deref()));
+    }
     let (summary, imported) = runtime.block_on(async {
         let import = {
             let gateway = gateway.clone();

@@ -554,23 +554,24 @@ pub fn repo(cmd: RepoCommand, enc: Encoding) -> anyhow::Result<()> {
                     for m in &r.missing {
                         println!("missing block: {m}");
                     }
-                    if let Some(d) = &r.database {
-                        println!("damaged metadata database: {d}");
-                    }
+                    // A damaged database is said once, as the error below.
                     if r.corrupt.is_empty() && r.missing.is_empty() && r.database.is_none() {
                         println!("verified {} blocks: all good", r.checked);
                     }
                 }
             }
-            if let Some(d) = r.database {
-                bail!("{d}");
-            }
-            if !r.corrupt.is_empty() || !r.missing.is_empty() {
-                bail!(
+            let blocks = (!r.corrupt.is_empty() || !r.missing.is_empty()).then(|| {
+                format!(
                     "{} corrupt and {} missing blocks (run `btfs repo gc` to drop corrupt unpinned ones; re-add or re-download pinned content)",
                     r.corrupt.len(),
                     r.missing.len()
-                );
+                )
+            });
+            match (r.database, blocks) {
+                (Some(d), Some(b)) => bail!("{d}; besides, {b}"),
+                (Some(d), None) => bail!("{d}"),
+                (None, Some(b)) => bail!("{b}"),
+                (None, None) => {}
             }
         }
     }
