@@ -74,8 +74,14 @@ struct Warnings {
 
 impl Warnings {
     fn push(&mut self, w: String) {
+        self.push_with(|| w);
+    }
+
+    /// Adds the warning `w` makes, made only when it is kept (a torrent may give reasons
+    /// for millions of them).
+    fn push_with(&mut self, w: impl FnOnce() -> String) {
         if self.list.len() < MAX_WARNINGS {
-            self.list.push(w);
+            self.list.push(w());
         } else {
             self.more += 1;
         }
@@ -107,6 +113,9 @@ pub struct FileEntry {
     /// torrent, the stored name): safe names only, unique among the files (see
     /// [`sanitize`]).
     pub stored: Vec<String>,
+    /// The last stored component before it was renamed for being taken by another file
+    /// or a folder (see [`FileEntry::web_seed_path`]).
+    pub renamed_from: Option<String>,
     /// Length in bytes; 0 for a symlink, which carries no data.
     pub length: u64,
     /// Offset in the v1 byte stream (pad files included); for v2-only torrents, in the
@@ -123,10 +132,23 @@ impl FileEntry {
         &self.stored
     }
 
-    /// The path as the torrent writes it (`path.utf-8` when present, otherwise `path`),
-    /// for web seeds, whose URLs follow the torrent's own names.
+    /// The path as the torrent writes it (`path.utf-8` when present, otherwise `path`).
     pub fn torrent_path(&self) -> &[String] {
         self.path_utf8.as_deref().unwrap_or(&self.path)
+    }
+
+    /// The path a web seed serves the file under (BEP 19), as libtorrent builds it: the
+    /// names made safe, before any renaming of duplicates (libtorrent's `orig_files()`).
+    /// Never `.` or `..`, so no URL can climb out of the seed's folder.
+    pub fn web_seed_path(&self) -> impl Iterator<Item = &str> {
+        let n = self.stored.len();
+        self.stored
+            .iter()
+            .enumerate()
+            .map(move |(i, c)| match (&self.renamed_from, i + 1 == n) {
+                (Some(orig), true) => orig.as_str(),
+                _ => c.as_str(),
+            })
     }
 }
 
@@ -437,13 +459,14 @@ fn parse_header(info: &Value<'_>, w: &mut Warnings) -> Result<Header, MetainfoEr
         ));
     }
     let written = name_utf8_raw.unwrap_or(name_raw);
-    let stored_name = match sanitize::torrent_name(written) {
+    let stored_name = match sanitize::component(written) {
         Some(n) => n,
-        // Nothing usable: named by the infohash that names it on the wire.
+        // Nothing usable: named by its infohash in hex, as libtorrent names it (v1, or
+        // all 64 digits of v2 for a v2-only torrent).
         None if info.get(b"pieces").is_some() || meta_version.is_none() => {
             InfoHash::of(info.raw).to_hex()
         }
-        None => InfoHashV2::of(info.raw).truncated().to_hex(),
+        None => InfoHashV2::of(info.raw).to_hex(),
     };
     if stored_name.as_bytes() != written {
         w.push(format!(
@@ -472,8 +495,9 @@ fn parse_info(info: &Value<'_>, w: &mut Warnings) -> Result<(Info, bool), Metain
     }
     let h = parse_header(info, w)?;
     let pieces_v = info.get(b"pieces");
+    let mut reader = files::FileReader::new(w);
     let v1_files = if pieces_v.is_some() || h.meta_version.is_none() {
-        Some(files::v1_files(info, &h.name, h.name_utf8.as_deref(), w)?)
+        Some(reader.v1_files(info, &h.name, h.name_utf8.as_deref())?)
     } else {
         None
     };
@@ -481,7 +505,7 @@ fn parse_info(info: &Value<'_>, w: &mut Warnings) -> Result<(Info, bool), Metain
         Some(_) => {
             let tree = req(info, "file tree", "info")?;
             let mut files = Vec::new();
-            files::walk_file_tree(tree, &mut Vec::new(), "info.file tree", &mut files, w)?;
+            reader.walk_file_tree(tree, &mut Vec::new(), &mut files)?;
             if files.is_empty() {
                 return Err(invalid("info.file tree", tree, "no files"));
             }
@@ -520,6 +544,7 @@ fn parse_info(info: &Value<'_>, w: &mut Warnings) -> Result<(Info, bool), Metain
             ))
         }
     };
+    check_roots(&files, info)?;
     files::assign_stored(&mut files, single_file, &h.stored_name, w);
     files::check_stored(&files, info)?;
     let has_v1 = v1.is_some();
@@ -635,6 +660,30 @@ fn merge_hybrid(
     Ok(())
 }
 
+/// Files with the same content share a `pieces root`; files of different lengths
+/// cannot, and one piece layer could not match both.
+fn check_roots(files: &[FileEntry], info: &Value<'_>) -> Result<(), MetainfoError> {
+    let mut by_root: HashMap<[u8; 32], &FileEntry> = HashMap::new();
+    for f in files {
+        let Some(root) = f.pieces_root else { continue };
+        if let Some(other) = by_root.insert(root, f).filter(|o| o.length != f.length) {
+            return Err(invalid(
+                "info.file tree",
+                info,
+                format!(
+                    "files {:?} ({} bytes) and {:?} ({} bytes) have the same pieces root {}",
+                    other.path.join("/"),
+                    other.length,
+                    f.path.join("/"),
+                    f.length,
+                    hex::encode(root)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn parse_piece_layers(
     v: &Value<'_>,
     info: &Info,
@@ -642,7 +691,8 @@ fn parse_piece_layers(
     let dict = v
         .as_dict()
         .ok_or_else(|| invalid("piece layers", v, "expected a dictionary"))?;
-    // Indexed by root, so matching layers to files is linear in both.
+    // Indexed by root, so matching layers to files is linear in both (roots are
+    // checked to agree on length by `check_roots`).
     let by_root: HashMap<[u8; 32], &FileEntry> = info
         .files
         .iter()

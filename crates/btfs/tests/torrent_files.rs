@@ -7,6 +7,7 @@ mod common;
 
 use bittorrent::bencode::OwnedValue as O;
 use common::*;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,41 +44,60 @@ struct Measured {
     max_rss_kib: i64,
 }
 
-/// Runs `cmd` and reaps it with `wait4`, which reports the child's own peak resident
-/// memory; killed (by PID) when it outlives `timeout`.
-#[allow(clippy::zombie_processes)] // reaped by wait4, not by `Child::wait`
+/// Runs `cmd` under GNU time, which reports its child's own peak resident memory (a
+/// child's `ru_maxrss` read here would include this test process's own peak, which a
+/// spawned process inherits until it execs), and prlimit, which caps it at 4 GiB of
+/// address space so a btfs that does not bound its memory fails an allocation rather
+/// than taking the machine's memory. Killed (its process group, by id) when it outlives
+/// `timeout`.
 fn run_measured(cmd: &mut Command, dir: &Path, timeout: Duration) -> Measured {
     let out = dir.join("measured.out");
     let err = dir.join("measured.err");
-    let child = cmd
+    let rss = dir.join("measured.rss");
+    let mut wrapped = Command::new("/usr/bin/time");
+    wrapped
+        .args(["-f", "%M", "-o"])
+        .arg(&rss)
+        .args(["prlimit", "--as=4294967296", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    let mut child = wrapped
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
-        .expect("spawning btfs");
-    let pid = child.id() as libc::pid_t;
+        .expect("spawning btfs under /usr/bin/time");
     let deadline = Instant::now() + timeout;
-    let mut status = 0;
-    // SAFETY: plain libc calls on a child of this process, with valid pointers.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        if r == pid {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
-        assert!(r == 0, "wait4 failed");
         if Instant::now() > deadline {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+            // SAFETY: signals the process group this test created, by its id.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+            let _ = child.wait();
             panic!("{cmd:?} still running after {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    let rss = std::fs::read_to_string(&rss).unwrap_or_default();
     Measured {
-        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        // time exits as its child did, or 128 + the signal that ended it.
+        code: status.code().filter(|&c| c < 128),
         stdout: std::fs::read_to_string(&out).unwrap_or_default(),
         stderr: std::fs::read_to_string(&err).unwrap_or_default(),
-        max_rss_kib: usage.ru_maxrss,
+        max_rss_kib: rss
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no peak RSS from /usr/bin/time: {rss:?}")),
     }
 }
 
@@ -505,4 +525,125 @@ fn metainfo_shows_stored_paths_and_bencode_still_reports_stray_bytes() {
         "{}",
         r.stderr
     );
+}
+
+/// A v2 torrent whose `file tree` is `tree`, with a 5-byte file `zz` at its root so it
+/// holds data.
+fn v2_tree_torrent(mut tree: Vec<(Vec<u8>, O)>) -> Vec<u8> {
+    tree.push((
+        b"zz".to_vec(),
+        O::dict([(
+            "",
+            O::dict([
+                ("length", O::int(5)),
+                ("pieces root", O::Bytes(vec![7; 32])),
+            ]),
+        )]),
+    ));
+    O::dict([(
+        "info",
+        O::dict([
+            ("name", bstr("tree")),
+            ("piece length", O::int(16384)),
+            ("meta version", O::int(2)),
+            ("file tree", O::Dict(tree)),
+        ]),
+    )])
+    .encode()
+}
+
+/// `n` empty files named by their number, as entries of a file tree folder.
+fn empty_files(n: usize) -> Vec<(Vec<u8>, O)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("{i}").into_bytes(),
+                O::dict([("", O::dict([("length", O::int(0))]))]),
+            )
+        })
+        .collect()
+}
+
+/// Torrents whose file tree repeats a folder for every file once cost terabytes (an
+/// 8 MiB folder name over 300 000 files) or gigabytes (90 nested folders over 600 000
+/// files) as every file copied its folders; a file list of deep paths cost 20 times its
+/// size. Now names are at most 4 KiB and all paths together at most 128 MiB: each
+/// is refused early, naming the field, in bounded memory; a flat tree of 500 000 files
+/// is read and printed.
+#[test]
+fn file_trees_that_repeat_folders_for_every_file_stay_in_bounded_memory() {
+    let t = tempfile::tempdir().unwrap();
+    let mut deep = O::Dict(empty_files(600_000));
+    for _ in 0..90 {
+        deep = O::Dict(vec![(b"d".to_vec(), deep)]);
+    }
+    let deep_path: Vec<O> = vec![bstr("p"); 150];
+    let v1_list = O::dict([(
+        "info",
+        O::dict([
+            ("name", bstr("list")),
+            ("piece length", O::int(16384)),
+            ("pieces", O::Bytes(vec![0; 20])),
+            (
+                "files",
+                O::List(
+                    (0..20_000)
+                        .map(|i| {
+                            O::dict([
+                                ("length", O::int(i64::from(i == 0))),
+                                ("path", O::List(deep_path.clone())),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ]),
+    )])
+    .encode();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "8 MiB folder name",
+            v2_tree_torrent(vec![(vec![b'k'; 8 << 20], O::Dict(empty_files(300_000)))]),
+            "info.file tree (byte ",
+        ),
+        (
+            "90 nested folders",
+            v2_tree_torrent(vec![(b"top".to_vec(), deep)]),
+            "the file paths of this torrent take more than 128 MiB",
+        ),
+        (
+            "4 KiB folder name",
+            v2_tree_torrent(vec![(vec![b'k'; 4096], O::Dict(empty_files(500_000)))]),
+            "the file paths of this torrent take more than 128 MiB",
+        ),
+        ("v1 paths of 150 folders", v1_list, "info.files["),
+        ("flat", v2_tree_torrent(empty_files(500_000)), ""),
+    ];
+    for (what, bytes, expect) in cases {
+        assert!(bytes.len() <= 16 << 20, "{what}: {} bytes", bytes.len());
+        let file = t.path().join("big.torrent");
+        write(&file, &bytes);
+        let r = run_measured(
+            Command::new(env!("CARGO_BIN_EXE_btfs"))
+                .env("BTFS_PATH", t.path().join("repo"))
+                .args(["bittorrent", "metainfo", "-t"])
+                .arg(&file),
+            t.path(),
+            Duration::from_secs(300),
+        );
+        eprintln!("{what}: peak RSS {} MiB", r.max_rss_kib >> 10);
+        assert!(!r.stderr.contains("panicked"), "{what}: {}", r.stderr);
+        if expect.is_empty() {
+            assert_eq!(r.code, Some(0), "{what}: {}", r.stderr);
+            assert!(r.stdout.contains("Files (500001):"), "{what}");
+        } else {
+            assert_eq!(r.code, Some(1), "{what}: {}", r.stderr);
+            assert!(r.stderr.contains(expect), "{what}: {}", r.stderr);
+        }
+        assert!(
+            r.max_rss_kib < MAX_RSS_KIB,
+            "{what}: peak RSS {} MiB",
+            r.max_rss_kib >> 10
+        );
+    }
 }

@@ -78,21 +78,23 @@ pub(super) fn bad_data(st: &mut State, i: usize) {
 
 /// The URL of file `file` (BEP 19): a single-file torrent's URL is used as is, or with
 /// the name appended when it ends in `/`; a multi-file torrent's is URL/name/path. The
-/// names are the torrent's own, as written (a web server serves the files under those).
+/// names are those libtorrent requests: made safe, before duplicates are renamed
+/// ([`crate::metainfo::FileEntry::web_seed_path`]), so no component is `.` or `..` and
+/// no URL climbs out of the seed's folder.
 pub fn file_url(base: &str, meta: &crate::Metainfo, file: usize) -> String {
     let info = &meta.info;
     let enc = |c: &str| utf8_percent_encode(c, PATH).to_string();
     if info.single_file {
         if base.ends_with('/') {
-            format!("{base}{}", enc(info.torrent_name()))
+            format!("{base}{}", enc(&info.stored_name))
         } else {
             base.to_owned()
         }
     } else {
         let mut u = base.trim_end_matches('/').to_owned();
         u.push('/');
-        u.push_str(&enc(info.torrent_name()));
-        for c in info.files[file].torrent_path() {
+        u.push_str(&enc(&info.stored_name));
+        for c in info.files[file].web_seed_path() {
             u.push('/');
             u.push_str(&enc(c));
         }
@@ -409,5 +411,27 @@ mod tests {
             file_url("http://h/ws/", &multi, 1),
             "http://h/ws/my%20set/z"
         );
+    }
+
+    #[test]
+    fn urls_use_safe_names_before_renaming() {
+        // `..` components are dropped as libtorrent drops them: a URL never climbs out
+        // of the seed's folder (reqwest would collapse `/../`).
+        let t = torrent(Some(vec![
+            ("../../etc/passwd", 5),
+            ("A.txt", 5),
+            ("a.txt", 5),
+        ]));
+        assert_eq!(
+            file_url("http://h/ws/", &t, 0),
+            "http://h/ws/my%20set/etc/passwd"
+        );
+        for f in 0..3 {
+            let u = reqwest::Url::parse(&file_url("http://h/ws/", &t, f)).unwrap();
+            assert!(u.path().starts_with("/ws/my%20set/"), "{u}");
+        }
+        // The second file is stored as a.1.txt, but the seed has it as a.txt.
+        assert_eq!(t.info.files[2].stored, ["a.1.txt"]);
+        assert_eq!(file_url("http://h/ws", &t, 2), "http://h/ws/my%20set/a.txt");
     }
 }

@@ -1,21 +1,25 @@
-//! File names from a torrent made safe to create on disk, the way libtorrent 2.0 (and
-//! so qBittorrent and Deluge) rewrites them, so a torrent other clients load is stored
-//! under the same names by btfs.
+//! File names from a torrent made safe to create on disk, the way libtorrent 2.0.8 (and
+//! so qBittorrent and Deluge) rewrites them (`sanitize_append_path_element`), so a
+//! torrent other clients load is stored under the same names by btfs.
 //!
 //! Policy, per path component ([`component`]):
-//! - `/` and `\` are removed, as are invisible Unicode formatting characters (bidi
-//!   overrides and marks, zero-width characters, byte order marks) that can disguise a
-//!   name;
-//! - control characters (C0, DEL, C1) and bytes that are not UTF-8 become `_`;
+//! - `/` and `\` are removed, as are the bidi controls libtorrent removes (U+202A to
+//!   U+202E, U+200E, U+200F), which can disguise an extension;
+//! - characters below U+0020 become `_`, and so does each invalid UTF-8 sequence (one
+//!   `_` per sequence, its length as its first byte declares, as libtorrent's
+//!   `parse_utf8_codepoint` reads it); DEL, C1 and other invisible characters are kept,
+//!   as libtorrent keeps them (text output escapes them, see the CLI's `output::clean`);
 //! - an empty component becomes `_`; one that is `.` or `..` once rewritten is dropped,
 //!   and a path left with no component at all becomes `_` ([`path`]);
 //! - a name longer than [`MAX_NAME_BYTES`] is cut there, keeping an extension of up to
-//!   nine bytes (so it stays under the 255 bytes file systems allow).
+//!   nine bytes. Unlike libtorrent, which only cuts after a valid character, a `_`
+//!   counts too, so every name stays within [`MAX_COMPONENT_BYTES`].
 //!
-//! The result is never empty, never `.` or `..`, and holds no separator or control
-//! character: joined below a folder it names an entry of that folder. [`StoredPaths`]
-//! then renames files whose rewritten path is already taken, by a file or a folder
-//! (`name.1.ext`, …).
+//! The result is never empty, never `.` or `..`, and holds no separator or character
+//! below U+0020: joined below a folder it names an entry of that folder. [`StoredPaths`]
+//! then renames files whose rewritten path is already taken by a file or a folder,
+//! ignoring ASCII case as libtorrent does (`name.1.ext`, `.1.hidden`, …), shortening
+//! the stem so the new name still fits in [`MAX_COMPONENT_BYTES`].
 //!
 //! Everything here is linear in the length of the names.
 
@@ -25,30 +29,39 @@ use std::collections::{HashMap, HashSet};
 pub const MAX_NAME_BYTES: usize = 240;
 /// Longest extension kept when a name is cut, dot included.
 const MAX_EXTENSION_BYTES: usize = 9;
+/// Longest stored name, in bytes: what Linux file systems allow.
+pub const MAX_COMPONENT_BYTES: usize = 255;
 
-/// Invisible characters that change how a name reads without changing how it looks.
+/// The characters libtorrent removes from names.
 fn is_filtered(c: char) -> bool {
-    matches!(c, '/' | '\\' | '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
-        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    matches!(
+        c,
+        '/' | '\\' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
+    )
 }
 
+/// The characters libtorrent replaces by `_`.
 fn is_control(c: char) -> bool {
-    matches!(c, '\0'..='\u{1f}' | '\u{7f}'..='\u{9f}')
+    c < ' '
 }
 
-/// The character starting `bytes` and its length, or `None` (length 1) for a byte that
-/// does not start valid UTF-8.
+/// The character starting `bytes` and the bytes it takes, read as libtorrent's
+/// `parse_utf8_codepoint` reads it: `None` for an invalid sequence, which takes the
+/// length its first byte declares (one byte for a byte that starts no sequence, the
+/// rest of the name for a truncated one).
 fn next_char(bytes: &[u8]) -> (Option<char>, usize) {
     let len = match bytes[0] {
-        0x00..=0x7f => 1,
-        0xc2..=0xdf => 2,
+        b @ 0x00..=0x7f => return (Some(char::from(b)), 1),
+        0xc0..=0xdf => 2,
         0xe0..=0xef => 3,
-        0xf0..=0xf4 => 4,
+        0xf0..=0xf7 => 4,
+        0xf8..=0xfb => return (None, 5.min(bytes.len())),
         _ => return (None, 1),
     };
     match bytes.get(..len).map(std::str::from_utf8) {
         Some(Ok(s)) => (s.chars().next(), len),
-        _ => (None, 1),
+        Some(Err(_)) => (None, len),
+        None => (None, bytes.len()),
     }
 }
 
@@ -97,18 +110,11 @@ pub fn component(raw: &[u8]) -> Option<String> {
 /// A file's path as it is stored: its components rewritten, dropped ones left out, and
 /// `_` when none is left.
 pub fn path(raw: &[&[u8]]) -> Vec<String> {
-    let p: Vec<String> = raw.iter().filter_map(|c| component(c)).collect();
+    let mut p = symlink_target(raw);
     if p.is_empty() {
-        vec!["_".to_owned()]
-    } else {
-        p
+        p.push("_".to_owned());
     }
-}
-
-/// The torrent's name as stored; `None` when nothing usable is left (the caller names
-/// the torrent by its infohash then, as libtorrent does).
-pub fn torrent_name(raw: &[u8]) -> Option<String> {
-    component(raw)
+    p
 }
 
 /// A symlink target (BEP 47) as stored: rewritten as paths are (`.` and `..` dropped,
@@ -117,22 +123,42 @@ pub fn symlink_target(raw: &[&[u8]]) -> Vec<String> {
     raw.iter().filter_map(|c| component(c)).collect()
 }
 
-/// Is `name` one that [`component`] could have made (a safe name inside a folder)?
+/// Is `name` one that [`component`] or [`StoredPaths`] could have made (a safe name
+/// inside a folder, at most [`MAX_COMPONENT_BYTES`])?
 pub fn is_safe(name: &str) -> bool {
     !name.is_empty()
+        && name.len() <= MAX_COMPONENT_BYTES
         && name != "."
         && name != ".."
-        && !name.contains(['/', '\\'])
-        && !name.chars().any(is_control)
+        && !name.chars().any(|c| is_filtered(c) || is_control(c))
 }
 
-/// Gives every file a path of its own: a path already taken by an earlier file, or by
-/// a folder of any file, is renamed `stem.N.ext` with the smallest free `N`, as
-/// libtorrent does. Linear: each stem keeps its next number to try.
+/// A folder of the stored tree, compared ignoring ASCII case; 0 is the torrent's root.
+type FolderId = u32;
+
+/// A name in a folder, as compared: ASCII lower case.
+type Entry = (FolderId, Box<str>);
+
+fn entry(folder: FolderId, name: &str) -> Entry {
+    (folder, name.to_ascii_lowercase().into_boxed_str())
+}
+
+/// Gives every file a path of its own, as libtorrent's `resolve_duplicate_filenames`
+/// does: a path already taken by an earlier file or by a folder of any file, ignoring
+/// ASCII case, is renamed `stem.N.ext` with the smallest free `N` (the extension is
+/// what follows the last dot, so `.hidden` becomes `.1.hidden`).
+///
+/// Each folder is kept once, by id, whatever the number of files in it, so the work
+/// and memory are linear in the length of the paths; each stem keeps its next number
+/// to try.
 #[derive(Default)]
 pub struct StoredPaths {
-    taken: HashSet<String>,
-    next: HashMap<String, u64>,
+    /// Folders by parent and name; ids start at 1.
+    folders: HashMap<Entry, FolderId>,
+    /// Every folder's and every claimed file's entry.
+    taken: HashSet<Entry>,
+    /// Next number to try, by folder and `stem\0ext`.
+    next: HashMap<Entry, u64>,
 }
 
 impl StoredPaths {
@@ -140,46 +166,82 @@ impl StoredPaths {
     pub fn with_folders<'a>(paths: impl Iterator<Item = &'a [String]>) -> Self {
         let mut s = StoredPaths::default();
         for p in paths {
-            let mut joined = String::new();
-            for c in p.iter().take(p.len().saturating_sub(1)) {
-                if !joined.is_empty() {
-                    joined.push('/');
-                }
-                joined.push_str(c);
-                s.taken.insert(joined.clone());
-            }
+            s.folder_of(p);
         }
         s
     }
 
+    /// The folder holding the last component of `path`, its folders reserved.
+    fn folder_of(&mut self, path: &[String]) -> FolderId {
+        let mut at = 0;
+        for c in path.iter().take(path.len().saturating_sub(1)) {
+            let e = entry(at, c);
+            at = match self.folders.get(&e) {
+                Some(&id) => id,
+                None => {
+                    let id = FolderId::try_from(self.folders.len() + 1).unwrap_or(FolderId::MAX);
+                    self.taken.insert(e.clone());
+                    self.folders.insert(e, id);
+                    id
+                }
+            };
+        }
+        at
+    }
+
+    /// Claims `path` as it is; false when a file or a folder already has it.
+    pub fn try_claim(&mut self, path: &[String]) -> bool {
+        let Some(last) = path.last() else {
+            return false;
+        };
+        let folder = self.folder_of(path);
+        self.taken.insert(entry(folder, last))
+    }
+
     /// Claims `path` for a file; renames its last component when the path is taken.
     pub fn claim(&mut self, path: &mut [String]) {
-        let Some(last) = path.last() else {
-            return;
-        };
-        let joined = path.join("/");
-        if self.taken.insert(joined.clone()) {
+        if path.is_empty() || self.try_claim(path) {
             return;
         }
-        let (stem, ext) = match last.rfind('.') {
-            Some(p) if p > 0 => (&last[..p], &last[p..]),
-            _ => (last.as_str(), ""),
+        let folder = self.folder_of(path);
+        let Some(last) = path.last_mut() else {
+            return;
         };
-        let (stem, ext) = (stem.to_owned(), ext.to_owned());
-        let dir = &joined[..joined.len() - last.len()];
-        let key = format!("{dir}{stem}\0{ext}");
-        let n = self.next.entry(key).or_insert(1);
+        let (stem, ext) = last
+            .rfind('.')
+            .map_or((last.as_str(), ""), |p| last.split_at(p));
+        let n = self
+            .next
+            .entry(entry(folder, &format!("{stem}\0{ext}")))
+            .or_insert(1);
         loop {
-            let name = format!("{stem}.{n}{ext}");
+            let name = numbered(stem, *n, ext);
             *n += 1;
-            if self.taken.insert(format!("{dir}{name}")) {
-                if let Some(l) = path.last_mut() {
-                    *l = name;
-                }
+            if self.taken.insert(entry(folder, &name)) {
+                *last = name;
                 return;
             }
         }
     }
+}
+
+/// `stem.n.ext`, the stem (then the extension) shortened at a character boundary so
+/// the name fits in [`MAX_COMPONENT_BYTES`].
+fn numbered(stem: &str, n: u64, ext: &str) -> String {
+    let number = format!(".{n}");
+    let room = MAX_COMPONENT_BYTES - number.len();
+    let ext = cut(ext, room);
+    let stem = cut(stem, room - ext.len());
+    format!("{stem}{number}{ext}")
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 #[cfg(test)]
@@ -203,10 +265,24 @@ mod tests {
             (b"/foobar", Some("foobar")),
             (b"\\est2", Some("est2")),
             (b"\x82est/MB", Some("_estMB")),
-            (b"a\0b\x1bc\x7f", Some("a_b_c_")),
-            ("\u{9b}csi".as_bytes(), Some("_csi")),
+            // Below U+0020 only; DEL and C1 are kept, as libtorrent keeps them.
+            (b"a\0b\x1bc\x7f", Some("a_b_c\x7f")),
+            ("\u{9b}csi".as_bytes(), Some("\u{9b}csi")),
+            // The bidi controls libtorrent removes, and only those.
             ("evil\u{202e}txt.exe".as_bytes(), Some("eviltxt.exe")),
-            ("zero\u{200b}width".as_bytes(), Some("zerowidth")),
+            ("l\u{200e}r\u{200f}".as_bytes(), Some("lr")),
+            (
+                "zero\u{200b}width\u{feff}".as_bytes(),
+                Some("zero\u{200b}width\u{feff}"),
+            ),
+            // One `_` per invalid sequence, as long as its first byte declares.
+            (b"\xc3A.txt", Some("_.txt")),
+            (b"\x80\x80x", Some("__x")),
+            (b"\xf8\x80\x80\x80\x80z", Some("_z")),
+            (b"\xed\xa0\x80s", Some("_s")),
+            (b"\xc0\xafo", Some("_o")),
+            (b"a\xe2\x82", Some("a_")),
+            ("é\u{10ffff}".as_bytes(), Some("é\u{10ffff}")),
             (b"foobar ", Some("foobar ")),
         ] {
             let got = component(raw);
@@ -244,9 +320,9 @@ mod tests {
 
     #[test]
     fn names_and_targets() {
-        assert_eq!(torrent_name(b".."), None);
-        assert_eq!(torrent_name(b"/"), None);
-        assert_eq!(torrent_name(b"a/b").as_deref(), Some("ab"));
+        assert_eq!(component(b".."), None);
+        assert_eq!(component(b"/"), None);
+        assert_eq!(component(b"a/b").as_deref(), Some("ab"));
         let target: Vec<&[u8]> = vec![b"..", b"a", b".", b"/", b"", b"bar"];
         assert_eq!(symlink_target(&target), vec!["a", "_", "bar"]);
     }
@@ -283,10 +359,47 @@ mod tests {
             claim_all(&[&["_"], &["_", "foo"], &["_", "foo"]]),
             ["_.1", "_/foo", "_/foo.1"]
         );
+        // libtorrent's extension is from the last dot, so a dot file is `.1.hidden`.
         assert_eq!(
             claim_all(&[&[".hidden"], &[".hidden"]]),
-            [".hidden", ".hidden.1"]
+            [".hidden", ".1.hidden"]
         );
+        // ASCII case is ignored, as libtorrent ignores it (for case-insensitive disks).
+        assert_eq!(
+            claim_all(&[&["A.txt"], &["a.txt"], &["a.TXT"]]),
+            ["A.txt", "a.1.txt", "a.2.TXT"]
+        );
+        assert_eq!(claim_all(&[&["a"], &["A", "x"]]), ["a.1", "A/x"]);
+        assert_eq!(claim_all(&[&["D", "x"], &["d", "X"]]), ["D/x", "d/X.1"]);
+    }
+
+    #[test]
+    fn renamed_names_stay_within_255_bytes() {
+        // The longest name `component` makes: 240 bytes crossed by a 4-byte character,
+        // then a 9-byte extension.
+        let raw = format!("{}\u{1f600}tail.abcdefgh", "n".repeat(239));
+        let stored = component(raw.as_bytes()).unwrap();
+        assert_eq!(stored.len(), 252);
+        let copies: Vec<[&str; 1]> = vec![[stored.as_str()]; 120];
+        let copies: Vec<&[&str]> = copies.iter().map(|c| &c[..]).collect();
+        let out = claim_all(&copies);
+        assert_eq!(out[0], stored);
+        for name in &out[1..] {
+            assert!(name.len() <= MAX_COMPONENT_BYTES && is_safe(name), "{name}");
+            assert!(name.ends_with(".abcdefgh"));
+        }
+        let stem = format!("{}\u{1f600}", "n".repeat(239));
+        assert_eq!(out[1], format!("{stem}.1.abcdefgh"));
+        assert_eq!(out[10].len(), 255);
+        // From `.100`, the stem loses its last character (never half of it).
+        assert_eq!(out[119], format!("{}.119.abcdefgh", "n".repeat(239)));
+        assert_eq!(out.iter().collect::<HashSet<_>>().len(), 120);
+        // An extension too long to keep whole is cut too, at a character boundary.
+        let wide = format!("x.{}", "é".repeat(126));
+        assert_eq!(wide.len(), 254);
+        let out = claim_all(&[&[&wide], &[&wide]]);
+        assert!(out[1].len() <= MAX_COMPONENT_BYTES && is_safe(&out[1]));
+        assert!(!is_safe(&"z".repeat(256)));
     }
 
     #[test]

@@ -822,3 +822,194 @@ fn piece_layers_are_matched_to_files_by_root() {
     }
     assert!(m.warnings.is_empty(), "{:?}", m.warnings);
 }
+
+/// A v2 torrent whose file tree is `tree` (already encoded as a dictionary value).
+fn v2_with_tree(tree: O) -> O {
+    O::dict([(
+        "info",
+        O::dict([
+            ("name", s("v2")),
+            ("piece length", O::int(16384)),
+            ("meta version", O::int(2)),
+            ("file tree", tree),
+        ]),
+    )])
+}
+
+fn data_leaf() -> O {
+    O::dict([(
+        "",
+        O::dict([
+            ("length", O::int(5)),
+            ("pieces root", O::Bytes(vec![7; 32])),
+        ]),
+    )])
+}
+
+fn empty_leaf() -> O {
+    O::dict([("", O::dict([("length", O::int(0))]))])
+}
+
+#[test]
+fn long_written_names_are_refused_naming_the_field() {
+    let long = vec![b'k'; files::MAX_WRITTEN_NAME_BYTES + 1];
+    // A folder key of the v2 tree.
+    let tree = O::Dict(vec![(
+        long.clone(),
+        O::Dict(vec![(b"f".to_vec(), empty_leaf())]),
+    )]);
+    let e = message(&v2_with_tree(tree));
+    assert!(e.starts_with("info.file tree (byte "), "{e}");
+    assert!(e.contains("a name of 4097 bytes starting \"kkkk"), "{e}");
+    assert!(e.len() < 400, "the name is not copied whole: {e}");
+    // A component of a v1 path.
+    let t = named(b"d", vec![raw_file(1, &[b"a", &long])], 1);
+    let e = message(&t);
+    assert!(e.starts_with("info.files[0].path[1] (byte "), "{e}");
+    // At the limit: accepted, stored cut to 240 bytes.
+    let ok = vec![b'k'; files::MAX_WRITTEN_NAME_BYTES];
+    let m = parse(&named(b"d", vec![raw_file(1, &[&ok])], 1)).unwrap();
+    assert_eq!(m.info.files[0].stored[0].len(), sanitize::MAX_NAME_BYTES);
+}
+
+#[test]
+fn paths_of_many_files_in_deep_folders_are_refused_past_the_budget() {
+    // 90 nested folders holding 30 000 empty files: each file's path repeats them.
+    let files: Vec<(Vec<u8>, O)> = (0..30_000)
+        .map(|i| (format!("{i}").into_bytes(), empty_leaf()))
+        .collect();
+    let mut node = O::Dict(files);
+    for _ in 0..90 {
+        node = O::Dict(vec![(b"d".to_vec(), node)]);
+    }
+    let e = message(&v2_with_tree(node));
+    assert!(
+        e.contains("the file paths of this torrent take more than 128 MiB"),
+        "{e}"
+    );
+    assert!(e.starts_with("info.file tree/d/d/"), "{e}");
+    // The same files in a shallow tree are fine.
+    let mut files: Vec<(Vec<u8>, O)> = (0..30_000)
+        .map(|i| (format!("{i}").into_bytes(), empty_leaf()))
+        .collect();
+    files.push((b"z".to_vec(), data_leaf()));
+    let m = parse(&v2_with_tree(O::Dict(vec![(
+        b"d".to_vec(),
+        O::Dict(files),
+    )])))
+    .unwrap();
+    assert_eq!(m.info.files.len(), 30_001);
+    // v1 lists pay for their paths the same way.
+    let deep: Vec<&[u8]> = vec![b"d"; 96];
+    let list: Vec<O> = (0..30_000).map(|_| raw_file(0, &deep)).collect();
+    let e = message(&named(b"n", list, 0));
+    assert!(e.contains("take more than 128 MiB"), "{e}");
+    assert!(e.starts_with("info.files["), "{e}");
+}
+
+#[test]
+fn names_differing_only_in_ascii_case_are_renamed() {
+    let t = named(
+        b"d",
+        vec![
+            raw_file(1, &[b"A.txt"]),
+            raw_file(1, &[b"a.txt"]),
+            raw_file(1, &[b"x"]),
+            raw_file(1, &[b"X", b"y"]),
+            raw_file(1, &[b".hidden"]),
+            raw_file(1, &[b".hidden"]),
+        ],
+        6,
+    );
+    let m = parse(&t).unwrap();
+    assert_eq!(
+        stored(&m),
+        ["A.txt", "a.1.txt", "x.1", "X/y", ".hidden", ".1.hidden"]
+    );
+    // Web seeds have the files under their names before renaming.
+    let web: Vec<String> = m
+        .info
+        .files
+        .iter()
+        .map(|f| f.web_seed_path().collect::<Vec<_>>().join("/"))
+        .collect();
+    assert_eq!(web, ["A.txt", "a.txt", "x", "X/y", ".hidden", ".hidden"]);
+}
+
+#[test]
+fn stored_paths_are_checked_ignoring_case() {
+    let t = named(b"d", vec![raw_file(1, &[b"a"]), raw_file(1, &[b"b"])], 2);
+    let bytes = t.encode();
+    let (root, _) = bencode::decode_prefix_with(&bytes, TORRENT_LIMITS).unwrap();
+    let info = root.get(b"info").unwrap();
+    let m = Metainfo::from_bytes(&bytes).unwrap();
+    let with = |paths: &[&[&str]]| {
+        let mut files = m.info.files.clone();
+        for (f, p) in files.iter_mut().zip(paths) {
+            f.stored = p.iter().map(|c| c.to_string()).collect();
+        }
+        files::check_stored(&files, info)
+    };
+    assert!(with(&[&["a"], &["b"]]).is_ok());
+    assert!(with(&[&["A"], &["a"]]).is_err(), "two files");
+    assert!(with(&[&["A"], &["a", "x"]]).is_err(), "a file and a folder");
+    assert!(with(&[&["a", "X"], &["A"]]).is_err(), "a folder and a file");
+    assert!(with(&[&["a"], &[&"b".repeat(256)]]).is_err(), "too long");
+}
+
+#[test]
+fn pad_files_in_a_v2_tree_are_refused() {
+    let leaf = |attr: &str, len: i64| {
+        O::dict([(
+            "",
+            O::dict([
+                ("attr", s(attr)),
+                ("length", O::int(len)),
+                ("pieces root", O::Bytes(vec![7; 32])),
+            ]),
+        )])
+    };
+    for len in [0, 16384] {
+        let tree = O::Dict(vec![
+            (b"a".to_vec(), leaf("", 5)),
+            (b"pad".to_vec(), leaf("p", len)),
+        ]);
+        let e = message(&v2_with_tree(tree));
+        assert!(e.starts_with("info.file tree/pad[\"\"] (byte "), "{e}");
+        assert!(e.contains("a pad file in a v2 file tree"), "{e}");
+    }
+}
+
+#[test]
+fn files_sharing_a_pieces_root_must_have_the_same_length() {
+    let leaf = |len: i64| {
+        O::dict([(
+            "",
+            O::dict([
+                ("length", O::int(len)),
+                ("pieces root", O::Bytes(vec![7; 32])),
+            ]),
+        )])
+    };
+    let same = O::Dict(vec![(b"a".to_vec(), leaf(5)), (b"b".to_vec(), leaf(5))]);
+    assert!(parse(&v2_with_tree(same)).is_ok(), "copies of one file");
+    let differ = O::Dict(vec![(b"a".to_vec(), leaf(5)), (b"b".to_vec(), leaf(40000))]);
+    let e = message(&v2_with_tree(differ));
+    assert!(e.contains("have the same pieces root"), "{e}");
+}
+
+#[test]
+fn a_v2_only_torrent_with_no_usable_name_is_named_by_its_full_v2_hash() {
+    let t = O::dict([(
+        "info",
+        O::dict([
+            ("name", s("..")),
+            ("piece length", O::int(16384)),
+            ("meta version", O::int(2)),
+            ("file tree", O::Dict(vec![(b"f".to_vec(), data_leaf())])),
+        ]),
+    )]);
+    let m = parse(&t).unwrap();
+    assert_eq!(m.info.stored_name, m.info_hash_v2.unwrap().to_hex());
+    assert_eq!(m.info.stored_name.len(), 64);
+}
