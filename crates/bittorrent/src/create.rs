@@ -239,7 +239,30 @@ pub fn assemble(
     }
     let bytes = OwnedValue::dict(root).encode();
     let metainfo = Metainfo::from_bytes(&bytes)?;
+    stored_as_written(&metainfo)?;
     Ok((bytes, metainfo))
+}
+
+/// Every name of a torrent btfs makes is stored as it is written, by btfs as by other
+/// clients (see [`crate::metainfo::sanitize`]): otherwise the files would not be where
+/// the torrent says, for `serve --cid` (which names files from the store) as for
+/// others. Refuses a name that would be rewritten, and files whose paths differ only in
+/// ASCII case (renamed on load).
+fn stored_as_written(m: &Metainfo) -> Result<(), CreateError> {
+    let info = &m.info;
+    if info.stored_name != info.name {
+        return Err(CreateError::UnsafeName {
+            path: PathBuf::from(&info.name),
+            stored: info.stored_name.clone(),
+        });
+    }
+    match info.files.iter().find(|f| f.stored != f.path) {
+        Some(f) if !info.single_file => Err(CreateError::UnsafeName {
+            path: PathBuf::from(f.path.join("/")),
+            stored: f.stored.join("/"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn torrent_name(path: &Path) -> Result<String, CreateError> {
@@ -530,5 +553,45 @@ mod tests {
             ),
             Err(CreateError::UnsafeName { .. })
         ));
+        // Two names that differ only in case are one file for clients that ignore case
+        // (libtorrent renames the second).
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "c/A.txt", b"x");
+        write(dir.path(), "c/a.txt", b"y");
+        let e =
+            create_torrent(&dir.path().join("c"), &CreateOptions::default(), &|_| {}).unwrap_err();
+        assert!(
+            matches!(&e, CreateError::UnsafeName { stored, .. } if stored == "a.1.txt"),
+            "{e}"
+        );
+    }
+
+    /// `assemble` (what `serve --cid` uses, with names from the store) checks the names
+    /// itself.
+    #[test]
+    fn assemble_refuses_names_that_clients_would_store_differently() {
+        let opts = CreateOptions::default();
+        let one = |name: &str, files: &[(Vec<String>, u64)], single| {
+            assemble(name, single, files, 16384, vec![0; 20], &opts).map(|_| ())
+        };
+        let file = |p: &[&str]| (p.iter().map(|c| c.to_string()).collect(), 1);
+        assert!(one("ok", &[file(&["a"]), file(&["b"])], false).is_ok());
+        for (name, files, single, stored) in [
+            ("a/b", vec![file(&["a/b"])], true, "ab"),
+            ("..", vec![file(&["x"]), file(&["y"])], false, ""),
+            ("ok", vec![file(&["..", "x"]), file(&["y"])], false, "x"),
+            ("ok", vec![file(&["d\\x"]), file(&["y"])], false, "dx"),
+            ("ok", vec![file(&["D"]), file(&["d", "x"])], false, "D.1"),
+            ("ok", vec![file(&["x"]), file(&["X"])], false, "X.1"),
+        ] {
+            let e = one(name, &files, single).unwrap_err();
+            match &e {
+                CreateError::UnsafeName { stored: s, .. } if stored.is_empty() => {
+                    assert_eq!(s.len(), 40, "{e}")
+                }
+                CreateError::UnsafeName { stored: s, .. } => assert_eq!(s, stored, "{e}"),
+                _ => panic!("{name} {files:?}: {e}"),
+            }
+        }
     }
 }
