@@ -56,7 +56,12 @@ pub type Receiver = broadcast::Receiver<(bool, Bytes)>;
 
 pub enum JobSpec {
     Magnet(String),
-    Torrent(Vec<u8>),
+    /// An uploaded torrent, parsed once by the API: its bytes, stored name and infohash.
+    Torrent {
+        bytes: Vec<u8>,
+        name: String,
+        info_hash: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,16 +318,19 @@ impl Jobs {
                 let ih = parsed.map(|p| p.wire_info_hash().to_hex());
                 (m, None, name, ih)
             }
-            JobSpec::Torrent(bytes) => {
+            JobSpec::Torrent {
+                bytes,
+                name,
+                info_hash,
+            } => {
                 let p = self.dir.join(format!("{id}.torrent"));
                 std::fs::write(&p, &bytes).with_context(|| format!("{}", p.display()))?;
-                let meta = bittorrent::Metainfo::from_bytes(&bytes).ok();
-                let name = meta.as_ref().map(|m| m.info.storage_name().to_string());
-                let source = name
-                    .as_ref()
-                    .map_or_else(|| "upload.torrent".into(), |n| format!("{n}.torrent"));
-                let ih = meta.map(|m| m.wire_info_hash().to_hex());
-                (source, Some(p), name, ih)
+                (
+                    format!("{name}.torrent"),
+                    Some(p),
+                    Some(name),
+                    Some(info_hash),
+                )
             }
         };
         let (output, own_output) = match (&args.output, args.seed) {

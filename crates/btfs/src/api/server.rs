@@ -1144,6 +1144,116 @@ async fn add(
     exec(&d, run, None).await
 }
 
+/// Most uploaded torrents parsed at once: parsing takes a blocking thread and memory
+/// proportional to the torrent (up to 16 MiB), so a burst of uploads waits its turn.
+const MAX_CONCURRENT_PARSES: usize = 2;
+
+static PARSES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_PARSES);
+
+/// The multipart part `file` of a download request (at most [`MAX_TORRENT_SIZE`]
+/// bytes), if there is one.
+async fn torrent_part(req: Request<Body>) -> Result<Option<Vec<u8>>, Response<Body>> {
+    let bad =
+        |e: &dyn std::fmt::Display| error(StatusCode::BAD_REQUEST, 2, format!("download: {e}"));
+    let mut multipart = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| bad(&e))?;
+    let mut torrent = None;
+    while let Some(mut field) = multipart.next_field().await.map_err(|e| bad(&e))? {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let mut data = Vec::new();
+        while let Some(c) = field.chunk().await.map_err(|e| bad(&e))? {
+            if data.len() + c.len() > MAX_TORRENT_SIZE {
+                return Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    2,
+                    format!(
+                        "download: a .torrent is at most {} MiB (real torrents are a few MiB)",
+                        MAX_TORRENT_SIZE >> 20
+                    ),
+                ));
+            }
+            data.extend_from_slice(&c);
+        }
+        torrent = Some(data);
+    }
+    Ok(torrent)
+}
+
+/// Parses an uploaded torrent once, for the job to use: off the async threads (the API
+/// and the gateway keep answering meanwhile), at most [`MAX_CONCURRENT_PARSES`] at once.
+async fn parse_upload(t: Vec<u8>) -> Result<JobSpec, Response<Body>> {
+    let _permit = PARSES
+        .acquire()
+        .await
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, 1, e.to_string()))?;
+    let parsed = tokio::task::spawn_blocking(move || {
+        bittorrent::Metainfo::from_bytes(&t).map(|m| JobSpec::Torrent {
+            info_hash: m.wire_info_hash().to_hex(),
+            name: m.info.stored_name,
+            bytes: t,
+        })
+    })
+    .await;
+    match parsed {
+        Ok(Ok(spec)) => Ok(spec),
+        Ok(Err(e)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            2,
+            format!("the uploaded .torrent: {e}"),
+        )),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, 1, e.to_string())),
+    }
+}
+
+/// What a download request downloads: the magnet link in `arg`, or the uploaded torrent.
+async fn job_spec(
+    query: &[(String, String)],
+    torrent: Option<Vec<u8>>,
+) -> Result<JobSpec, Response<Body>> {
+    let source = query
+        .iter()
+        .find(|(k, _)| k == "arg")
+        .map(|(_, v)| v.clone());
+    if query.iter().any(|(k, _)| k == "t" || k == "torrent") {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            2,
+            "upload the .torrent as the multipart part \"file\" (the daemon does not read paths)",
+        ));
+    }
+    match (source, torrent) {
+        (Some(_), Some(_)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            2,
+            "give a magnet link or a .torrent, not both",
+        )),
+        (Some(m), None) if m.trim_start().to_ascii_lowercase().starts_with("magnet:") => {
+            match m.parse::<bittorrent::Magnet>() {
+                Ok(_) => Ok(JobSpec::Magnet(m)),
+                Err(e) => Err(error(
+                    StatusCode::BAD_REQUEST,
+                    2,
+                    format!("reading the magnet link: {e}"),
+                )),
+            }
+        }
+        (Some(_), None) => Err(error(
+            StatusCode::BAD_REQUEST,
+            2,
+            "arg is a magnet link; upload a .torrent as the multipart part \"file\"",
+        )),
+        (None, Some(t)) => parse_upload(t).await,
+        (None, None) => Err(error(
+            StatusCode::BAD_REQUEST,
+            2,
+            "give a magnet link (arg=magnet:?…) or upload a .torrent (multipart part \"file\")",
+        )),
+    }
+}
+
 /// `POST /api/v1/bittorrent/download`: a job. The source is `arg` (a magnet link) or a
 /// `.torrent` uploaded as the multipart part `file`; the other options are the
 /// command's. With `detach=true` the job is returned at once; otherwise its events
@@ -1158,106 +1268,18 @@ async fn download(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let mut torrent = None;
-    if is_multipart {
-        let mut multipart = match Multipart::from_request(req, &()).await {
-            Ok(m) => m,
-            Err(e) => return error(StatusCode::BAD_REQUEST, 2, format!("download: {e}")),
-        };
-        loop {
-            let mut field = match multipart.next_field().await {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return error(StatusCode::BAD_REQUEST, 2, format!("download: {e}")),
-            };
-            if field.name() != Some("file") {
-                continue;
-            }
-            let mut data = Vec::new();
-            loop {
-                match field.chunk().await {
-                    Ok(Some(c)) => {
-                        if data.len() + c.len() > MAX_TORRENT_SIZE {
-                            return error(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                2,
-                                format!(
-                                    "download: a .torrent is at most {} MiB (real torrents are a few MiB)",
-                                    MAX_TORRENT_SIZE >> 20
-                                ),
-                            );
-                        }
-                        data.extend_from_slice(&c);
-                    }
-                    Ok(None) => break,
-                    Err(e) => return error(StatusCode::BAD_REQUEST, 2, format!("download: {e}")),
-                }
-            }
-            torrent = Some(data);
+    let torrent = if is_multipart {
+        match torrent_part(req).await {
+            Ok(t) => t,
+            Err(r) => return r,
         }
-    }
-    let source = query
-        .iter()
-        .find(|(k, _)| k == "arg")
-        .map(|(_, v)| v.clone());
-    if query.iter().any(|(k, _)| k == "t" || k == "torrent") {
-        return error(
-            StatusCode::BAD_REQUEST,
-            2,
-            "upload the .torrent as the multipart part \"file\" (the daemon does not read paths)",
-        );
-    }
-    let spec =
-        match (source, torrent) {
-            (Some(_), Some(_)) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    2,
-                    "give a magnet link or a .torrent, not both",
-                )
-            }
-            (Some(m), None) if m.trim_start().to_ascii_lowercase().starts_with("magnet:") => {
-                if let Err(e) = m.parse::<bittorrent::Magnet>() {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        2,
-                        format!("reading the magnet link: {e}"),
-                    );
-                }
-                JobSpec::Magnet(m)
-            }
-            (Some(_), None) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    2,
-                    "arg is a magnet link; upload a .torrent as the multipart part \"file\"",
-                )
-            }
-            (None, Some(t)) => {
-                // Parsing is CPU work proportional to the upload: off the async threads,
-                // so the API and the gateway keep answering meanwhile.
-                let checked = tokio::task::spawn_blocking(move || {
-                    bittorrent::Metainfo::from_bytes(&t).map(|_| t)
-                })
-                .await;
-                match checked {
-                    Ok(Ok(t)) => JobSpec::Torrent(t),
-                    Ok(Err(e)) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            2,
-                            format!("the uploaded .torrent: {e}"),
-                        )
-                    }
-                    Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, 1, e.to_string()),
-                }
-            }
-            (None, None) => return error(
-                StatusCode::BAD_REQUEST,
-                2,
-                "give a magnet link (arg=magnet:?…) or upload a .torrent (multipart part \"file\")",
-            ),
-        };
+    } else {
+        None
+    };
+    let spec = match job_spec(query, torrent).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     // The options, checked by the command line's parser (with a stand-in source).
     let options: Vec<(String, String)> = query
         .iter()

@@ -146,8 +146,15 @@ pub async fn fetch(
     }
     let (info, peers) = result?;
     let torrent = metadata::torrent_bytes(&info, &magnet.trackers, &magnet.web_seeds);
-    let meta =
-        Metainfo::from_bytes(&torrent).context("the metadata peers sent is not a valid torrent")?;
+    // Parsing is CPU work proportional to the metadata (up to 8 MiB): off the async
+    // threads, which keep serving peers meanwhile.
+    let (meta, torrent) = tokio::task::spawn_blocking(move || {
+        let meta = Metainfo::from_bytes(&torrent);
+        (meta, torrent)
+    })
+    .await
+    .context("parsing the metadata")?;
+    let meta = meta.context("the metadata peers sent is not a valid torrent")?;
     Ok(Fetched {
         meta,
         torrent,
