@@ -236,6 +236,16 @@ pub fn decode_with(input: &[u8], limits: Limits) -> Result<Value<'_>, DecodeErro
 /// Decodes one value from the start of `input` and returns it with the number of bytes
 /// it used (for messages that carry data after a bencoded header, like BEP 9).
 pub fn decode_prefix_with(input: &[u8], limits: Limits) -> Result<(Value<'_>, usize), DecodeError> {
+    decode_prefix_max_values(input, limits, MAX_VALUES)
+}
+
+/// [`decode_prefix_with`] with at most `max_values` values: [`MAX_VALUES`], or fewer in
+/// tests, which then need not build millions of values to reach the limit.
+fn decode_prefix_max_values(
+    input: &[u8],
+    limits: Limits,
+    max_values: usize,
+) -> Result<(Value<'_>, usize), DecodeError> {
     if input.len() > limits.max_size {
         return Err(DecodeError {
             offset: 0,
@@ -245,7 +255,7 @@ pub fn decode_prefix_with(input: &[u8], limits: Limits) -> Result<(Value<'_>, us
             },
         });
     }
-    let sizes = count_items(input, limits.max_depth)?;
+    let sizes = count_items(input, limits.max_depth, max_values)?;
     let mut d = Decoder {
         input,
         pos: 0,
@@ -259,9 +269,9 @@ pub fn decode_prefix_with(input: &[u8], limits: Limits) -> Result<(Value<'_>, us
 
 /// The first pass: the number of items (keys included) of every list and dictionary of
 /// the first value in `input`, in the order they open. It refuses more than
-/// [`MAX_VALUES`] values; at any other fault it stops and returns what it counted, and
+/// `max_values` values; at any other fault it stops and returns what it counted, and
 /// the decoder, which checks everything, reports the fault.
-fn count_items(input: &[u8], max_depth: usize) -> Result<Vec<u32>, DecodeError> {
+fn count_items(input: &[u8], max_depth: usize, max_values: usize) -> Result<Vec<u32>, DecodeError> {
     let mut sizes: Vec<u32> = Vec::new();
     // Indices in `sizes` of the lists and dictionaries that are open.
     let mut open: Vec<usize> = Vec::new();
@@ -277,10 +287,10 @@ fn count_items(input: &[u8], max_depth: usize) -> Result<Vec<u32>, DecodeError> 
             continue;
         }
         values += 1;
-        if values > MAX_VALUES {
+        if values > max_values {
             return Err(DecodeError {
                 offset: pos,
-                kind: DecodeErrorKind::TooManyValues { max: MAX_VALUES },
+                kind: DecodeErrorKind::TooManyValues { max: max_values },
             });
         }
         if let Some(&top) = open.last() {
@@ -744,35 +754,49 @@ mod tests {
 
     #[test]
     fn too_many_values_are_refused_before_they_are_built() {
-        // The list itself and MAX_VALUES - 1 empty strings: accepted.
+        // A lower limit than MAX_VALUES, so the test builds thousands of values, not
+        // millions (the limit is the same code whatever its value).
+        const MAX: usize = 4000;
+        fn decode(input: &[u8]) -> Result<Value<'_>, DecodeError> {
+            decode_prefix_max_values(input, Limits::default(), MAX).map(|(v, _)| v)
+        }
+        // The list itself and MAX - 1 empty strings: accepted.
         let mut input = vec![b'l'];
-        input.extend(b"0:".repeat(MAX_VALUES - 1));
+        input.extend(b"0:".repeat(MAX - 1));
         input.push(b'e');
         let v = decode(&input).unwrap();
-        assert_eq!(v.as_list().unwrap().len(), MAX_VALUES - 1);
+        assert_eq!(v.as_list().unwrap().len(), MAX - 1);
         // One more value is one too many; the error names the limit and the offset of
         // the first value past it.
         input.pop();
         input.extend(b"0:e");
-        let e = err(&input);
+        let e = decode(&input).unwrap_err();
         assert_eq!(
             e,
             DecodeError {
-                offset: 1 + 2 * (MAX_VALUES - 1),
-                kind: DecodeErrorKind::TooManyValues { max: MAX_VALUES }
+                offset: 1 + 2 * (MAX - 1),
+                kind: DecodeErrorKind::TooManyValues { max: MAX }
             }
         );
-        assert!(e.to_string().contains("more than 4000000 values"), "{e}");
+        assert!(e.to_string().contains("more than 4000 values"), "{e}");
         // Dictionary keys count too.
         let mut dict = vec![b'd'];
-        for i in 0..MAX_VALUES / 2 {
+        for i in 0..MAX / 2 {
             dict.extend(format!("{}:{i:07}0:", i.to_string().len().max(7)).bytes());
         }
         dict.push(b'e');
         assert!(matches!(
-            err(&dict).kind,
+            decode(&dict).unwrap_err().kind,
             DecodeErrorKind::TooManyValues { .. }
         ));
+        // The real limit, without building anything: counting stops at it.
+        let mut input = vec![b'l'];
+        input.extend(b"i0e".repeat(MAX_VALUES + 1));
+        input.push(b'e');
+        assert_eq!(
+            count_items(&input, 100, MAX_VALUES).unwrap_err().kind,
+            DecodeErrorKind::TooManyValues { max: MAX_VALUES }
+        );
     }
 
     #[test]

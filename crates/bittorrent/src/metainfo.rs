@@ -127,11 +127,6 @@ pub struct FileEntry {
 }
 
 impl FileEntry {
-    /// The path used on disk, in the store and in output: [`FileEntry::stored`].
-    pub fn storage_path(&self) -> &[String] {
-        &self.stored
-    }
-
     /// The path as the torrent writes it (`path.utf-8` when present, otherwise `path`).
     pub fn torrent_path(&self) -> &[String] {
         self.path_utf8.as_deref().unwrap_or(&self.path)
@@ -187,11 +182,6 @@ pub struct Info {
 }
 
 impl Info {
-    /// The name used on disk, in the store and in output: [`Info::stored_name`].
-    pub fn storage_name(&self) -> &str {
-        &self.stored_name
-    }
-
     /// The name as the torrent writes it: `name.utf-8` when present, otherwise `name`.
     pub fn torrent_name(&self) -> &str {
         self.name_utf8.as_deref().unwrap_or(&self.name)

@@ -106,9 +106,9 @@ fn file_components(m: &Metainfo) -> Vec<Vec<String>> {
     info.files
         .iter()
         .map(|f| {
-            let mut c = vec![info.storage_name().to_owned()];
+            let mut c = vec![info.stored_name.clone()];
             if !info.single_file {
-                c.extend(f.storage_path().iter().cloned());
+                c.extend(f.stored.iter().cloned());
             }
             c
         })

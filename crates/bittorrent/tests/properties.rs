@@ -388,9 +388,10 @@ fn check_component(c: &str, what: &str) {
     assert!(!c.is_empty(), "{what}: empty component");
     assert!(c != "." && c != "..", "{what}: component {c:?}");
     assert!(
-        !c.contains(['/', '\\', '\0']),
-        "{what}: component {c:?} contains a separator or NUL"
+        !c.contains(['/', '\\']) && !c.chars().any(|x| x < ' '),
+        "{what}: component {c:?} contains a separator or a control character"
     );
+    assert!(c.len() <= 255, "{what}: component of {} bytes", c.len());
 }
 
 fn check_path(p: &[String], what: &str) {
@@ -404,10 +405,10 @@ fn check_path(p: &[String], what: &str) {
 fn check_metainfo(m: &Metainfo) {
     let info = &m.info;
     // Names as written may be anything; what is stored on disk is always safe.
-    check_component(info.storage_name(), "stored name");
+    check_component(&info.stored_name, "stored name");
     assert!(!info.files.is_empty(), "a torrent has files");
     for (i, f) in info.files.iter().enumerate() {
-        check_path(f.storage_path(), &format!("files[{i}] stored path"));
+        check_path(&f.stored, &format!("files[{i}] stored path"));
         if let Some(p) = &f.attr.symlink {
             for c in p {
                 check_component(c, &format!("files[{i}].symlink"));
@@ -416,7 +417,7 @@ fn check_metainfo(m: &Metainfo) {
         }
     }
     if info.single_file {
-        assert_eq!(info.files[0].storage_path(), [info.storage_name()]);
+        assert_eq!(info.files[0].stored.as_slice(), [info.stored_name.as_str()]);
     }
     if let Some(g) = info.geometry() {
         let sum: u128 = info.files.iter().map(|f| u128::from(f.length)).sum();
@@ -432,18 +433,20 @@ fn check_metainfo(m: &Metainfo) {
             at += f.length;
         }
     }
-    // No two written files share a path, and no file is another file's directory.
-    let mut paths: Vec<&[String]> = info
-        .files
-        .iter()
-        .filter(|f| !f.attr.pad)
-        .map(|f| f.storage_path())
+    // No two written files share a path, and no file is another file's folder, ignoring
+    // ASCII case (as on a case-insensitive disk).
+    let written = || info.files.iter().filter(|f| !f.attr.pad);
+    let folders: std::collections::HashSet<String> = written()
+        .flat_map(|f| {
+            let p = f.stored.as_slice();
+            (1..p.len()).map(move |n| p[..n].join("/").to_ascii_lowercase())
+        })
         .collect();
-    paths.sort_unstable();
-    for (i, a) in paths.iter().enumerate() {
-        for b in &paths[i + 1..] {
-            assert!(!b.starts_with(a), "path {a:?} clashes with {b:?}");
-        }
+    let mut files = std::collections::HashSet::new();
+    for f in written() {
+        let p = f.stored.join("/").to_ascii_lowercase();
+        assert!(!folders.contains(&p), "file {p:?} is also a folder");
+        assert!(files.insert(p.clone()), "two files are stored as {p:?}");
     }
     if let Some(h) = m.info_hash {
         assert_eq!(h, InfoHash::of(&m.info_bytes));
@@ -470,6 +473,9 @@ fn check_torrent_bytes(bytes: &[u8]) {
 fn arb_component() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         16 => "[a-z]{1,6}(\\.[a-z]{1,3})?".prop_map(String::into_bytes),
+        // Names that differ only in case, and long names renamed near 255 bytes.
+        4 => "[aAbB]{1,2}(\\.[tT])?".prop_map(String::into_bytes),
+        1 => "[a-z]{236,239}\u{1f600}[a-z]{0,4}(\\.[a-z]{1,8})?".prop_map(String::into_bytes),
         2 => select(vec![
             &b""[..],
             b".",

@@ -131,7 +131,7 @@ impl Bridge {
                 components: if meta.info.single_file {
                     Vec::new()
                 } else {
-                    f.storage_path().to_vec()
+                    f.stored.clone()
                 },
                 offset: f.offset,
                 len: f.length,
@@ -282,7 +282,7 @@ impl Bridge {
     /// Builds file roots and directories, pins the root and records the torrent.
     fn finish(self) -> Result<Imported, BridgeError> {
         let sink = &self.repo.blocks;
-        let name = self.meta.info.storage_name().to_owned();
+        let name = self.meta.info.stored_name.clone();
         let mut tree = Tree::default();
         let mut single = None;
         for f in self.files {

@@ -243,7 +243,7 @@ fn unsafe_names_are_stored_as_libtorrent_stores_them() {
         let bytes = t.encode();
         let m = Metainfo::from_bytes(&bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(stored(&m), want, "{what}");
-        assert_eq!(m.info.storage_name(), "temp");
+        assert_eq!(m.info.stored_name.as_str(), "temp");
         // The names as written are kept, and the infohash covers them.
         assert_eq!(m.info.files[0].path.len(), files[0].0.len(), "{what}");
         let (root, _) = bencode::decode_prefix_with(&bytes, TORRENT_LIMITS).unwrap();
@@ -289,14 +289,17 @@ fn torrent_names_are_stored_safely() {
         ),
     ] {
         let m = parse(&single(name)).unwrap();
-        assert_eq!(m.info.storage_name(), want);
-        assert_eq!(m.info.files[0].storage_path(), std::slice::from_ref(&want));
+        assert_eq!(m.info.stored_name.as_str(), want);
+        assert_eq!(
+            m.info.files[0].stored.as_slice(),
+            std::slice::from_ref(&want)
+        );
         assert_eq!(m.info.name.as_bytes(), name);
         assert!(m.warnings[0].starts_with("info.name: "), "{:?}", m.warnings);
     }
     // invalid_name2: nothing usable is left of "..": the torrent is named by its hash.
     let m = parse(&named(b"..", vec![file(425, &["foo", "bar.txt"])], 425)).unwrap();
-    assert_eq!(m.info.storage_name(), m.info_hash.unwrap().to_hex());
+    assert_eq!(m.info.stored_name.as_str(), m.info_hash.unwrap().to_hex());
     assert_eq!(stored(&m), ["foo/bar.txt"]);
     // name.utf-8 is preferred, and rewritten too.
     let mut t = single(b"plain");
@@ -307,7 +310,7 @@ fn torrent_names_are_stored_safely() {
         }
     }
     let m = parse(&t).unwrap();
-    assert_eq!(m.info.storage_name(), "caf\u{e9}x");
+    assert_eq!(m.info.stored_name.as_str(), "caf\u{e9}x");
     assert_eq!(m.magnet().display_name.as_deref(), Some("caf\u{e9}/x"));
 }
 

@@ -92,7 +92,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
             if enc == Encoding::Json {
                 println!(
                     "{}",
-                    serde_json::json!({"Type": "metadata", "Phase": "Done", "Name": fetched.meta.info.storage_name(), "Peers": fetched.peers.len()})
+                    serde_json::json!({"Type": "metadata", "Phase": "Done", "Name": fetched.meta.info.stored_name.as_str(), "Peers": fetched.peers.len()})
                 );
             }
             extra_peers.extend(magnet.peers.iter().copied());
@@ -149,7 +149,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         if f.try_lock().is_err() {
             bail!(
                 "{} is already being downloaded by another btfs process",
-                meta.info.storage_name()
+                meta.info.stored_name.as_str()
             );
         }
         Some(f)
@@ -196,7 +196,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     }
 
     let meta = Arc::new(meta);
-    let name = meta.info.storage_name().to_owned();
+    let name = meta.info.stored_name.clone();
     // The files are opened once, here: the engine writes and the bridge reads through
     // the same handles (see bittorrent::storage). They are set up before anything names
     // them: the `torrent` event is what the daemon deletes with `jobs rm --delete-data`,
@@ -264,7 +264,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
             let mut v = serde_json::to_value(s)?;
             v["Type"] = "summary".into();
             v["Complete"] = summary.complete.into();
-            v["Name"] = meta.info.storage_name().into();
+            v["Name"] = meta.info.stored_name.as_str().into();
             v["InfoHash"] = meta.wire_info_hash().to_hex().into();
             if !working {
                 v["SavePath"] = save_path.display().to_string().into();
@@ -284,7 +284,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                 println!(
                     "{}",
                     done_line(
-                        meta.info.storage_name(),
+                        meta.info.stored_name.as_str(),
                         s.bytes_wanted,
                         s.elapsed,
                         s.downloaded,
@@ -393,7 +393,7 @@ fn print_imported(imported: &Imported, gateway: &str, enc: Encoding) {
 /// The torrent's name, infohash, piece count and files, with the name each file's
 /// `added` line will have and whether it is downloaded (`--only-files`, a magnet's `so`).
 fn torrent_event(meta: &Metainfo, selected: Option<&[bool]>) -> serde_json::Value {
-    let name = meta.info.storage_name();
+    let name = meta.info.stored_name.as_str();
     let files: Vec<serde_json::Value> = meta
         .info
         .files
@@ -401,7 +401,7 @@ fn torrent_event(meta: &Metainfo, selected: Option<&[bool]>) -> serde_json::Valu
         .enumerate()
         .filter(|(_, f)| !f.attr.pad)
         .map(|(i, f)| {
-            let path = f.storage_path().join("/");
+            let path = f.stored.join("/");
             let added = if meta.info.single_file {
                 name.to_string()
             } else {
@@ -456,7 +456,7 @@ fn select_files(meta: &Metainfo, spec: &[String]) -> anyhow::Result<Option<Vec<b
         }
         let mut matched = false;
         for (i, f) in files.iter().enumerate() {
-            if !f.attr.pad && glob(item, &f.storage_path().join("/")) {
+            if !f.attr.pad && glob(item, &f.stored.join("/")) {
                 selected[i] = true;
                 matched = true;
             }

@@ -130,7 +130,7 @@ impl From<&Metainfo> for TorrentReport {
         TorrentReport {
             name: info.name.clone(),
             name_utf8: info.name_utf8.clone().unwrap_or_default(),
-            stored_name: info.storage_name().to_owned(),
+            stored_name: info.stored_name.clone(),
             num_pieces: info.piece_count(),
             piece_length: info.piece_length,
             info_hash: m.wire_info_hash().to_hex(),
@@ -146,7 +146,7 @@ impl From<&Metainfo> for TorrentReport {
                     length: f.length,
                     path: f.path.clone(),
                     path_utf8: f.path_utf8.clone().unwrap_or_default(),
-                    stored_path: f.storage_path().to_vec(),
+                    stored_path: f.stored.clone(),
                     symlink: f.attr.symlink.clone(),
                     padding: f.attr.pad,
                 })

@@ -76,7 +76,7 @@ fn keep_torrent(args: &ServeArgs, meta: &Metainfo, bytes: &[u8]) -> anyhow::Resu
     write_atomic(&path, bytes)?;
     if let Some(dir) = &args.output {
         write_atomic(
-            &dir.join(format!("{}.torrent", meta.info.storage_name())),
+            &dir.join(format!("{}.torrent", meta.info.stored_name)),
             bytes,
         )?;
     }
@@ -166,7 +166,7 @@ fn seed_path(
     repo.set_served(
         &meta.wire_info_hash().0,
         &ServedRecord {
-            name: meta.info.storage_name().to_owned(),
+            name: meta.info.stored_name.clone(),
             source: abs.display().to_string(),
             cid: cid.map(|c| c.to_string()),
             torrent: torrent_file.display().to_string(),
@@ -350,7 +350,7 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
             Some(s) => s.clone(),
             None => Arc::new(
                 bittorrent::storage::FileStorage::open_existing(&seed.save_path, &seed.meta)
-                    .with_context(|| format!("seeding {}", seed.meta.info.storage_name()))?,
+                    .with_context(|| format!("seeding {}", seed.meta.info.stored_name))?,
             ),
         };
         ready.push((seed, storage));
@@ -358,7 +358,7 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
     for (seed, storage) in ready {
         let mut magnet = seed.meta.magnet();
         magnet.peers.extend(reachable);
-        let name = seed.meta.info.storage_name().to_owned();
+        let name = seed.meta.info.stored_name.clone();
         match enc {
             Encoding::Json => println!(
                 "{}",
