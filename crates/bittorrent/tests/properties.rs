@@ -743,9 +743,51 @@ fn push_attr(entries: &mut Vec<(Vec<u8>, OwnedValue)>, f: &FileSpec) {
     }
 }
 
+/// Names that clash once case is ignored or once long names are numbered.
+fn clashing_names() -> OwnedValue {
+    let long = format!("{}\u{1f600}.abcdefgh", "n".repeat(239));
+    let mut files: Vec<OwnedValue> = [
+        vec!["A.txt"],
+        vec!["a.txt"],
+        vec!["D"],
+        vec!["d", "x"],
+        vec![".hidden"],
+        vec![".HIDDEN"],
+    ]
+    .iter()
+    .map(|p| {
+        OwnedValue::dict([
+            ("length", OwnedValue::int(1)),
+            ("path", OwnedValue::List(p.iter().map(|c| s(c)).collect())),
+        ])
+    })
+    .collect();
+    files.extend((0..110).map(|_| {
+        OwnedValue::dict([
+            ("length", OwnedValue::int(1)),
+            ("path", OwnedValue::List(vec![s(&long)])),
+        ])
+    }));
+    let total = files.len() as u64;
+    OwnedValue::dict([(
+        "info",
+        OwnedValue::dict([
+            ("name", s("clash")),
+            ("piece length", OwnedValue::int(16384)),
+            ("files", OwnedValue::List(files)),
+            ("pieces", pieces_for(total, 16384, 0)),
+        ]),
+    )])
+}
+
 #[test]
 fn valid_base_torrents_parse() {
-    for t in [valid_single_file(), valid_multi_file(), valid_hybrid()] {
+    for t in [
+        valid_single_file(),
+        valid_multi_file(),
+        valid_hybrid(),
+        clashing_names(),
+    ] {
         let bytes = t.encode();
         let m = Metainfo::from_bytes(&bytes).unwrap_or_else(|e| panic!("{e}"));
         check_metainfo(&m);
