@@ -1185,11 +1185,14 @@ async fn torrent_part(req: Request<Body>) -> Result<Option<Vec<u8>>, Response<Bo
 /// Parses an uploaded torrent once, for the job to use: off the async threads (the API
 /// and the gateway keep answering meanwhile), at most [`MAX_CONCURRENT_PARSES`] at once.
 async fn parse_upload(t: Vec<u8>) -> Result<JobSpec, Response<Body>> {
-    let _permit = PARSES
+    // The permit moves into the blocking task: a client that goes away mid-parse drops
+    // this handler, but the parse runs on, and must keep its slot until it ends.
+    let permit = PARSES
         .acquire()
         .await
         .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, 1, e.to_string()))?;
     let parsed = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         bittorrent::Metainfo::from_bytes(&t).map(|m| JobSpec::Torrent {
             info_hash: m.wire_info_hash().to_hex(),
             name: m.info.stored_name,

@@ -76,11 +76,22 @@ fn keep_torrent(args: &ServeArgs, meta: &Metainfo, bytes: &[u8]) -> anyhow::Resu
     write_atomic(&path, bytes)?;
     if let Some(dir) = &args.output {
         write_atomic(
-            &dir.join(format!("{}.torrent", meta.info.stored_name)),
+            &dir.join(format!("{}.torrent", short_stem(&meta.info.stored_name))),
             bytes,
         )?;
     }
     Ok(path)
+}
+
+/// A stored name may take up to 255 bytes: leave room for `.torrent` and the temporary
+/// file's decoration, cutting on a character boundary.
+fn short_stem(name: &str) -> &str {
+    const MAX_STEM: usize = 200;
+    let mut end = name.len().min(MAX_STEM);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
 }
 
 fn load_torrent(path: &Path) -> anyhow::Result<Metainfo> {
@@ -483,7 +494,16 @@ async fn status_lines(boards: Vec<(String, watch::Receiver<Stats>)>) {
 
 #[cfg(test)]
 mod tests {
-    use super::split_files;
+    use super::{short_stem, split_files};
+
+    #[test]
+    fn torrent_file_names_fit_the_file_system() {
+        let long = "é".repeat(127) + ".mkv";
+        let stem = short_stem(&long);
+        assert!(stem.len() <= 200 && long.starts_with(stem));
+        assert!(format!("{stem}.torrent").len() <= 255);
+        assert_eq!(short_stem("a.mkv"), "a.mkv");
+    }
 
     #[test]
     fn file_lists() {
