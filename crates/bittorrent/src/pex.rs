@@ -24,7 +24,7 @@ pub struct PexMessage {
 
 fn compact(addrs: &[SocketAddr], v6: bool) -> Vec<u8> {
     let mut out = Vec::new();
-    for a in addrs.iter().take(MAX_PEERS) {
+    for a in addrs.iter().filter(|a| a.is_ipv6() == v6).take(MAX_PEERS) {
         match a {
             SocketAddr::V4(a) if !v6 => {
                 out.extend(a.ip().octets());
@@ -118,5 +118,19 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn each_family_has_its_own_cap() {
+        // MAX_PEERS IPv4 peers listed before an IPv6 one: the IPv6 one is still sent.
+        let mut added: Vec<SocketAddr> = (1..=MAX_PEERS as u16)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        added.push("[::1]:6881".parse().unwrap());
+        let m = PexMessage {
+            added,
+            dropped: vec![],
+        };
+        assert_eq!(PexMessage::parse(&m.encode()), Some(m));
     }
 }

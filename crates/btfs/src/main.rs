@@ -1,11 +1,7 @@
 //! The `btfs` command: parses the command line, runs one command, and renders its typed
 //! result as text or JSON. Errors go to stderr with a non-zero exit code.
 
-mod api;
-mod cli;
-mod commands;
-mod output;
-
+use btfs::{api, cli, commands, output};
 use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 

@@ -1,5 +1,6 @@
 //! Content identifiers: CIDv0 (base58 sha2-256 multihash of a DAG-PB block) and CIDv1
-//! (version, codec, multihash; printed in base32). Only sha2-256 is produced or accepted.
+//! (version, codec, multihash; printed in base32). Only sha2-256 is produced or accepted,
+//! and binary CIDs only in their one encoding (minimal varints).
 
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -113,11 +114,16 @@ impl Cid {
         if len != 32 || b.len() != pos + 32 {
             return Err(CidError::Invalid("bad multihash length"));
         }
-        Ok(Cid {
+        let cid = Cid {
             version: 1,
             codec,
             digest: b[pos..].try_into().expect("32 bytes"),
-        })
+        };
+        // One CID, one encoding: varints padded with 0x80 bytes are refused (as go-cid does).
+        if cid.to_bytes() != b {
+            return Err(CidError::Invalid("varint not minimally encoded"));
+        }
+        Ok(cid)
     }
 
     /// Whether `block` hashes to this CID.
@@ -260,6 +266,34 @@ mod tests {
         ] {
             assert!(s.parse::<Cid>().is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn only_minimal_varints() {
+        // The CIDv1 of a raw block with its version and then its codec written in two
+        // bytes instead of one: the same numbers, but not the one encoding of that CID.
+        let canonical = Cid::hash(1, RAW, b"x").to_bytes();
+        let mut long_version = vec![0x81, 0x00];
+        long_version.extend_from_slice(&canonical[1..]);
+        let mut long_codec = vec![0x01, 0xd5, 0x00];
+        long_codec.extend_from_slice(&canonical[2..]);
+        for b in [long_version, long_codec] {
+            assert_eq!(
+                Cid::from_bytes(&b),
+                Err(CidError::Invalid("varint not minimally encoded")),
+                "{b:02x?}"
+            );
+        }
+        let text = format!(
+            "b{}",
+            data_encoding::BASE32_NOPAD.encode(&{
+                let mut b = vec![0x01, 0xd5, 0x00];
+                b.extend_from_slice(&canonical[2..]);
+                b
+            })
+        );
+        assert!(text.to_ascii_lowercase().parse::<Cid>().is_err());
+        assert_eq!(Cid::from_bytes(&canonical), Ok(Cid::hash(1, RAW, b"x")));
     }
 
     #[test]

@@ -296,7 +296,7 @@ impl UdpTracker {
 }
 
 /// An announce reply: 20 header bytes, then 6 (IPv4) or 18 (IPv6) bytes per peer.
-fn parse_announce(r: &[u8], v6: bool) -> Option<AnnounceResponse> {
+pub fn parse_announce(r: &[u8], v6: bool) -> Option<AnnounceResponse> {
     if r.len() < 20 {
         return None;
     }
@@ -318,7 +318,7 @@ fn parse_announce(r: &[u8], v6: bool) -> Option<AnnounceResponse> {
 }
 
 /// A scrape reply: 8 header bytes, then 12 bytes (seeders, completed, leechers) per hash.
-fn parse_scrape(r: &[u8], n: usize) -> Option<Vec<ScrapeStats>> {
+pub fn parse_scrape(r: &[u8], n: usize) -> Option<Vec<ScrapeStats>> {
     if r.len() != 8 + 12 * n {
         return None;
     }

@@ -1264,6 +1264,14 @@ pub fn events(d: Arc<Daemon>, query: &[(String, String)]) -> Response<Body> {
     server::uncached("text/event-stream", Body::from_stream(stream))
 }
 
+/// Reads a `jobs.json` as [`Jobs::load`] does and writes its records back as
+/// [`Jobs::save`] does; for the `jobs_json` fuzz target (what is saved loads again).
+#[doc(hidden)]
+pub fn reparse_saved(bytes: &[u8]) -> serde_json::Result<Vec<u8>> {
+    let records: Vec<Record> = serde_json::from_slice(bytes)?;
+    serde_json::to_vec_pretty(&records)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
