@@ -23,7 +23,12 @@
 //! untouched. A path another job lists in the same folder stays; so does everything when
 //! another job has the same torrent or content. Errors do not stop the removal: every
 //! path is tried, the pin always goes, and what failed is reported; the job is then kept
-//! (not saved as removed) so the removal can be run again.
+//! (not saved as removed) so the removal can be run again. While its data is deleted the
+//! job stays in the list (and in every `jobs.json` written meanwhile), marked
+//! `removing`: it cannot be started, resumed, paused or removed again, the queue skips
+//! it, and a new job with its infohash is refused (whose working folder and resume data
+//! would be deleted); only then is it dropped and the list saved. The mark is not saved:
+//! after a crash the job is back as it was, to be removed again.
 //!
 //! Lock order: the queue mutex before the jobs mutex; the jobs mutex is never held
 //! across an await or while writing files other than `jobs.json`.
@@ -159,6 +164,8 @@ struct Job {
     signal: Option<Signaller>,
     running: bool,
     stop: Option<Stop>,
+    /// Its data is being deleted by a removal (not saved; see the module doc).
+    removing: bool,
     /// Lines of the process, and `true` with the last one.
     events: broadcast::Sender<(bool, Bytes)>,
 }
@@ -200,6 +207,7 @@ impl Jobs {
                 signal: None,
                 running: false,
                 stop: None,
+                removing: false,
                 events: broadcast::channel(32).0,
             })
             .collect();
@@ -245,7 +253,7 @@ impl Jobs {
                 let active = jobs.iter().filter(|j| j.downloading()).count();
                 let room = self.max_active == 0 || active < self.max_active;
                 jobs.iter()
-                    .filter(|j| !j.running && j.rec.state == State::Queued)
+                    .filter(|j| !j.running && !j.removing && j.rec.state == State::Queued)
                     .filter(|j| room || j.complete())
                     .min_by_key(|j| j.rec.created)
                     .map(|j| j.rec.id.clone())
@@ -265,7 +273,10 @@ impl Jobs {
     fn enqueue(self: &Arc<Self>, id: &str) {
         {
             let mut jobs = self.lock();
-            if let Some(j) = jobs.iter_mut().find(|j| j.rec.id == id && !j.running) {
+            let found = jobs
+                .iter_mut()
+                .find(|j| j.rec.id == id && !j.running && !j.removing);
+            if let Some(j) = found {
                 j.rec.state = State::Queued;
                 j.rec.error = None;
                 self.save(&jobs);
@@ -365,6 +376,23 @@ impl Jobs {
         };
         let rx = {
             let mut jobs = self.lock();
+            // Checked under the lock that marks removals: a removal marked later sees
+            // this job and keeps the data.
+            let removing = jobs
+                .iter()
+                .find(|j| j.removing && same_info_hash(&j.rec, &rec));
+            if let Some(r) = removing {
+                let e = BeingRemoved(format!(
+                    "job {} with the same torrent is being removed (with its data); add \
+                     it again once that is done",
+                    r.rec.id
+                ));
+                drop(jobs);
+                if let Some(t) = &rec.torrent {
+                    let _ = std::fs::remove_file(t);
+                }
+                return Err(e.into());
+            }
             let events = broadcast::channel(32).0;
             // Subscribed before the process starts, so nothing it prints is missed.
             let rx = events.subscribe();
@@ -374,6 +402,7 @@ impl Jobs {
                 signal: None,
                 running: false,
                 stop: None,
+                removing: false,
                 events,
             });
             self.save(&jobs);
@@ -412,7 +441,7 @@ impl Jobs {
                 .iter_mut()
                 .find(|j| j.rec.id == id)
                 .context("no such job")?;
-            if job.running || job.rec.state != State::Queued {
+            if job.running || job.removing || job.rec.state != State::Queued {
                 // Already running, or paused, cancelled or removed since it was chosen.
                 return Ok(());
             }
@@ -616,6 +645,9 @@ impl Jobs {
             .iter_mut()
             .find(|j| j.rec.id == id)
             .ok_or_else(|| format!("no job {id:?} (see jobs ls)"))?;
+        if job.removing {
+            return Err(format!("job {id} is being removed"));
+        }
         if job.running {
             job.stop = Some(why);
             // While it is being started it has no handle yet: the start applies it.
@@ -655,6 +687,9 @@ impl Jobs {
                 .iter()
                 .find(|j| j.rec.id == id)
                 .ok_or_else(|| format!("no job {id:?} (see jobs ls)"))?;
+            if job.removing {
+                return Err(format!("job {id} is being removed"));
+            }
             if job.running {
                 return Ok(());
             }
@@ -678,36 +713,44 @@ impl Jobs {
         if self.stop(id, Stop::Remove).map_err(RemoveError::Refused)? {
             self.wait_stopped(id).await;
         }
-        // Out of the list (so nothing starts it meanwhile), not yet saved as removed.
-        let (job, index) = {
+        // Kept in the list (and in every save) while its data goes, marked so that
+        // nothing starts it and no job with its torrent is added meanwhile.
+        let rec = {
             let mut jobs = self.lock();
-            let i = jobs
-                .iter()
-                .position(|j| j.rec.id == id)
+            let job = jobs
+                .iter_mut()
+                .find(|j| j.rec.id == id)
                 .ok_or_else(|| RemoveError::Refused(format!("no job {id:?}")))?;
-            if jobs[i].running {
+            if job.removing {
+                return Err(RemoveError::Refused(format!("job {id} is being removed")));
+            }
+            if job.running {
                 return Err(RemoveError::Refused(format!("job {id} did not stop")));
             }
-            (jobs.remove(i), i)
+            job.removing = true;
+            job.rec.clone()
         };
         let mut kept = None;
         if delete_data {
-            let others = self.others_sharing(&job.rec);
+            let others = self.others_sharing(&rec);
             if others.same_torrent {
                 kept = Some("another job has the same torrent: its data stays".to_string());
             } else {
-                let errors = self.delete_data(&job.rec, &others.paths);
+                let errors = self.delete_data(&rec, &others.paths);
                 if !errors.is_empty() {
                     let mut jobs = self.lock();
-                    let at = index.min(jobs.len());
-                    jobs.insert(at, job);
-                    self.save(&jobs);
+                    if let Some(job) = jobs.iter_mut().find(|j| j.rec.id == id) {
+                        job.removing = false;
+                    }
                     return Err(RemoveError::Data(errors));
                 }
             }
         }
-        self.save(&self.lock());
-        let rec = job.rec;
+        {
+            let mut jobs = self.lock();
+            jobs.retain(|j| j.rec.id != id);
+            self.save(&jobs);
+        }
         if let Some(t) = &rec.torrent {
             let _ = std::fs::remove_file(t);
         }
@@ -721,12 +764,12 @@ impl Jobs {
     fn others_sharing(&self, rec: &Record) -> Shared {
         let (same_torrent, folders) = {
             let jobs = self.lock();
-            let same = jobs.iter().any(|j| {
-                (rec.info_hash.is_some() && j.rec.info_hash == rec.info_hash)
-                    || (rec.cid.is_some() && j.rec.cid == rec.cid)
+            // Every job but this one (one being removed too counts: its data stays).
+            let others = || jobs.iter().filter(|j| j.rec.id != rec.id);
+            let same = others().any(|j| {
+                same_info_hash(&j.rec, rec) || (rec.cid.is_some() && j.rec.cid == rec.cid)
             });
-            let folders: Vec<(PathBuf, Vec<String>)> = jobs
-                .iter()
+            let folders: Vec<(PathBuf, Vec<String>)> = others()
                 .filter(|j| !j.rec.own_output)
                 .filter_map(|j| {
                     let names = j
@@ -865,6 +908,23 @@ struct Shared {
     same_torrent: bool,
     /// Paths other jobs list below the same `-o` folder: they stay.
     paths: HashSet<String>,
+}
+
+/// Refuses a new job while a job with its torrent is being removed.
+#[derive(Debug)]
+pub struct BeingRemoved(String);
+
+impl std::fmt::Display for BeingRemoved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BeingRemoved {}
+
+/// Both records name the same infohash (hex, in either case).
+fn same_info_hash(a: &Record, b: &Record) -> bool {
+    matches!((&a.info_hash, &b.info_hash), (Some(x), Some(y)) if x.eq_ignore_ascii_case(y))
 }
 
 /// A folder as compared between jobs: its real path when it has one.
@@ -1132,6 +1192,7 @@ pub async fn command(d: &Daemon, sub: &str, query: &[(String, String)]) -> Respo
             match jobs.stop(id, why) {
                 Ok(true) => jobs.wait_stopped(id).await,
                 Ok(false) => {}
+                Err(e) if jobs.summary(id).is_some() => return error(StatusCode::CONFLICT, 1, e),
                 Err(_) => return not_found(),
             }
         }
@@ -1369,6 +1430,73 @@ mod tests {
         assert_eq!(block_on(jobs.remove("b", true)).unwrap(), None);
         assert!(!out.join("set").exists());
         assert!(out.exists());
+    }
+
+    /// A magnet's download arguments, as the API parses them.
+    fn download_args(magnet: &str) -> DownloadArgs {
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["btfs", "bittorrent", "download", magnet]).unwrap();
+        let crate::cli::Command::Bittorrent(bt) = cli.command else {
+            panic!("not a bittorrent command")
+        };
+        let crate::cli::Bittorrent::Download(args) = *bt else {
+            panic!("not a download")
+        };
+        args
+    }
+
+    /// While a removal deletes the data, the job stays in every `jobs.json` written
+    /// meanwhile (a crash then still has its record), cannot be resumed, and a new job
+    /// with its torrent is refused; once the data is gone it is dropped and saved so.
+    #[test]
+    fn a_job_being_removed_stays_listed_until_its_data_is_gone() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("out");
+        std::fs::create_dir_all(out.join("set")).unwrap();
+        std::fs::write(out.join("set/a.bin"), b"x").unwrap();
+        let mut a = record("a", &out, &["set/a.bin"], Some(CID));
+        a.state = State::Paused;
+        let b = record("b", &t.path().join("other"), &[], None);
+        let (jobs, repo) = jobs_with(t.path(), &[a, b]);
+        // The unpin, the last step of the deletion, waits while the repo's database is
+        // open here: the removal is held inside its window.
+        let db = redb::Database::create(repo.join("datastore.redb")).unwrap();
+        let removal = {
+            let jobs = jobs.clone();
+            std::thread::spawn(move || block_on(jobs.remove("a", true)))
+        };
+        for waited in 0.. {
+            if !out.join("set/a.bin").exists() {
+                break;
+            }
+            assert!(waited < 2000, "the removal did not delete the file");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let saved = || std::fs::read_to_string(repo.join("bittorrent/jobs/jobs.json")).unwrap();
+        // Another change saves the list meanwhile.
+        assert_eq!(jobs.stop("b", Stop::Pause), Ok(false));
+        assert!(saved().contains("\"Id\": \"a\""), "{}", saved());
+        let refused = jobs.resume("a").unwrap_err();
+        assert!(refused.contains("being removed"), "{refused}");
+        let refused = jobs.stop("a", Stop::Cancel).unwrap_err();
+        assert!(refused.contains("being removed"), "{refused}");
+        let magnet = format!("magnet:?xt=urn:btih:{}", "A".repeat(40));
+        let added = jobs.create(
+            JobSpec::Magnet(magnet.clone()),
+            Vec::new(),
+            &download_args(&magnet),
+        );
+        let Err(e) = added else {
+            panic!("a job with the torrent being removed was added")
+        };
+        assert!(e.is::<BeingRemoved>(), "{e:#}");
+        assert_eq!(jobs.list().len(), 2);
+
+        drop(db);
+        assert_eq!(removal.join().unwrap().unwrap(), None);
+        assert!(jobs.summary("a").is_none());
+        assert!(!saved().contains("\"Id\": \"a\""), "{}", saved());
+        assert!(!pinned(&repo), "the pin stayed");
     }
 
     /// A file that cannot be deleted does not stop the rest: the other files go, the

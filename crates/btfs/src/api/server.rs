@@ -1330,6 +1330,9 @@ async fn download(
                 super::jobs::attach(d.jobs.clone(), id, rx)
             }
         }
+        Err(e) if e.is::<super::jobs::BeingRemoved>() => {
+            error(StatusCode::CONFLICT, 1, format!("{e:#}"))
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, 1, format!("{e:#}")),
     }
 }
