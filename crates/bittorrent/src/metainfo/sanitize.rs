@@ -11,9 +11,14 @@
 //!   as libtorrent keeps them (text output escapes them, see the CLI's `output::clean`);
 //! - an empty component becomes `_`; one that is `.` or `..` once rewritten is dropped,
 //!   and a path left with no component at all becomes `_` ([`path`]);
-//! - a name longer than [`MAX_NAME_BYTES`] is cut there, keeping an extension of up to
-//!   nine bytes. Unlike libtorrent, which only cuts after a valid character, a `_`
-//!   counts too, so every name stays within [`MAX_COMPONENT_BYTES`].
+//! - once a valid character brings a name to [`MAX_NAME_BYTES`] or more, it is cut
+//!   there, keeping an extension of up to nine bytes; as in libtorrent, a `_` written
+//!   for a control character or an invalid sequence does not trigger the cut, so a name
+//!   may run on past it;
+//! - the one difference from libtorrent: a name still longer than
+//!   [`MAX_COMPONENT_BYTES`] (made so by such `_`s), which libtorrent keeps and then
+//!   cannot create, is cut to fit, keeping a dot among its last nine bytes and what
+//!   follows ([`fit`]).
 //!
 //! The result is never empty, never `.` or `..`, and holds no separator or character
 //! below U+0020: joined below a folder it names an entry of that folder. [`StoredPaths`]
@@ -75,14 +80,17 @@ fn rewrite(raw: &[u8]) -> Option<String> {
         let (c, len) = next_char(&raw[i..]);
         let start = i;
         i += len;
-        match c {
+        let c = match c {
             Some(c) if is_filtered(c) => continue,
-            Some(c) if !is_control(c) => {
-                out.push(c);
-                dots += usize::from(c == '.');
+            Some(c) if !is_control(c) => c,
+            // libtorrent checks the length only after a valid character.
+            _ => {
+                out.push('_');
+                continue;
             }
-            _ => out.push('_'),
-        }
+        };
+        out.push(c);
+        dots += usize::from(c == '.');
         if out.len() >= MAX_NAME_BYTES && !extension_taken && i < raw.len() {
             // Cut here, but keep the extension: a dot among the last bytes.
             let tail_start = raw.len().saturating_sub(MAX_EXTENSION_BYTES).max(start + 1);
@@ -95,7 +103,24 @@ fn rewrite(raw: &[u8]) -> Option<String> {
             }
         }
     }
-    (dots != out.len() || out.len() > 2).then_some(out)
+    (dots != out.len() || out.len() > 2).then(|| fit(out))
+}
+
+/// A rewritten name cut to [`MAX_COMPONENT_BYTES`] when it is longer (only `_`s for
+/// control characters or invalid sequences make it so), keeping its extension: a dot
+/// among its last [`MAX_EXTENSION_BYTES`] bytes and what follows.
+fn fit(mut name: String) -> String {
+    if name.len() <= MAX_COMPONENT_BYTES {
+        return name;
+    }
+    let tail = name.len() - MAX_EXTENSION_BYTES;
+    let ext_at = name.as_bytes()[tail..]
+        .iter()
+        .rposition(|&b| b == b'.')
+        .map_or(name.len(), |p| tail + p);
+    let ext = name.split_off(ext_at);
+    let stem = cut(&name, MAX_COMPONENT_BYTES - ext.len());
+    format!("{stem}{ext}")
 }
 
 /// A path component (a file or folder name) as it is stored; `None` when it is
@@ -318,6 +343,34 @@ mod tests {
         );
     }
 
+    /// What libtorrent 2.0.8 stores (python3-libtorrent, `file_path`), then capped.
+    #[test]
+    fn an_underscore_does_not_trigger_the_cut() {
+        let lt = |raw: Vec<u8>| component(&raw).unwrap();
+        let a = |n| "a".repeat(n);
+        let u = |n| "_".repeat(n);
+        // The cut comes after the next valid character, as libtorrent makes it.
+        let raw = [&b"a".repeat(239)[..], b"\x01", &b"b".repeat(20), b".txt"].concat();
+        assert_eq!(lt(raw), format!("{}_b.txt", a(239)));
+        // Up to 255 bytes it is libtorrent's name, whole.
+        let raw = [&b"a".repeat(239)[..], &[1; 16]].concat();
+        assert_eq!(lt(raw), format!("{}{}", a(239), u(16)));
+        // Longer ones (libtorrent: 269, 305, 301 and 300 bytes) are capped, keeping a
+        // dot in the last nine bytes and what follows.
+        let raw = [&b"a".repeat(239)[..], &[1; 30]].concat();
+        assert_eq!(lt(raw), format!("{}{}", a(239), u(16)));
+        let raw = [&b"a".repeat(100)[..], &[1; 200], &b"b".repeat(10), b".txt"].concat();
+        assert_eq!(lt(raw), format!("{}{}.txt", a(100), u(151)));
+        let raw = [&[1u8; 300][..], b".txt"].concat();
+        assert_eq!(lt(raw), format!("{}.", u(254)));
+        assert_eq!(lt(vec![1; 300]), u(255));
+        // Never splitting a character (libtorrent: 250 `_`, `é.bin`, 256 bytes).
+        let raw = [&[1u8; 250][..], "é".repeat(10).as_bytes(), b".bin"].concat();
+        let stored = lt(raw);
+        assert_eq!(stored, format!("{}.bin", u(250)));
+        assert!(is_safe(&stored));
+    }
+
     #[test]
     fn names_and_targets() {
         assert_eq!(component(b".."), None);
@@ -375,8 +428,8 @@ mod tests {
 
     #[test]
     fn renamed_names_stay_within_255_bytes() {
-        // The longest name `component` makes: 240 bytes crossed by a 4-byte character,
-        // then a 9-byte extension.
+        // The longest name a cut makes: 240 bytes crossed by a 4-byte character, then
+        // a 9-byte extension.
         let raw = format!("{}\u{1f600}tail.abcdefgh", "n".repeat(239));
         let stored = component(raw.as_bytes()).unwrap();
         assert_eq!(stored.len(), 252);
