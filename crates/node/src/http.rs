@@ -19,9 +19,11 @@
 //!   to the socket, so long streams (job events, server-sent events, a big `cat`) are
 //!   never cut, however quiet they are;
 //! - a write-stall timeout ([`Limits::write_stall_timeout`]): a connection whose socket
-//!   has taken no byte of a response for that long (the client stopped reading, and the
-//!   kernel's buffers are full) is closed, as nginx's `send_timeout` does. A quiet stream
-//!   has nothing waiting to be written, so it is never cut by this either;
+//!   has made no room for a write of a response for that long (the client stopped
+//!   reading, and the kernel's buffers are full) is closed, as nginx's `send_timeout`
+//!   does. Linux reports a full socket writable again only once about a third of its
+//!   send buffer is free, so a client that reads, but only a trickle, is cut too. A quiet
+//!   stream has nothing waiting to be written, so it is never cut by this either;
 //! - at most [`MAX_BUF_SIZE`] bytes buffered per connection by hyper, and a request head
 //!   (request line with its query, and headers) of at most as much: a longer one is
 //!   answered 431.
@@ -58,7 +60,7 @@ pub const RESERVED_DESCRIPTORS: u64 = 256;
 /// connection its socket and a command's process (three pipes and a pidfd), a gateway
 /// connection its socket and a block file. Seven, rounded up.
 pub const DESCRIPTORS_PER_CONNECTION_PAIR: u64 = 8;
-/// Longest time a response may wait for the client to take a byte.
+/// Longest time a response's write may wait for room in the socket.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most bytes hyper buffers for one connection, and the longest request head.
 pub const MAX_BUF_SIZE: usize = 64 << 10;
@@ -276,8 +278,10 @@ impl Connection {
 }
 
 /// A connection's socket that fails a write which has waited longer than its limit for
-/// the client to take a byte (hyper then closes the connection). Only writes are timed:
-/// a response with nothing to send has no write waiting.
+/// room in the socket (hyper then closes the connection), as nginx's `send_timeout`.
+/// The timer re-arms only when a write goes through, which Linux allows once about a
+/// third of the send buffer is free, not at each byte the client takes. Only writes are
+/// timed: a response with nothing to send has no write waiting.
 struct StallGuard {
     io: TcpStream,
     limit: Duration,
