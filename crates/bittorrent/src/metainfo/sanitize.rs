@@ -18,7 +18,7 @@
 //! - the one difference from libtorrent: a name still longer than
 //!   [`MAX_COMPONENT_BYTES`] (made so by such `_`s), which libtorrent keeps and then
 //!   cannot create, is cut to fit, keeping a dot among its last nine bytes and what
-//!   follows ([`fit`]).
+//!   follows (`fit`).
 //!
 //! The result is never empty, never `.` or `..`, and holds no separator or character
 //! below U+0020: joined below a folder it names an entry of that folder. [`StoredPaths`]
