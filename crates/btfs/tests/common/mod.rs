@@ -217,6 +217,28 @@ impl Daemon {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Waits until something accepts connections on 127.0.0.1:`port`; a process that
+    /// exits first, or a timeout, fails the test with what the process printed.
+    pub fn wait_listening(&mut self, port: u16, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = self.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                let printed: Vec<String> = self.lines.try_iter().collect();
+                panic!(
+                    "{} is not listening on port {port} ({}); it printed:\n{}",
+                    self.name,
+                    exited.map_or(format!("not within {timeout:?}"), |s| format!(
+                        "exited: {s}"
+                    )),
+                    printed.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Daemon {
@@ -427,15 +449,11 @@ impl Nginx {
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let daemon = Daemon::spawn(
+        let mut daemon = Daemon::spawn(
             "nginx",
             Command::new(bin).args(["-c", s(&conf_path), "-p", s(dir.path())]),
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        daemon.wait_listening(port, Duration::from_secs(10));
         Nginx {
             daemon,
             port,
@@ -451,7 +469,7 @@ impl Nginx {
 /// aria2 seeding `torrent` from `dir` (it checks the files first) on `port`; returns once
 /// it accepts connections. Its trackers, if any, are announced to; DHT, LPD and PEX off.
 pub fn aria2_seed(torrent: &Path, dir: &Path, port: u16) -> Daemon {
-    let d = Daemon::spawn(
+    let mut d = Daemon::spawn(
         "aria2 seeder",
         Command::new(tool("aria2c")).args([
             "--enable-dht=false",
@@ -468,11 +486,7 @@ pub fn aria2_seed(torrent: &Path, dir: &Path, port: u16) -> Daemon {
             s(torrent),
         ]),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "aria2 did not start listening");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    d.wait_listening(port, Duration::from_secs(60));
     d
 }
 
