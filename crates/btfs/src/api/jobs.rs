@@ -187,6 +187,11 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// What [`Jobs::create`] makes: eight hex digits (a little more room is allowed).
+fn is_job_id(id: &str) -> bool {
+    (1..=16).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 impl Jobs {
     /// Reads the saved jobs (none on first use).
     pub fn load(program: server::Program, max_active: usize) -> anyhow::Result<Arc<Jobs>> {
@@ -199,6 +204,15 @@ impl Jobs {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).with_context(|| format!("{}", file.display())),
         };
+        // Ids name files beside the list (`<id>.metadata.torrent`, `<id>/files`): only
+        // the ones btfs makes are taken, so an edited list cannot point outside.
+        if let Some(bad) = records.iter().find(|r| !is_job_id(&r.id)) {
+            anyhow::bail!(
+                "{}: job id {:?} is not one btfs makes (hex digits); restore the file or remove that job from it",
+                file.display(),
+                bad.id
+            );
+        }
         let jobs = records
             .into_iter()
             .map(|rec| Job {
@@ -1389,6 +1403,25 @@ mod tests {
             gateway_url: "http://127.0.0.1:1".into(),
         };
         (Jobs::load(program, 0).unwrap(), repo)
+    }
+
+    #[test]
+    fn a_job_list_with_an_id_that_is_a_path_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut bad = record("0a1b2c3d", tmp.path(), &[], None);
+        bad.id = "../x".into();
+        let repo = tmp.path().join("repo");
+        let dir = repo.join("bittorrent").join("jobs");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("jobs.json"), serde_json::to_vec(&[bad]).unwrap()).unwrap();
+        let program = server::Program {
+            exe: PathBuf::from("/nonexistent/btfs"),
+            btfs_path: repo,
+            gateway_url: "http://127.0.0.1:1".into(),
+        };
+        let e = Jobs::load(program, 0).err().expect("refused").to_string();
+        assert!(e.contains("jobs.json") && e.contains("\"../x\""), "{e}");
+        assert!(is_job_id("0a1b2c3d") && !is_job_id("") && !is_job_id("a/b"));
     }
 
     fn pinned(repo: &std::path::Path) -> bool {
