@@ -64,16 +64,9 @@ fn pex_payload(next: &AtomicU32) -> Vec<u8> {
 /// btfs answered the handshake.
 async fn flood_once(src: Ipv4Addr, to: SocketAddr, ih: InfoHash, next: &AtomicU32) -> bool {
     let attempt = async {
-        let sock = tokio::net::TcpSocket::new_v4()?;
-        sock.bind(SocketAddr::from((src, 0)))?;
-        let mut s = sock.connect(to).await?;
-        let hs = Handshake {
-            reserved: our_reserved(),
-            info_hash: ih,
-            peer_id: *b"-FL0001-pex-flooder-",
+        let Some(mut s) = handshake_from(src, to, ih).await? else {
+            return Err(std::io::Error::other("btfs closed the connection"));
         };
-        wire::write_handshake(&mut s, &hs).await?;
-        Handshake::read(&mut s).await?;
         let mut buf = Vec::new();
         Message::Extended {
             id: 0,
@@ -454,7 +447,7 @@ async fn handshake_from(
     let hs = Handshake {
         reserved: our_reserved(),
         info_hash: ih,
-        peer_id: *b"-CAP001-one-per-ip--",
+        peer_id: *b"-HI0001-hostile-peer",
     };
     wire::write_handshake(&mut s, &hs).await?;
     match tokio::time::timeout(Duration::from_secs(10), Handshake::read(&mut s)).await {
