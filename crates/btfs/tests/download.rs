@@ -80,8 +80,7 @@ fn from_libtorrent_and_aria2_seeders_found_through_opentracker() {
     let (data, torrent) = sample_torrent(tmp.path(), Some(&tracker.http()));
     let seed_dir = tmp.path().join("seed");
     let _lt = lt_seed(&torrent, &seed_dir, free_port());
-    let aria_port = free_port();
-    let _aria = aria2_seed(&torrent, &seed_dir, aria_port);
+    let (_aria, aria_port) = aria2_seed(&torrent, &seed_dir);
     // Both seeders announce; wait until the tracker knows two seeders.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {

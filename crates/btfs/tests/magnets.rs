@@ -61,8 +61,7 @@ fn magnet_with_only_x_pe_from_aria2() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, torrent) = sample_torrent(tmp.path(), None);
     let seed = tmp.path().join("seed");
-    let port = free_port();
-    let aria = aria2_seed(&torrent, &seed, port);
+    let (aria, port) = aria2_seed(&torrent, &seed);
     let magnet = format!(
         "magnet:?xt=urn:btih:{}&dn=set&x.pe=127.0.0.1:{port}",
         info_hash(&torrent)

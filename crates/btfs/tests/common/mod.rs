@@ -221,23 +221,40 @@ impl Daemon {
     /// Waits until something accepts connections on 127.0.0.1:`port`; a process that
     /// exits first, or a timeout, fails the test with what the process printed.
     pub fn wait_listening(&mut self, port: u16, timeout: Duration) {
+        if let Err(why) = self.try_listening(port, timeout, None) {
+            panic!("{why}");
+        }
+    }
+
+    /// [`Daemon::wait_listening`] that also gives up when the process prints a line
+    /// containing `refused` (such as a failed bind), and returns why instead of failing.
+    pub fn try_listening(
+        &mut self,
+        port: u16,
+        timeout: Duration,
+        refused: Option<&str>,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
+        let mut printed = Vec::new();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            printed.extend(self.lines.try_iter());
             let exited = self.child.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() >= deadline {
+            let gave_up = refused.is_some_and(|r| printed.iter().any(|l| l.contains(r)));
+            if exited.is_some() || gave_up || Instant::now() >= deadline {
                 std::thread::sleep(Duration::from_millis(200));
-                let printed: Vec<String> = self.lines.try_iter().collect();
-                panic!(
+                printed.extend(self.lines.try_iter());
+                return Err(format!(
                     "{} is not listening on port {port} ({}); it printed:\n{}",
                     self.name,
                     exited.map_or(format!("not within {timeout:?}"), |s| format!(
                         "exited: {s}"
                     )),
                     printed.join("\n")
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 }
 
@@ -466,28 +483,37 @@ impl Nginx {
     }
 }
 
-/// aria2 seeding `torrent` from `dir` (it checks the files first) on `port`; returns once
-/// it accepts connections. Its trackers, if any, are announced to; DHT, LPD and PEX off.
-pub fn aria2_seed(torrent: &Path, dir: &Path, port: u16) -> Daemon {
-    let mut d = Daemon::spawn(
-        "aria2 seeder",
-        Command::new(tool("aria2c")).args([
-            "--enable-dht=false",
-            "--enable-dht6=false",
-            "--bt-enable-lpd=false",
-            "--enable-peer-exchange=false",
-            "--file-allocation=none",
-            "--seed-ratio=0.0",
-            "--check-integrity=true",
-            "--console-log-level=warn",
-            "--summary-interval=0",
-            &format!("--listen-port={port}"),
-            &format!("--dir={}", s(dir)),
-            s(torrent),
-        ]),
-    );
-    d.wait_listening(port, Duration::from_secs(60));
-    d
+/// aria2 seeding `torrent` from `dir` (it checks the files first) on a free port, which
+/// it returns with the process once it accepts connections. Its trackers, if any, are
+/// announced to; DHT, LPD and PEX off. A port taken between [`free_port`] and aria2's
+/// bind (tests run in parallel) is retried with another.
+pub fn aria2_seed(torrent: &Path, dir: &Path) -> (Daemon, u16) {
+    let mut why = String::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let mut d = Daemon::spawn(
+            "aria2 seeder",
+            Command::new(tool("aria2c")).args([
+                "--enable-dht=false",
+                "--enable-dht6=false",
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+                "--file-allocation=none",
+                "--seed-ratio=0.0",
+                "--check-integrity=true",
+                "--console-log-level=warn",
+                "--summary-interval=0",
+                &format!("--listen-port={port}"),
+                &format!("--dir={}", s(dir)),
+                s(torrent),
+            ]),
+        );
+        match d.try_listening(port, Duration::from_secs(60), Some("failed to bind")) {
+            Ok(()) => return (d, port),
+            Err(e) => why = e,
+        }
+    }
+    panic!("{why}");
 }
 
 /// A multi-file torrent of [`sample_dir`] (`root/seed/set`) (odd last piece, empty file, nested
