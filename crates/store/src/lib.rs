@@ -1,8 +1,9 @@
 //! The BTFS repo: a flatfs-style blockstore, UnixFS import (kubo-identical CIDs) and
-//! export, pins, and the torrent ↔ CID index.
+//! export, pins, the torrent ↔ CID index, and the repo's config with its profiles.
 
 pub mod blockstore;
 pub mod cid;
+pub mod config;
 pub mod dag;
 pub mod dagpb;
 pub mod hamt;
@@ -11,6 +12,7 @@ pub mod repo;
 
 pub use blockstore::Blockstore;
 pub use cid::Cid;
+pub use config::Config;
 pub use dag::{Dag, DagError};
 pub use importer::{ImportOptions, Node};
 pub use repo::{LockMode, PinKind, Repo, RepoError};

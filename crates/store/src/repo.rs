@@ -20,6 +20,7 @@
 
 use crate::blockstore::Blockstore;
 use crate::cid::Cid;
+pub use crate::config::{Addresses, Config, ConfigError, DatastoreConfig};
 use crate::dag::{Dag, DagError};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,9 @@ pub enum RepoError {
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: bad config: {message}")]
     Config { path: PathBuf, message: String },
+    /// The config file cannot be read, is not JSON, or is too large (the error names it).
+    #[error(transparent)]
+    ConfigFile(ConfigError),
     #[error("metadata database: {0}")]
     Db(String),
     #[error(
@@ -79,6 +83,20 @@ fn db_err(e: impl Into<redb::Error>) -> RepoError {
         }
     } else {
         RepoError::Db(e.to_string())
+    }
+}
+
+/// The environment variable naming the profiles (comma-separated) a repo created on
+/// first use gets, such as `test` for a test suite.
+pub const PROFILE_ENV: &str = "BTFS_PROFILE";
+
+fn config_err(file: &Path, e: ConfigError) -> RepoError {
+    match e {
+        ConfigError::Invalid { .. } | ConfigError::UnknownProfile(_) => RepoError::Config {
+            path: file.to_path_buf(),
+            message: e.to_string(),
+        },
+        other => RepoError::ConfigFile(other),
     }
 }
 
@@ -136,41 +154,6 @@ fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "an internal check failed".into())
     })
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct Config {
-    pub addresses: Addresses,
-    pub datastore: DatastoreConfig,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct Addresses {
-    /// Multiaddr (`/ip4/127.0.0.1/tcp/5001`) or `host:port`.
-    #[serde(rename = "API")]
-    pub api: String,
-    pub gateway: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct DatastoreConfig {
-    /// Flush blocks to disk before pins and indexes refer to them.
-    pub sync: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            addresses: Addresses {
-                api: "/ip4/127.0.0.1/tcp/5001".into(),
-                gateway: "/ip4/127.0.0.1/tcp/8080".into(),
-            },
-            datastore: DatastoreConfig { sync: true },
-        }
-    }
 }
 
 /// `/ip4/A/tcp/P`, `/ip6/A/tcp/P` or `A:P` → a socket address.
@@ -265,11 +248,21 @@ impl Repo {
         path.join("config").is_file()
     }
 
-    /// Creates a repo (an existing one is kept as it is).
+    /// Creates a repo (an existing one is kept as it is), its config with the profiles
+    /// named in `$BTFS_PROFILE` (comma-separated) applied.
     pub fn init(path: &Path) -> Result<bool, RepoError> {
+        let profiles = std::env::var(PROFILE_ENV).unwrap_or_default();
+        Self::init_with_profiles(path, &profiles)
+    }
+
+    /// Creates a repo with the comma-separated `profiles` applied to its config (an
+    /// existing repo is kept as it is). An unknown profile creates nothing.
+    pub fn init_with_profiles(path: &Path, profiles: &str) -> Result<bool, RepoError> {
         if Self::exists(path) {
             return Ok(false);
         }
+        let config = crate::config::apply_profiles(&Config::default(), profiles)
+            .map_err(|e| config_err(&path.join("config"), e))?;
         if !path.exists() {
             use std::os::unix::fs::DirBuilderExt;
             fs::DirBuilder::new()
@@ -279,21 +272,27 @@ impl Repo {
                 .map_err(io_err(path))?;
         }
         Blockstore::open(&path.join("blocks")).map_err(io_err(path))?;
-        let cfg = serde_json::to_string_pretty(&Config::default()).expect("config serialises");
-        let tmp = path.join("config.tmp");
-        fs::write(&tmp, cfg + "\n").map_err(io_err(&tmp))?;
-        fs::rename(&tmp, path.join("config")).map_err(io_err(path))?;
+        config
+            .write(&path.join("config"))
+            .map_err(|e| config_err(&path.join("config"), e))?;
         Ok(true)
     }
 
-    /// Reads the config without opening (or locking) the repo.
+    /// Reads the config without opening (or locking) the repo, fully checked.
     pub fn read_config(path: &Path) -> Result<Config, RepoError> {
         let p = path.join("config");
-        let text = fs::read_to_string(&p).map_err(io_err(&p))?;
-        serde_json::from_str(&text).map_err(|e| RepoError::Config {
-            path: p,
-            message: e.to_string(),
-        })
+        Config::read(&p).map_err(|e| config_err(&p, e))
+    }
+
+    /// The config in effect: the repo's, or (no repo yet) the default with the profiles
+    /// of `$BTFS_PROFILE` applied, as a repo created now would have it.
+    pub fn effective_config(path: &Path) -> Result<Config, RepoError> {
+        if Self::exists(path) {
+            return Self::read_config(path);
+        }
+        let profiles = std::env::var(PROFILE_ENV).unwrap_or_default();
+        crate::config::apply_profiles(&Config::default(), &profiles)
+            .map_err(|e| config_err(&path.join("config"), e))
     }
 
     /// Opens the repo, creating it first when it does not exist (`created` tells).
