@@ -1,9 +1,10 @@
 //! The mainline DHT (BEP 5) through the `mainline` crate: one node per process, used to
 //! find peers for an infohash and to announce ourselves.
 //!
-//! No bootstrap node is built in: the node knows only the nodes it is given (the
-//! `--dht-bootstrap` option, a torrent's `nodes`), so nothing ever contacts public DHT
-//! routers unless the user names them.
+//! No bootstrap node is built in here: the node joins through the addresses it is given,
+//! already resolved (the caller resolves host names itself, with its own time limit, and
+//! the `mainline` crate is IPv4 only, so only IPv4 addresses are used). Whether anyone
+//! answered is [`DhtNode::bootstrapped`], which the caller bounds in time.
 
 use crate::infohash::InfoHash;
 use crate::peers::{PeerSink, PeerSource};
@@ -27,8 +28,8 @@ pub struct DhtConfig {
     /// UDP port (0: any).
     pub port: u16,
     pub bind: Ipv4Addr,
-    /// `host:port` of nodes to join through.
-    pub bootstrap: Vec<String>,
+    /// Nodes to join through (IPv6 addresses are left out: the DHT is IPv4 only).
+    pub bootstrap: Vec<SocketAddr>,
 }
 
 impl DhtNode {
@@ -38,14 +39,26 @@ impl DhtNode {
         if cfg.port != 0 {
             b.port(cfg.port);
         }
-        if cfg.bootstrap.is_empty() {
+        let v4: Vec<SocketAddr> = cfg
+            .bootstrap
+            .iter()
+            .filter(|a| a.is_ipv4())
+            .copied()
+            .collect();
+        if v4.is_empty() {
             b.no_bootstrap();
         } else {
-            b.bootstrap(&cfg.bootstrap);
+            b.bootstrap(&v4);
         }
         Ok(DhtNode {
             dht: b.build()?.as_async(),
         })
+    }
+
+    /// Whether a node answered the bootstrap lookup (a lookup of our own id). Waits for
+    /// that lookup to end; the caller bounds the wait.
+    pub async fn bootstrapped(&self) -> bool {
+        self.dht.bootstrapped().await
     }
 
     /// Nodes of the routing table as `host:port`, to bootstrap from next time.

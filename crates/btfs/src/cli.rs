@@ -48,8 +48,29 @@ pub enum Command {
     )]
     Bittorrent(Box<Bittorrent>),
     /// Create the BTFS repository ($BTFS_PATH, default ~/.btfs).
-    #[command(after_help = "Example:\n  btfs init")]
-    Init,
+    #[command(
+        long_about = "Create the BTFS repository ($BTFS_PATH, default ~/.btfs).\n\n\
+            --profile applies config profiles to the new config (see `btfs config profile \
+            apply`). A repo that another command creates on first use gets the profiles \
+            named in $BTFS_PROFILE (comma-separated), e.g. BTFS_PROFILE=test for a test suite.",
+        after_help = "Examples:\n  btfs init\n  btfs init --profile test"
+    )]
+    Init(InitArgs),
+    /// Show and change the repo's config ($BTFS_PATH/config).
+    #[command(
+        long_about = "Show and change the repo's config ($BTFS_PATH/config), as kubo's \
+            `ipfs config`: `btfs config KEY` prints a value (JSON for lists and objects), \
+            `btfs config KEY VALUE` sets a string, with --json a JSON value, with --bool a \
+            boolean. Every change is checked as a whole config before the file is replaced; \
+            a refused change leaves it as it was. Commands read the config when they start: \
+            a change applies to commands (and daemon jobs) started after it, and to the \
+            daemon's own addresses on its next start.",
+        after_help = "Examples:\n  btfs config show\n  btfs config Bittorrent.Port\n  \
+            btfs config --json Bittorrent.Port 51413\n  \
+            btfs config --json Bittorrent.DHT.Bootstrap '[\"router.bittorrent.com:6881\"]'\n  \
+            btfs config profile apply test"
+    )]
+    Config(ConfigArgs),
     /// Add files or directories to BTFS and print their CIDs.
     #[command(
         long_about = "Add files or directories to BTFS and print their CIDs.\n\n\
@@ -94,6 +115,102 @@ pub enum Command {
         after_help = "Examples:\n  btfs daemon\n  btfs daemon --gateway 127.0.0.1:8081 --api 127.0.0.1:5002"
     )]
     Daemon(DaemonArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Config profiles to apply to the new config, comma-separated (test,
+    /// default-networking).
+    #[arg(long, value_name = "NAME[,NAME]")]
+    pub profile: Option<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ConfigArgs {
+    /// The key, dot-separated (e.g. Bittorrent.DHT.Enabled).
+    pub key: Option<String>,
+    /// The value to set (a string unless --json or --bool).
+    pub value: Option<String>,
+    /// Parse VALUE as JSON (numbers, lists, objects).
+    #[arg(long)]
+    pub json: bool,
+    /// Parse VALUE as a boolean (true or false).
+    #[arg(long, conflicts_with = "json")]
+    pub bool: bool,
+    #[command(subcommand)]
+    pub command: Option<ConfigCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the whole config.
+    Show,
+    /// Config profiles: sets of changes for a purpose.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProfileCommand {
+    /// Apply a profile and print the keys it changed. `test`: loopback only (listen on
+    /// 127.0.0.1, a random port, no DHT bootstrap, no port mapping, 16 connections per
+    /// IP); `default-networking`: every key `test` changes back to its default.
+    Apply {
+        /// The profile (test, default-networking).
+        name: String,
+        /// Print what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// How a BitTorrent command meets the network, for this run: each option given
+/// overrides the `Bittorrent` section of the config.
+#[derive(Args, Debug, Default, Clone)]
+pub struct NetArgs {
+    /// Port to listen on for peers (overrides Bittorrent.Port and RandomPort); when
+    /// taken, the next free one of the 20 after it.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "random_port")]
+    pub port: Option<u16>,
+    /// Listen on a random port of 49152-65535 (Bittorrent.RandomPort).
+    #[arg(long)]
+    pub random_port: bool,
+    /// Address to listen on (overrides Bittorrent.ListenAddresses); repeatable.
+    #[arg(long = "listen-ip")]
+    pub listen_ip: Vec<std::net::IpAddr>,
+    /// A DHT node to join through (HOST:PORT); repeatable. Replaces
+    /// Bittorrent.DHT.Bootstrap for this run.
+    #[arg(long = "dht-bootstrap")]
+    pub dht_bootstrap: Vec<String>,
+    /// UDP port of our DHT node (default: any).
+    #[arg(long)]
+    pub dht_port: Option<u16>,
+    /// Do not use the DHT, even with --dht-bootstrap or torrent nodes
+    /// (Bittorrent.DHT.Enabled).
+    #[arg(long)]
+    pub no_dht: bool,
+    /// Most peer connections per torrent (Bittorrent.MaxPeers, default 50).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_peers: Option<u32>,
+    /// Most connections with one IP address per torrent, both ways
+    /// (Bittorrent.MaxConnectionsPerIP, default 1 as libtorrent).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: Option<u32>,
+    /// Most upload bytes per second over all torrents (e.g. 10MiB; 0: unlimited;
+    /// Bittorrent.UploadRateLimit).
+    #[arg(long, value_parser = parse_size)]
+    pub max_upload_rate: Option<u64>,
+    /// Most download bytes per second (e.g. 10MiB; 0: unlimited;
+    /// Bittorrent.DownloadRateLimit).
+    #[arg(long, value_parser = parse_size)]
+    pub max_download_rate: Option<u64>,
+    /// A block list of IP ranges (P2P or eMule .dat; Bittorrent.IPFilter).
+    #[arg(long, value_name = "PATH")]
+    pub ip_filter: Option<PathBuf>,
+    /// Do not map the listen port on the router (Bittorrent.PortMapping).
+    #[arg(long)]
+    pub no_port_mapping: bool,
 }
 
 #[derive(Args, Debug)]
@@ -282,16 +399,11 @@ pub struct DownloadArgs {
     /// A .torrent file.
     #[arg(short = 't', long = "torrent", conflicts_with = "source")]
     pub torrent: Option<PathBuf>,
-    /// Keep the files in this folder too (default: only in the BTFS store; the working
-    /// copy under $BTFS_PATH/bittorrent/downloads is removed after the import).
+    /// Keep the files in this folder too (default: Bittorrent.DownloadDir, else only in
+    /// the BTFS store; the working copy under $BTFS_PATH/bittorrent/downloads is removed
+    /// after the import).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
-    /// Port to listen on for peers (default: a random one of 49152-65535).
-    #[arg(long, default_value_t = 0)]
-    pub port: u16,
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
-    pub listen_ip: std::net::IpAddr,
     /// A peer to connect to, as IP:PORT or [IPv6]:PORT; repeatable.
     #[arg(long = "peer")]
     pub peers: Vec<std::net::SocketAddr>,
@@ -314,22 +426,8 @@ pub struct DownloadArgs {
     /// Do not download from the torrent's web seeds (BEP 19 url-list).
     #[arg(long)]
     pub no_webseeds: bool,
-    /// Most peer connections.
-    #[arg(long, default_value_t = 50)]
-    pub max_peers: usize,
-    /// Most connections with one IP address, both ways (libtorrent's default is one too).
-    #[arg(long, env = "BTFS_MAX_CONNECTIONS_PER_IP", default_value_t = 1)]
-    pub max_connections_per_ip: usize,
-    /// A DHT node to join through (HOST:PORT); repeatable. None is built in: without
-    /// this (or `nodes` in the torrent) no DHT is used.
-    #[arg(long = "dht-bootstrap")]
-    pub dht_bootstrap: Vec<String>,
-    /// UDP port of our DHT node (default: any).
-    #[arg(long, default_value_t = 0)]
-    pub dht_port: u16,
-    /// Do not use the DHT, even with --dht-bootstrap or torrent nodes.
-    #[arg(long)]
-    pub no_dht: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
     /// For a magnet link: give up if no peer sends the metadata within this long.
     #[arg(long, default_value = "5m", value_parser = crate::commands::parse_duration)]
     pub metadata_timeout: std::time::Duration,
@@ -385,8 +483,12 @@ pub struct MetainfoArgs {
     #[arg(long)]
     pub save: Option<PathBuf>,
     /// With -m: a DHT node to look the infohash up through (HOST:PORT); repeatable.
+    /// Replaces Bittorrent.DHT.Bootstrap for this run.
     #[arg(long = "dht-bootstrap")]
     pub dht_bootstrap: Vec<String>,
+    /// With -m: do not use the DHT (Bittorrent.DHT.Enabled).
+    #[arg(long)]
+    pub no_dht: bool,
     /// With -m: do not fetch anything; show what the link itself holds.
     #[arg(long)]
     pub offline: bool,
@@ -442,27 +544,11 @@ pub struct ServeArgs {
     /// Address peers can reach us at, put in the magnets as x.pe (IP:PORT).
     #[arg(long)]
     pub announce_addr: Option<std::net::SocketAddr>,
-    /// Port to listen on; when taken, the next free one of the 20 after it.
-    #[arg(long, default_value_t = DEFAULT_SERVE_PORT)]
-    pub port: u16,
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
-    pub listen_ip: std::net::IpAddr,
     /// Mark new torrents private (no DHT, no PEX).
     #[arg(long)]
     pub private: bool,
-    /// Most connections with one IP address per torrent (libtorrent's default is one too).
-    #[arg(long, env = "BTFS_MAX_CONNECTIONS_PER_IP", default_value_t = 1)]
-    pub max_connections_per_ip: usize,
-    /// A DHT node to join through (HOST:PORT); repeatable. None is built in.
-    #[arg(long = "dht-bootstrap")]
-    pub dht_bootstrap: Vec<String>,
-    /// UDP port of our DHT node (default: any).
-    #[arg(long, default_value_t = 0)]
-    pub dht_port: u16,
-    /// Do not use the DHT.
-    #[arg(long)]
-    pub no_dht: bool,
+    #[command(flatten)]
+    pub net: NetArgs,
     /// Piece length of new torrents: bytes or with a unit (256KiB); automatic by default.
     #[arg(short = 'l', long, value_parser = parse_size)]
     pub piece_length: Option<u64>,
@@ -478,16 +564,10 @@ pub struct ServeArgs {
     /// Stop serving a torrent (by infohash or name) and exit.
     #[arg(long)]
     pub remove: Option<String>,
-    /// Most upload bytes per second over all torrents (e.g. 10MiB); unlimited by default.
-    #[arg(long, value_parser = parse_size)]
-    pub max_upload_rate: Option<u64>,
     /// Seed for this long, then stop (e.g. 30s, 2h); until interrupted by default.
     #[arg(long, value_parser = crate::commands::parse_duration)]
     pub duration: Option<std::time::Duration>,
 }
-
-/// The port `bittorrent serve` listens on unless told otherwise.
-pub const DEFAULT_SERVE_PORT: u16 = 6881;
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {

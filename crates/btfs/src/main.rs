@@ -8,7 +8,11 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let matches = cli::Cli::command().get_matches();
     let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let enc = cli.encoding();
+    // `config --json` parses the value as JSON (kubo's flag), not the output encoding.
+    let enc = match cli.command {
+        cli::Command::Config(_) => cli.enc,
+        _ => cli.encoding(),
+    };
     // Who holds the repo is recorded by command name only: arguments may hold secrets.
     let mut label = String::from("btfs");
     let mut m = &matches;

@@ -28,14 +28,17 @@ pub struct Api {
 /// `bencode`, `create`, `scrape`), write local files (`get`), or are the daemon itself.
 pub fn goes_through_daemon(c: &Command) -> bool {
     match c {
-        Command::Add(_) | Command::Cat(_) | Command::Ls(_) | Command::Pin(_) | Command::Repo(_) => {
-            true
-        }
+        Command::Add(_)
+        | Command::Cat(_)
+        | Command::Ls(_)
+        | Command::Pin(_)
+        | Command::Repo(_)
+        | Command::Config(_) => true,
         Command::Bittorrent(b) => matches!(
             **b,
             Bittorrent::Download(_) | Bittorrent::Serve(_) | Bittorrent::Jobs(_)
         ),
-        Command::Init | Command::Get(_) | Command::Daemon(_) => false,
+        Command::Init(_) | Command::Get(_) | Command::Daemon(_) => false,
     }
 }
 

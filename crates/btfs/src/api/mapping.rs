@@ -14,6 +14,12 @@ pub const API_KEYS: &[&str] = &["enc", "channels", "token"];
 /// Options of the command line that are not sent to the daemon.
 const GLOBAL_IDS: &[&str] = &["enc", "json", "help", "version"];
 
+/// A global option of the command line (`--enc`, `--json`), as opposed to a command's
+/// own option of the same name (`config --json`).
+fn is_global(a: &clap::Arg) -> bool {
+    GLOBAL_IDS.contains(&a.get_id().as_str()) && (a.is_global_set() || a.get_id() != "json")
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct MappingError(pub String);
 
@@ -42,7 +48,9 @@ pub fn argv_from_query(
 ) -> Result<Vec<String>, MappingError> {
     let cmd = find(root, path)
         .ok_or_else(|| MappingError(format!("unknown command {:?}", path.join(" "))))?;
-    if cmd.has_subcommands() {
+    // A command with subcommands runs itself only when it takes positionals too
+    // (`config KEY VALUE` beside `config show`).
+    if cmd.has_subcommands() && !cmd.get_arguments().any(|a| a.is_positional()) {
         let subs: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
         return Err(MappingError(format!(
             "{:?} needs a subcommand: {}",
@@ -64,7 +72,7 @@ pub fn argv_from_query(
             .get_arguments()
             .find(|a| {
                 !a.is_positional()
-                    && !GLOBAL_IDS.contains(&a.get_id().as_str())
+                    && !is_global(a)
                     && (a.get_long() == Some(key.as_str())
                         || (key.chars().count() == 1 && a.get_short() == key.chars().next()))
             })
@@ -115,7 +123,7 @@ pub fn query_from_matches(
     let mut query = Vec::new();
     for arg in cmd.get_arguments() {
         let id = arg.get_id().as_str();
-        if GLOBAL_IDS.contains(&id) || m.value_source(id) != Some(ValueSource::CommandLine) {
+        if is_global(arg) || m.value_source(id) != Some(ValueSource::CommandLine) {
             continue;
         }
         let key = if arg.is_positional() {
@@ -185,7 +193,7 @@ pub fn encode_query(pairs: &[(String, String)]) -> String {
 pub fn describe(cmd: &Command) -> serde_json::Value {
     let options: Vec<serde_json::Value> = cmd
         .get_arguments()
-        .filter(|a| !a.is_positional() && !GLOBAL_IDS.contains(&a.get_id().as_str()))
+        .filter(|a| !a.is_positional() && !is_global(a))
         .filter(|a| !a.is_hide_set())
         .map(|a| {
             serde_json::json!({

@@ -25,25 +25,24 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let settings = super::settings::effective(&args.net)?;
     let mut extra_peers = args.peers.clone();
     // The DHT node starts inside the runtime (it binds a socket); `nodes` of a torrent
     // join the bootstrap list below.
-    let dht_bootstrap = if args.no_dht {
-        Vec::new()
-    } else {
-        args.dht_bootstrap.clone()
+    let dht_join = match &settings.dht {
+        Some(d) => runtime.block_on(super::magnet::start_dht(d, settings.dht_bind()))?,
+        None => None,
     };
-    let dht = {
-        let _guard = runtime.enter();
-        super::magnet::start_dht(&dht_bootstrap, args.dht_port, args.listen_ip)?
-    };
+    let output = args.output.clone().or(settings.download_dir.clone());
     let repo = Arc::new(super::store::open_repo(LockMode::Shared)?);
     let gateway = gateway_base(&repo);
     let mut magnet_selection = None;
+    let mut dht_join = dht_join;
+    let mut dht_node = None;
     let meta = match (&args.torrent, &args.source) {
         (None, Some(s)) if s.trim_start().to_ascii_lowercase().starts_with("magnet:") => {
             let magnet: bittorrent::Magnet = s.parse().context("reading the magnet link")?;
-            if !args.seed && args.output.is_none() && magnet.select_only.is_empty() {
+            if !args.seed && output.is_none() && magnet.select_only.is_empty() {
                 if let Some(done) = already_imported(&repo, &magnet.wire_info_hash())? {
                     return report_known(done, &gateway, enc);
                 }
@@ -66,6 +65,10 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                 .and_then(|p| std::fs::read(p).ok())
                 .and_then(|b| Metainfo::from_bytes(&b).ok().map(|m| (m, b)))
                 .filter(|(m, _)| m.wire_info_hash() == magnet.wire_info_hash());
+            // The DHT as the only source of peers: no use going on unless it joined.
+            let dht_only = magnet.peers.is_empty()
+                && args.peers.is_empty()
+                && (args.no_trackers || magnet.trackers.is_empty());
             let fetched = match cached {
                 Some((meta, torrent)) => super::magnet::Fetched {
                     meta,
@@ -73,12 +76,24 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                     peers: Vec::new(),
                 },
                 None => {
+                    let dht = match dht_join.take() {
+                        Some(j) if dht_only => {
+                            Some(runtime.block_on(j.joined()).map_err(anyhow::Error::msg)?)
+                        }
+                        Some(j) => {
+                            let _guard = runtime.enter();
+                            j.warn_on_failure(enc)
+                        }
+                        None => None,
+                    };
+                    dht_node = dht.clone();
                     let fetched = runtime.block_on(super::magnet::fetch(
                         &magnet,
                         &args.peers,
                         !args.no_trackers,
                         args.metadata_timeout,
-                        dht.clone(),
+                        dht,
+                        super::magnet::no_dht_reason(settings.dht.as_ref()),
                     ))?;
                     if let Some(p) = &args.metadata_cache {
                         let tmp = p.with_extension("tmp");
@@ -119,7 +134,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         );
     }
     // Already in the store: done, unless the files are wanted in a folder (-o) or seeded.
-    if !args.seed && args.output.is_none() && args.only_files.is_empty() {
+    if !args.seed && output.is_none() && args.only_files.is_empty() {
         if let Some(done) = already_imported(&repo, &meta.wire_info_hash())? {
             return report_known(done, &gateway, enc);
         }
@@ -127,8 +142,8 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     // Too large to import: refused before any folder or file is created.
     Bridge::check_size(&meta)?;
     // Without -o the files live in a working folder of the repo until they are imported.
-    let working = args.output.is_none();
-    let save_path = match &args.output {
+    let working = output.is_none();
+    let save_path = match &output {
         Some(o) => o.clone(),
         None => super::btfs_path()?
             .join("bittorrent")
@@ -163,7 +178,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     let mut opts = Options::new(save_path.clone());
     let resume_file = Some(resume_dir()?.join(format!("{}.resume", meta.wire_info_hash())));
     opts.resume_file = resume_file.clone();
-    opts.listen = SocketAddr::new(args.listen_ip, args.port);
+    opts.listen = SocketAddr::new(settings.listen_ip(), settings.port);
     extra_peers.sort();
     extra_peers.dedup();
     opts.peers = extra_peers.clone();
@@ -175,17 +190,33 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     opts.recheck = args.recheck;
     opts.use_trackers = !args.no_trackers;
     opts.use_webseeds = !args.no_webseeds;
-    opts.max_peers = args.max_peers.max(1);
-    opts.max_connections_per_ip = args.max_connections_per_ip.max(1);
+    opts.max_peers = settings.max_peers.max(1);
+    opts.max_connections_per_ip = settings.max_connections_per_ip.max(1);
+    opts.upload_limit = settings
+        .upload_rate_limit
+        .map(|r| Arc::new(bittorrent::ratelimit::RateLimiter::new(r)));
     opts.detail = args.progress_detail;
-    opts.dht = match dht {
-        Some(d) => Some(d),
-        None if !args.no_dht && !meta.nodes.is_empty() => {
-            let nodes: Vec<String> = meta.nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+    // Never the DHT for a private torrent (BEP 27).
+    let private = meta.info.private;
+    if dht_node.is_none() && !private {
+        if let Some(j) = dht_join.take() {
             let _guard = runtime.enter();
-            super::magnet::start_dht(&nodes, args.dht_port, args.listen_ip)?
+            dht_node = j.warn_on_failure(enc);
         }
-        None => None,
+    }
+    opts.dht = match (dht_node, &settings.dht) {
+        _ if private => None,
+        (Some(d), _) => Some(d),
+        (None, Some(d)) if !meta.nodes.is_empty() => {
+            let nodes = super::settings::DhtSettings {
+                bootstrap: meta.nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect(),
+                ..d.clone()
+            };
+            let join = runtime.block_on(super::magnet::start_dht(&nodes, settings.dht_bind()))?;
+            let _guard = runtime.enter();
+            join.and_then(|j| j.warn_on_failure(enc))
+        }
+        (None, _) => None,
     };
     if let (true, Some(d)) = (opts.dht.is_some(), super::magnet::dht_interval_override()) {
         opts.dht_interval = d;

@@ -1,6 +1,10 @@
 //! Magnet links: fetching the info dictionary from the peers a magnet names (`x.pe`,
-//! `--peer`) and from its trackers (`tr`), via BEP 9.
+//! `--peer`), its trackers (`tr`) and the DHT, via BEP 9; and the DHT node of a command:
+//! joining through the bootstrap hosts (resolved here, in parallel, each within a time
+//! limit), watching the join, and one message naming each host and why when it fails.
 
+use super::settings::DhtSettings;
+use crate::output::Encoding;
 use anyhow::{bail, Context};
 use bittorrent::dht::{DhtConfig, DhtNode};
 use bittorrent::metadata;
@@ -10,7 +14,7 @@ use bittorrent::tracker::{TrackerClient, TrackerConfig};
 use bittorrent::{Magnet, Metainfo};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// The torrent a magnet names, built around the fetched info dictionary (with the
@@ -48,41 +52,188 @@ pub fn dht_interval_override() -> Option<std::time::Duration> {
         .map(std::time::Duration::from_secs)
 }
 
-/// A DHT node joined through `bootstrap` (none when the list is empty). The routing
-/// table saved by an earlier run is added to a given bootstrap list, never used alone,
-/// so no DHT traffic happens unless the user asked for it.
-pub fn start_dht(
-    bootstrap: &[String],
-    port: u16,
-    ip: std::net::IpAddr,
-) -> anyhow::Result<Option<Arc<DhtNode>>> {
-    if bootstrap.is_empty() {
-        return Ok(None);
+/// Longest wait for one bootstrap host's name to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a bootstrap node to answer.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most nodes of the saved routing table used to bootstrap.
+const MAX_SAVED_NODES: usize = 200;
+
+/// A DHT node on its way into the network: the node (none when no bootstrap address
+/// could be resolved) and whether it joined.
+pub struct DhtJoin {
+    pub node: Option<Arc<DhtNode>>,
+    outcome: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl DhtJoin {
+    /// Waits (bounded) until the node joined, or the message saying why it did not.
+    pub async fn joined(self) -> Result<Arc<DhtNode>, String> {
+        let r = self
+            .outcome
+            .await
+            .unwrap_or_else(|e| Err(format!("DHT: {e}")));
+        match (r, self.node) {
+            (Ok(()), Some(n)) => Ok(n),
+            (Err(m), _) => Err(m),
+            (Ok(()), None) => Err("DHT: no node".into()),
+        }
     }
-    let mut bootstrap = bootstrap.to_vec();
-    if let Some(saved) = saved_nodes_path().and_then(|p| std::fs::read_to_string(p).ok()) {
-        for line in saved
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .take(200)
-        {
-            if !bootstrap.iter().any(|b| b == line) {
-                bootstrap.push(line.to_owned());
+
+    /// The node, with the failure to join reported as a warning when it comes (the
+    /// command goes on with its other peer sources). Needs a runtime context.
+    pub fn warn_on_failure(self, enc: Encoding) -> Option<Arc<DhtNode>> {
+        let outcome = self.outcome;
+        tokio::spawn(async move {
+            if let Ok(Err(m)) = outcome.await {
+                warn(&m, enc);
+            }
+        });
+        self.node
+    }
+}
+
+/// A warning on stderr, or a `warning` event with --enc json.
+pub fn warn(message: &str, enc: Encoding) {
+    match enc {
+        Encoding::Text => eprintln!("warning: {message}"),
+        Encoding::Json => println!(
+            "{}",
+            serde_json::json!({"Type": "warning", "Message": message})
+        ),
+    }
+}
+
+/// Resolves `host:port` to its IPv4 addresses (the DHT is IPv4 only), within
+/// [`RESOLVE_TIMEOUT`]. The lookup runs on a thread of its own, left behind (not waited
+/// for) when it takes too long.
+async fn resolve_v4(host_port: String) -> Result<Vec<SocketAddr>, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let h = host_port.clone();
+    std::thread::Builder::new()
+        .name("dht-resolve".into())
+        .spawn(move || {
+            use std::net::ToSocketAddrs;
+            let _ = tx.send(h.to_socket_addrs().map(|a| a.collect::<Vec<_>>()));
+        })
+        .map_err(|e| format!("cannot resolve: {e}"))?;
+    match tokio::time::timeout(RESOLVE_TIMEOUT, rx).await {
+        Err(_) => Err(format!(
+            "cannot resolve: no answer within {} s",
+            RESOLVE_TIMEOUT.as_secs()
+        )),
+        Ok(Err(_)) => Err("cannot resolve: the lookup stopped".into()),
+        Ok(Ok(Err(e))) => Err(format!("cannot resolve: {e}")),
+        Ok(Ok(Ok(addrs))) => {
+            let v4: Vec<SocketAddr> = addrs.into_iter().filter(SocketAddr::is_ipv4).collect();
+            if v4.is_empty() {
+                Err("no IPv4 address (the DHT is IPv4 only)".into())
+            } else {
+                Ok(v4)
             }
         }
     }
-    let bind = match ip {
-        std::net::IpAddr::V4(v4) => v4,
-        std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
-    };
-    let node = DhtNode::start(&DhtConfig {
-        port,
-        bind,
-        bootstrap: bootstrap.to_vec(),
-    })
-    .context("starting the DHT node")?;
-    Ok(Some(Arc::new(node)))
+}
+
+/// The nodes saved by an earlier run (IPv4 literals only).
+fn saved_nodes() -> Vec<SocketAddr> {
+    saved_nodes_path()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .map(|text| {
+            text.lines()
+                .filter_map(|l| l.trim().parse::<SocketAddr>().ok())
+                .filter(SocketAddr::is_ipv4)
+                .take(MAX_SAVED_NODES)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The one message for a DHT that could not join: each host and why, and how long.
+fn join_failure(tried: &[(String, String)], saved: usize, started: Instant) -> String {
+    let mut parts: Vec<String> = tried.iter().map(|(h, why)| format!("{h} ({why})")).collect();
+    if saved > 0 {
+        parts.push(format!("{saved} nodes saved by an earlier run (no answer)"));
+    }
+    format!(
+        "DHT: could not join through any bootstrap node after {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        parts.join(", ")
+    )
+}
+
+/// Starts a DHT node joining through `settings.bootstrap` (none when the list is empty):
+/// resolves every host at once (each within [`RESOLVE_TIMEOUT`]), adds the routing table
+/// saved by an earlier run (never used alone, so an empty list means no DHT traffic),
+/// and watches the join for [`JOIN_TIMEOUT`].
+pub async fn start_dht(
+    settings: &DhtSettings,
+    bind: std::net::Ipv4Addr,
+) -> anyhow::Result<Option<DhtJoin>> {
+    if settings.bootstrap.is_empty() {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let lookups: Vec<_> = settings
+        .bootstrap
+        .iter()
+        .map(|h| tokio::spawn(resolve_v4(h.clone())))
+        .collect();
+    let mut addrs = Vec::new();
+    let mut tried = Vec::new();
+    for (host, lookup) in settings.bootstrap.iter().zip(lookups) {
+        match lookup.await.unwrap_or_else(|e| Err(e.to_string())) {
+            Ok(a) => {
+                addrs.extend(a);
+                tried.push((host.clone(), "no answer".to_string()));
+            }
+            Err(why) => tried.push((host.clone(), why)),
+        }
+    }
+    let saved = saved_nodes();
+    let saved_count = saved.len();
+    for a in saved {
+        if !addrs.contains(&a) {
+            addrs.push(a);
+        }
+    }
+    if addrs.is_empty() {
+        let message = join_failure(&tried, 0, started);
+        return Ok(Some(DhtJoin {
+            node: None,
+            outcome: tokio::spawn(async move { Err(message) }),
+        }));
+    }
+    let node = Arc::new(
+        DhtNode::start(&DhtConfig {
+            port: settings.port,
+            bind,
+            bootstrap: addrs,
+        })
+        .context("starting the DHT node")?,
+    );
+    let watched = node.clone();
+    let outcome = tokio::spawn(async move {
+        match tokio::time::timeout(JOIN_TIMEOUT, watched.bootstrapped()).await {
+            Ok(true) => Ok(()),
+            _ => Err(join_failure(&tried, saved_count, started)),
+        }
+    });
+    Ok(Some(DhtJoin {
+        node: Some(node),
+        outcome,
+    }))
+}
+
+/// Why a command has no DHT to find peers with, for messages.
+pub fn no_dht_reason(settings: Option<&DhtSettings>) -> &'static str {
+    match settings {
+        None => "the DHT is off (--no-dht or Bittorrent.DHT.Enabled)",
+        Some(_) => {
+            "no DHT node to look the infohash up through (Bittorrent.DHT.Bootstrap is empty): \
+             add --dht-bootstrap HOST:PORT or set Bittorrent.DHT.Bootstrap"
+        }
+    }
 }
 
 pub async fn fetch(
@@ -91,12 +242,13 @@ pub async fn fetch(
     use_trackers: bool,
     timeout: Duration,
     dht: Option<Arc<DhtNode>>,
+    no_dht: &str,
 ) -> anyhow::Result<Fetched> {
     let has_trackers = use_trackers && !magnet.trackers.is_empty();
     if magnet.peers.is_empty() && extra_peers.is_empty() && !has_trackers && dht.is_none() {
         bail!(
-            "the magnet link names no peers (x.pe) and no trackers (tr), and no DHT node to \
-             look the infohash up was given: add --peer IP:PORT or --dht-bootstrap HOST:PORT"
+            "the magnet link names no peers (x.pe) and no trackers (tr), and {no_dht}; \
+             or add --peer IP:PORT"
         );
     }
     let info_hash = magnet.wire_info_hash();

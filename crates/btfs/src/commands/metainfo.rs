@@ -15,12 +15,16 @@ use std::io::{self, Write};
 pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
     if let Some(m) = args.magnet {
         let magnet: Magnet = m.parse().context("reading the magnet link")?;
-        if args.offline
-            || (magnet.peers.is_empty() && magnet.trackers.is_empty() && args.peers.is_empty())
-        {
-            // Nobody to ask (no DHT in this build): show what the link holds.
+        let cfg = super::settings::config()?;
+        let dht =
+            super::settings::dht_settings(&cfg, &args.dht_bootstrap, args.no_dht, None)?;
+        let dht_usable = dht.as_ref().is_some_and(|d| !d.bootstrap.is_empty());
+        let no_source =
+            magnet.peers.is_empty() && magnet.trackers.is_empty() && args.peers.is_empty();
+        if args.offline || (no_source && !dht_usable) {
+            // Nobody to ask: show what the link holds.
             if args.save.is_some() {
-                anyhow::bail!("--save needs the metadata, and there is no peer or tracker to fetch it from (the link names none, or --offline; add --peer IP:PORT)");
+                anyhow::bail!("--save needs the metadata, and there is no peer, tracker or DHT to fetch it from (the link names none, or --offline; add --peer IP:PORT)");
             }
             return emit(&MagnetReport::from(&magnet), enc);
         }
@@ -28,20 +32,28 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        let dht = {
-            let _guard = runtime.enter();
-            super::magnet::start_dht(
-                &args.dht_bootstrap,
-                0,
-                std::net::Ipv4Addr::UNSPECIFIED.into(),
-            )?
+        let bind = std::net::Ipv4Addr::UNSPECIFIED;
+        let node = match &dht {
+            Some(d) => match runtime.block_on(super::magnet::start_dht(d, bind))? {
+                // The DHT as the only source: no use going on unless it joined.
+                Some(j) if no_source => {
+                    Some(runtime.block_on(j.joined()).map_err(anyhow::Error::msg)?)
+                }
+                Some(j) => {
+                    let _guard = runtime.enter();
+                    j.warn_on_failure(enc)
+                }
+                None => None,
+            },
+            None => None,
         };
         let fetched = runtime.block_on(super::magnet::fetch(
             &magnet,
             &args.peers,
             true,
             args.timeout,
-            dht,
+            node,
+            super::magnet::no_dht_reason(dht.as_ref()),
         ))?;
         if let Some(path) = &args.save {
             std::fs::write(path, &fetched.torrent)

@@ -1,6 +1,7 @@
 //! Runs one parsed command and emits its result.
 
 mod bencode;
+mod config;
 mod create;
 pub(crate) mod daemon;
 pub(crate) mod download;
@@ -8,6 +9,7 @@ mod magnet;
 mod metainfo;
 mod scrape;
 pub(crate) mod serve;
+pub mod settings;
 mod store;
 
 use crate::cli::{Bittorrent, Command};
@@ -31,7 +33,8 @@ pub fn run(command: Command, enc: Encoding) -> anyhow::Result<()> {
                 "jobs are the downloads of a running daemon, and none is running for this repo (start `btfs daemon`)"
             ),
         },
-        Command::Init => store::init(enc),
+        Command::Init(a) => store::init(a, enc),
+        Command::Config(a) => config::run(a, enc),
         Command::Add(a) => store::add(a, enc),
         Command::Cat(a) => store::cat(a),
         Command::Get(a) => store::get(a, enc),

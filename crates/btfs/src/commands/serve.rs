@@ -332,24 +332,28 @@ fn remove(repo: &Repo, which: &str) -> anyhow::Result<()> {
 }
 
 async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::Result<()> {
-    let router = Router::bind(args.listen_ip, args.port, 20)
+    let settings = super::settings::effective(&args.net)?;
+    let ip = settings.listen_ip();
+    let wanted = settings.start_port();
+    let router = Router::bind(ip, wanted, super::settings::PORT_TRIES)
         .await
-        .with_context(|| format!("listening on {}:{}", args.listen_ip, args.port))?;
+        .with_context(|| format!("listening on {}", SocketAddr::new(ip, wanted)))?;
     let port = router.local_addr().port();
-    if port != args.port {
-        eprintln!("port {} is taken; listening on {port}", args.port);
+    if port != wanted {
+        eprintln!("port {wanted} is taken; listening on {port}");
     }
-    let dht = if args.no_dht {
-        None
-    } else {
-        super::magnet::start_dht(&args.dht_bootstrap, args.dht_port, args.listen_ip)?
+    let dht = match &settings.dht {
+        Some(d) => super::magnet::start_dht(d, settings.dht_bind())
+            .await?
+            .and_then(|j| j.warn_on_failure(enc)),
+        None => None,
     };
-    let limit = args
-        .max_upload_rate
+    let limit = settings
+        .upload_rate_limit
         .map(|r| Arc::new(bittorrent::ratelimit::RateLimiter::new(r)));
-    let reachable = args.announce_addr.or_else(|| {
-        (!args.listen_ip.is_unspecified()).then_some(SocketAddr::new(args.listen_ip, port))
-    });
+    let reachable = args
+        .announce_addr
+        .or_else(|| (!ip.is_unspecified()).then_some(SocketAddr::new(ip, port)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut engines = Vec::new();
     let mut boards = Vec::new();
@@ -396,7 +400,8 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
             dht.clone()
         };
         opts.upload_limit = limit.clone();
-        opts.max_connections_per_ip = args.max_connections_per_ip.max(1);
+        opts.max_connections_per_ip = settings.max_connections_per_ip.max(1);
+        opts.max_peers = settings.max_peers.max(1);
         let (stats_tx, stats_rx) = watch::channel(Stats::default());
         boards.push((name, stats_rx, seed.storage.clone()));
         let (meta, stop) = (seed.meta.clone(), stop_rx.clone());

@@ -20,9 +20,12 @@ pub fn open_repo(mode: LockMode) -> anyhow::Result<Repo> {
     Ok(repo)
 }
 
-pub fn init(enc: Encoding) -> anyhow::Result<()> {
+pub fn init(args: crate::cli::InitArgs, enc: Encoding) -> anyhow::Result<()> {
     let path = btfs_path()?;
-    let created = Repo::init(&path)?;
+    let created = match &args.profile {
+        Some(p) => Repo::init_with_profiles(&path, p)?,
+        None => Repo::init(&path)?,
+    };
     match enc {
         Encoding::Json => println!(
             "{}",

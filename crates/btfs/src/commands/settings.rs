@@ -1,0 +1,202 @@
+//! The BitTorrent settings of one run: the `Bittorrent` section of the config (or, with
+//! no repo yet, the default with `$BTFS_PROFILE` applied) with the command's flags laid
+//! over it. `download`, `serve` and `metainfo -m` take their network settings from here
+//! only; nothing else reads those config keys.
+//!
+//! Policy: a flag wins over the config for this run only; nothing is written back. No
+//! locks.
+
+use crate::cli::NetArgs;
+use anyhow::Context;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use store::config::HostPort;
+use store::Repo;
+
+/// How many ports after the chosen one are tried when it is taken.
+pub const PORT_TRIES: u16 = 20;
+
+/// The effective BitTorrent settings of this run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Addresses to listen on for peers (never empty). See [`Settings::listen_ip`].
+    pub listen: Vec<IpAddr>,
+    /// The port to listen on, or 0 for a random one of 49152-65535.
+    pub port: u16,
+    /// The DHT, when on.
+    pub dht: Option<DhtSettings>,
+    /// UPnP IGD / NAT-PMP for the listen port. Carried, not acted on yet.
+    pub port_mapping: bool,
+    /// Bytes per second over all torrents of the process.
+    pub upload_rate_limit: Option<u64>,
+    /// Bytes per second. Carried, not acted on yet.
+    pub download_rate_limit: Option<u64>,
+    pub max_peers: usize,
+    pub max_connections_per_ip: usize,
+    /// A block list of IP ranges. Carried, not read yet.
+    pub ip_filter: Option<PathBuf>,
+    /// Where downloads keep their files (`-o` wins).
+    pub download_dir: Option<PathBuf>,
+}
+
+/// How the DHT node joins.
+#[derive(Debug, Clone)]
+pub struct DhtSettings {
+    /// `host:port` of nodes to join through; empty: no routers (a torrent's `nodes` or
+    /// nothing).
+    pub bootstrap: Vec<String>,
+    /// UDP port (0: any).
+    pub port: u16,
+    /// Where `bootstrap` came from, for messages.
+    pub from_flag: bool,
+}
+
+impl Settings {
+    /// The one address the engine and serve's router listen on today: the first of the
+    /// list. (Listening on every address of the list replaces this.)
+    pub fn listen_ip(&self) -> IpAddr {
+        self.listen[0]
+    }
+
+    /// The IPv4 address of the DHT's UDP socket: the first IPv4 listen address, else any.
+    pub fn dht_bind(&self) -> Ipv4Addr {
+        self.listen
+            .iter()
+            .find_map(|ip| match ip {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            })
+            .unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+
+    /// A port to start from: the configured one, or a random one of 49152-65535.
+    pub fn start_port(&self) -> u16 {
+        if self.port != 0 {
+            return self.port;
+        }
+        let range = bittorrent::engine::DEFAULT_PORT_RANGE;
+        let span = u32::from(range.end() - range.start()) + 1;
+        range.start() + (rand::random::<u32>() % span) as u16
+    }
+}
+
+/// The config in effect for this run (the repo's, or the default with `$BTFS_PROFILE`).
+pub fn config() -> anyhow::Result<store::Config> {
+    let path = super::btfs_path()?;
+    Ok(Repo::effective_config(&path)?)
+}
+
+/// The settings of a run: the config with `flags` over it.
+pub fn effective(flags: &NetArgs) -> anyhow::Result<Settings> {
+    resolve(&config()?, flags)
+}
+
+/// `flags` laid over `cfg`.
+pub fn resolve(cfg: &store::Config, flags: &NetArgs) -> anyhow::Result<Settings> {
+    let bt = &cfg.bittorrent;
+    let listen = if flags.listen_ip.is_empty() {
+        bt.listen_addresses.clone()
+    } else {
+        flags.listen_ip.clone()
+    };
+    let port = match flags.port {
+        Some(p) => p,
+        None if flags.random_port || bt.random_port => 0,
+        None => bt.port.get(),
+    };
+    let dht = dht_settings(cfg, &flags.dht_bootstrap, flags.no_dht, flags.dht_port)?;
+    let rate = |flag: Option<u64>, config: u64| flag.or(Some(config)).filter(|&r| r > 0);
+    let ip_filter = flags
+        .ip_filter
+        .clone()
+        .or_else(|| (!bt.ip_filter.is_empty()).then(|| PathBuf::from(&bt.ip_filter)));
+    Ok(Settings {
+        listen,
+        port,
+        dht,
+        port_mapping: bt.port_mapping && !flags.no_port_mapping,
+        upload_rate_limit: rate(flags.max_upload_rate, bt.upload_rate_limit),
+        download_rate_limit: rate(flags.max_download_rate, bt.download_rate_limit),
+        max_peers: flags.max_peers.unwrap_or(bt.max_peers) as usize,
+        max_connections_per_ip: flags
+            .max_connections_per_ip
+            .unwrap_or(bt.max_connections_per_ip) as usize,
+        ip_filter,
+        download_dir: (!bt.download_dir.is_empty()).then(|| PathBuf::from(&bt.download_dir)),
+    })
+}
+
+/// The DHT of a run: off with `--no-dht` or `DHT.Enabled: false`; `--dht-bootstrap`
+/// replaces the config's list.
+pub fn dht_settings(
+    cfg: &store::Config,
+    flag_bootstrap: &[String],
+    no_dht: bool,
+    port: Option<u16>,
+) -> anyhow::Result<Option<DhtSettings>> {
+    let d = &cfg.bittorrent.dht;
+    if no_dht || !d.enabled {
+        return Ok(None);
+    }
+    let bootstrap = if flag_bootstrap.is_empty() {
+        d.bootstrap.iter().map(|h| h.as_str().to_owned()).collect()
+    } else {
+        for b in flag_bootstrap {
+            HostPort::parse(b)
+                .map_err(anyhow::Error::msg)
+                .context("--dht-bootstrap")?;
+        }
+        flag_bootstrap.to_vec()
+    };
+    Ok(Some(DhtSettings {
+        bootstrap,
+        port: port.unwrap_or(0),
+        from_flag: !flag_bootstrap.is_empty(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_config() {
+        let cfg = store::Config::default();
+        let s = resolve(&cfg, &NetArgs::default()).unwrap();
+        assert_eq!(s.port, 6881);
+        assert_eq!(s.listen_ip(), IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(s.dht.as_ref().unwrap().bootstrap.len(), 4);
+        assert!(s.port_mapping && s.upload_rate_limit.is_none());
+        assert_eq!((s.max_peers, s.max_connections_per_ip), (50, 1));
+        let flags = NetArgs {
+            port: Some(7000),
+            listen_ip: vec![IpAddr::from([127, 0, 0, 1])],
+            dht_bootstrap: vec!["127.0.0.1:9".into()],
+            max_upload_rate: Some(1000),
+            no_port_mapping: true,
+            max_connections_per_ip: Some(4),
+            ..NetArgs::default()
+        };
+        let s = resolve(&cfg, &flags).unwrap();
+        assert_eq!(s.port, 7000);
+        assert_eq!(s.listen_ip(), IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(s.dht.unwrap().bootstrap, ["127.0.0.1:9"]);
+        assert_eq!(s.upload_rate_limit, Some(1000));
+        assert!(!s.port_mapping);
+        assert_eq!(s.max_connections_per_ip, 4);
+        let test = store::config::apply_profiles(&cfg, "test").unwrap();
+        let s = resolve(&test, &NetArgs::default()).unwrap();
+        assert_eq!(s.port, 0);
+        assert!(s.dht.unwrap().bootstrap.is_empty());
+        let off = NetArgs {
+            no_dht: true,
+            ..NetArgs::default()
+        };
+        assert!(resolve(&cfg, &off).unwrap().dht.is_none());
+        let bad = NetArgs {
+            dht_bootstrap: vec!["nohost".into()],
+            ..NetArgs::default()
+        };
+        assert!(resolve(&cfg, &bad).is_err());
+    }
+}
