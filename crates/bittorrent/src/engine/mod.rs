@@ -62,7 +62,8 @@ pub struct Options {
     pub detail: bool,
     /// Where resume data lives; none kept when `None`.
     pub resume_file: Option<PathBuf>,
-    /// Address to listen on; port 0 picks one from [`DEFAULT_PORT_RANGE`].
+    /// Address to listen on; port 0 picks one from [`DEFAULT_PORT_RANGE`]; a taken port
+    /// falls back to the next free one of the 20 after it.
     pub listen: SocketAddr,
     /// Peers to connect to besides those the trackers give.
     pub peers: Vec<SocketAddr>,
@@ -515,14 +516,24 @@ fn check_existing(meta: &Metainfo, storage: &dyn Storage, candidates: &[u32]) ->
     have
 }
 
+/// Ports after a taken one tried before giving up (as `serve`'s router does).
+const PORT_TRIES: u16 = 20;
+
 async fn bind(listen: SocketAddr) -> Result<TcpListener, EngineError> {
     if listen.port() != 0 {
-        return TcpListener::bind(listen)
+        // The port, else the next free one of the PORT_TRIES after it.
+        let last = listen.port().saturating_add(PORT_TRIES);
+        for port in listen.port()..last {
+            match TcpListener::bind(SocketAddr::new(listen.ip(), port)).await {
+                Ok(l) => return Ok(l),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+                Err(source) => return Err(EngineError::Listen { addr: listen, source }),
+            }
+        }
+        let addr = SocketAddr::new(listen.ip(), last);
+        return TcpListener::bind(addr)
             .await
-            .map_err(|source| EngineError::Listen {
-                addr: listen,
-                source,
-            });
+            .map_err(|source| EngineError::Listen { addr, source });
     }
     let span = u32::from(DEFAULT_PORT_RANGE.end() - DEFAULT_PORT_RANGE.start()) + 1;
     for _ in 0..32 {
