@@ -185,7 +185,11 @@ impl HostPort {
         };
         let port_ok = !port.is_empty()
             && port.bytes().all(|b| b.is_ascii_digit())
-            && port.parse::<u64>().ok().and_then(|p| Port::new(p).ok()).is_some();
+            && port
+                .parse::<u64>()
+                .ok()
+                .and_then(|p| Port::new(p).ok())
+                .is_some();
         if !port_ok {
             return bad("the port must be 1-65535");
         }
@@ -489,9 +493,15 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let e = err(with_bt(json!({"DHT": {"Bootstrap": ["a:1", "b:2", 7]}})));
-        assert!(e.starts_with("Bittorrent.DHT.Bootstrap[2]: invalid type"), "{e}");
+        assert!(
+            e.starts_with("Bittorrent.DHT.Bootstrap[2]: invalid type"),
+            "{e}"
+        );
         let e = err(with_bt(json!({"DHT": {"Bootstrap": ["a:1", "nope"]}})));
-        assert!(e.starts_with("Bittorrent.DHT.Bootstrap[1]: \"nope\""), "{e}");
+        assert!(
+            e.starts_with("Bittorrent.DHT.Bootstrap[1]: \"nope\""),
+            "{e}"
+        );
         let e = err(with_bt(json!({"Bogus": 1})));
         assert!(e.contains("Bittorrent") && e.contains("Bogus"), "{e}");
         let e = err(with_bt(json!({"Port": 0})));
@@ -517,7 +527,12 @@ mod tests {
 
     #[test]
     fn host_ports() {
-        for ok in ["a.b:1", "1.2.3.4:65535", "[::1]:6881", "router.bittorrent.com:6881"] {
+        for ok in [
+            "a.b:1",
+            "1.2.3.4:65535",
+            "[::1]:6881",
+            "router.bittorrent.com:6881",
+        ] {
             assert!(HostPort::parse(ok).is_ok(), "{ok}");
         }
         for bad in [

@@ -527,7 +527,12 @@ async fn bind(listen: SocketAddr) -> Result<TcpListener, EngineError> {
             match TcpListener::bind(SocketAddr::new(listen.ip(), port)).await {
                 Ok(l) => return Ok(l),
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
-                Err(source) => return Err(EngineError::Listen { addr: listen, source }),
+                Err(source) => {
+                    return Err(EngineError::Listen {
+                        addr: listen,
+                        source,
+                    })
+                }
             }
         }
         let addr = SocketAddr::new(listen.ip(), last);

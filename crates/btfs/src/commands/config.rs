@@ -89,11 +89,7 @@ fn set(key: &str, value: &str, json: bool, boolean: bool, enc: Encoding) -> anyh
 }
 
 fn profile(name: &str, dry_run: bool, enc: Encoding) -> anyhow::Result<()> {
-    let file = if dry_run {
-        None
-    } else {
-        Some(config_file()?)
-    };
+    let file = if dry_run { None } else { Some(config_file()?) };
     let cfg = match &file {
         Some(f) => Config::read(f)?,
         None => current()?,

@@ -151,7 +151,10 @@ fn saved_nodes() -> Vec<SocketAddr> {
 
 /// The one message for a DHT that could not join: each host and why, and how long.
 fn join_failure(tried: &[(String, String)], saved: usize, started: Instant) -> String {
-    let mut parts: Vec<String> = tried.iter().map(|(h, why)| format!("{h} ({why})")).collect();
+    let mut parts: Vec<String> = tried
+        .iter()
+        .map(|(h, why)| format!("{h} ({why})"))
+        .collect();
     if saved > 0 {
         parts.push(format!("{saved} nodes saved by an earlier run (no answer)"));
     }

@@ -16,8 +16,7 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
     if let Some(m) = args.magnet {
         let magnet: Magnet = m.parse().context("reading the magnet link")?;
         let cfg = super::settings::config()?;
-        let dht =
-            super::settings::dht_settings(&cfg, &args.dht_bootstrap, args.no_dht, None)?;
+        let dht = super::settings::dht_settings(&cfg, &args.dht_bootstrap, args.no_dht, None)?;
         let dht_usable = dht.as_ref().is_some_and(|d| !d.bootstrap.is_empty());
         let no_source =
             magnet.peers.is_empty() && magnet.trackers.is_empty() && args.peers.is_empty();
