@@ -23,7 +23,7 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
         if args.offline || (no_source && !dht_usable) {
             // Nobody to ask: show what the link holds.
             if args.save.is_some() {
-                anyhow::bail!("--save needs the metadata, and there is no peer, tracker or DHT to fetch it from (the link names none, or --offline; add --peer IP:PORT)");
+                anyhow::bail!("--save needs the metadata, and there is no peer or tracker to fetch it from (the link names none, or --offline; add --peer IP:PORT), and no DHT (off, or Bittorrent.DHT.Bootstrap is empty)");
             }
             return emit(&MagnetReport::from(&magnet), enc);
         }
@@ -38,9 +38,10 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
                 Some(j) if no_source => {
                     Some(runtime.block_on(j.joined()).map_err(anyhow::Error::msg)?)
                 }
+                // One JSON document on stdout: the warning goes to stderr.
                 Some(j) => {
                     let _guard = runtime.enter();
-                    j.warn_on_failure(enc)
+                    j.warn_on_failure(Encoding::Text)
                 }
                 None => None,
             },
