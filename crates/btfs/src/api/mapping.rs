@@ -305,6 +305,36 @@ mod tests {
     }
 
     #[test]
+    fn a_command_with_positionals_and_subcommands() {
+        let root = Cli::command();
+        let q = pairs(&[
+            ("arg", "Bittorrent.Port"),
+            ("arg", "7000"),
+            ("json", "true"),
+        ]);
+        let argv = argv_from_query(&root, &["config"], &q).unwrap();
+        assert_eq!(argv, ["config", "--json", "--", "Bittorrent.Port", "7000"]);
+        let mut full = vec!["btfs".to_string()];
+        full.extend(argv);
+        let m = root.clone().try_get_matches_from(&full).unwrap();
+        let (path, mut back) = query_from_matches(&root, &m);
+        assert_eq!(path, ["config"]);
+        back.sort();
+        let mut q = q;
+        q.sort();
+        assert_eq!(back, q);
+        let argv = argv_from_query(
+            &root,
+            &["config", "profile", "apply"],
+            &pairs(&[("arg", "test")]),
+        )
+        .unwrap();
+        assert_eq!(argv, ["config", "profile", "apply", "--", "test"]);
+        // `profile` alone still needs its subcommand.
+        assert!(argv_from_query(&root, &["config", "profile"], &[]).is_err());
+    }
+
+    #[test]
     fn queries() {
         let q = parse_query("arg=a%20b&x=1+2&flag&enc=json").unwrap();
         assert_eq!(
