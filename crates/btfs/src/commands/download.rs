@@ -27,18 +27,14 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let settings = super::settings::effective(&args.net)?;
     let mut extra_peers = args.peers.clone();
-    // The DHT node starts inside the runtime (it binds a socket); `nodes` of a torrent
-    // join the bootstrap list below.
-    let dht_join = match &settings.dht {
-        Some(d) => runtime.block_on(super::magnet::start_dht(d, settings.dht_bind()))?,
-        None => None,
-    };
+    // The DHT node starts for a magnet at once (it may be the only source of the
+    // metadata), for a .torrent once it is known not to be private (BEP 27).
+    let mut dht_started = false;
+    let mut dht_node = None;
     let output = args.output.clone().or(settings.download_dir.clone());
     let repo = Arc::new(super::store::open_repo(LockMode::Shared)?);
     let gateway = gateway_base(&repo);
     let mut magnet_selection = None;
-    let mut dht_join = dht_join;
-    let mut dht_node = None;
     let meta = match (&args.torrent, &args.source) {
         (None, Some(s)) if s.trim_start().to_ascii_lowercase().starts_with("magnet:") => {
             let magnet: bittorrent::Magnet = s.parse().context("reading the magnet link")?;
@@ -76,7 +72,14 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                     peers: Vec::new(),
                 },
                 None => {
-                    let dht = match dht_join.take() {
+                    dht_started = true;
+                    let join = match &settings.dht {
+                        Some(d) => {
+                            runtime.block_on(super::magnet::start_dht(d, settings.dht_bind()))?
+                        }
+                        None => None,
+                    };
+                    let dht = match join {
                         Some(j) if dht_only => {
                             Some(runtime.block_on(j.joined()).map_err(anyhow::Error::msg)?)
                         }
@@ -196,23 +199,17 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         .upload_rate_limit
         .map(|r| Arc::new(bittorrent::ratelimit::RateLimiter::new(r)));
     opts.detail = args.progress_detail;
-    // Never the DHT for a private torrent (BEP 27).
-    let private = meta.info.private;
-    if dht_node.is_none() && !private {
-        if let Some(j) = dht_join.take() {
-            let _guard = runtime.enter();
-            dht_node = j.warn_on_failure(enc);
-        }
-    }
+    // Never the DHT for a private torrent (BEP 27). With no bootstrap list, a torrent's
+    // `nodes` are joined through instead.
     opts.dht = match (dht_node, &settings.dht) {
-        _ if private => None,
+        _ if meta.info.private => None,
         (Some(d), _) => Some(d),
-        (None, Some(d)) if !meta.nodes.is_empty() => {
-            let nodes = super::settings::DhtSettings {
-                bootstrap: meta.nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect(),
-                ..d.clone()
-            };
-            let join = runtime.block_on(super::magnet::start_dht(&nodes, settings.dht_bind()))?;
+        (None, Some(d)) if !dht_started || d.bootstrap.is_empty() => {
+            let mut through = d.clone();
+            if through.bootstrap.is_empty() {
+                through.bootstrap = meta.nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+            }
+            let join = runtime.block_on(super::magnet::start_dht(&through, settings.dht_bind()))?;
             let _guard = runtime.enter();
             join.and_then(|j| j.warn_on_failure(enc))
         }

@@ -342,11 +342,13 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
     if port != wanted {
         eprintln!("port {wanted} is taken; listening on {port}");
     }
+    // No DHT node at all when every torrent is private (BEP 27).
+    let public = seeds.iter().any(|s| !s.meta.info.private);
     let dht = match &settings.dht {
-        Some(d) => super::magnet::start_dht(d, settings.dht_bind())
+        Some(d) if public => super::magnet::start_dht(d, settings.dht_bind())
             .await?
             .and_then(|j| j.warn_on_failure(enc)),
-        None => None,
+        _ => None,
     };
     let limit = settings
         .upload_rate_limit
