@@ -27,6 +27,38 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `btfs --json config …`: the global `--json` given before `config` asks for JSON output,
+/// as before any other command, while `config --json` keeps kubo's meaning (VALUE is
+/// JSON). clap hands a global flag's value down to a subcommand's own flag of the same
+/// name, so such a `--json` is taken out of the arguments here; the returned flag says
+/// whether there was one.
+pub fn take_root_json_before_config(
+    args: Vec<std::ffi::OsString>,
+) -> (Vec<std::ffi::OsString>, bool) {
+    let mut i = 1;
+    let mut json_at = Vec::new();
+    while let Some(a) = args.get(i).and_then(|a| a.to_str()) {
+        match a {
+            "--json" => json_at.push(i),
+            "--enc" => i += 1,
+            _ if a.starts_with("--enc=") || a == "-h" || a == "--help" => {}
+            _ if a == "-V" || a == "--version" => {}
+            "config" if !json_at.is_empty() => {
+                let out = args
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(j, _)| !json_at.contains(j))
+                    .map(|(_, a)| a)
+                    .collect();
+                return (out, true);
+            }
+            _ => break,
+        }
+        i += 1;
+    }
+    (args, false)
+}
+
 impl Cli {
     pub fn encoding(&self) -> Encoding {
         if self.json {
@@ -171,7 +203,7 @@ pub enum ProfileCommand {
 pub struct NetArgs {
     /// Port to listen on for peers (overrides Bittorrent.Port and RandomPort); when
     /// taken, the next free one of the 20 after it.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "random_port")]
+    #[arg(long, value_parser = parse_port, conflicts_with = "random_port")]
     pub port: Option<u16>,
     /// Listen on a random port of 49152-65535 (Bittorrent.RandomPort).
     #[arg(long)]
@@ -605,6 +637,15 @@ pub struct CreateArgs {
     pub force: bool,
 }
 
+/// `--port`: 1-65535 (a random port is `--random-port`).
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(0) => Err("0 is not a port; for a random one use --random-port".into()),
+        Ok(p) => Ok(p),
+        Err(_) => Err(format!("{s:?} is not a port (1-65535)")),
+    }
+}
+
 /// Parses `262144`, `256K`, `256KiB`, `1M`, `1MiB` (binary units).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -636,6 +677,33 @@ mod tests {
         assert!(parse_size("1.5M").is_err());
         assert!(parse_size("x").is_err());
         assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn a_json_before_config_is_the_output_encoding() {
+        let v = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let (args, json) = take_root_json_before_config(v(&["btfs", "--json", "config", "K"]));
+        assert!(json);
+        assert_eq!(args, v(&["btfs", "config", "K"]));
+        let same = v(&["btfs", "config", "--json", "K", "1"]);
+        assert_eq!(take_root_json_before_config(same.clone()), (same, false));
+        let other = v(&["btfs", "--json", "--enc", "text", "init"]);
+        assert_eq!(take_root_json_before_config(other.clone()), (other, false));
+        let (args, json) = take_root_json_before_config(v(&[
+            "btfs", "--enc", "text", "--json", "config", "--json", "K", "1",
+        ]));
+        assert!(json);
+        assert_eq!(
+            args,
+            v(&["btfs", "--enc", "text", "config", "--json", "K", "1"])
+        );
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port("6881"), Ok(6881));
+        assert!(parse_port("0").unwrap_err().contains("--random-port"));
+        assert!(parse_port("70000").is_err());
     }
 
     #[test]

@@ -6,10 +6,14 @@ use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let matches = cli::Cli::command().get_matches();
+    // `config --json` parses the value as JSON (kubo's flag); `btfs --json config` asks
+    // for JSON output, as before any other command.
+    let (args, json_before_config) =
+        cli::take_root_json_before_config(std::env::args_os().collect());
+    let matches = cli::Cli::command().get_matches_from(args);
     let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    // `config --json` parses the value as JSON (kubo's flag), not the output encoding.
     let enc = match cli.command {
+        cli::Command::Config(_) if json_before_config => output::Encoding::Json,
         cli::Command::Config(_) => cli.enc,
         _ => cli.encoding(),
     };

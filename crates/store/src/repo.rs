@@ -20,7 +20,7 @@
 
 use crate::blockstore::Blockstore;
 use crate::cid::Cid;
-pub use crate::config::{Addresses, Config, ConfigError, DatastoreConfig};
+pub use crate::config::{parse_listen_addr, Addresses, Config, ConfigError, DatastoreConfig};
 use crate::dag::{Dag, DagError};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,9 @@ pub enum RepoError {
     /// The config file cannot be read, is not JSON, or is too large (the error names it).
     #[error(transparent)]
     ConfigFile(ConfigError),
+    /// `$BTFS_PROFILE` names a profile that does not exist.
+    #[error("{PROFILE_ENV}: {0}")]
+    Profile(ConfigError),
     #[error("metadata database: {0}")]
     Db(String),
     #[error(
@@ -89,6 +92,13 @@ fn db_err(e: impl Into<redb::Error>) -> RepoError {
 /// The environment variable naming the profiles (comma-separated) a repo created on
 /// first use gets, such as `test` for a test suite.
 pub const PROFILE_ENV: &str = "BTFS_PROFILE";
+
+/// `$BTFS_PROFILE`, its names checked.
+fn env_profiles() -> Result<String, RepoError> {
+    let profiles = std::env::var(PROFILE_ENV).unwrap_or_default();
+    crate::config::check_profiles(&profiles).map_err(RepoError::Profile)?;
+    Ok(profiles)
+}
 
 fn config_err(file: &Path, e: ConfigError) -> RepoError {
     match e {
@@ -154,18 +164,6 @@ fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "an internal check failed".into())
     })
-}
-
-/// `/ip4/A/tcp/P`, `/ip6/A/tcp/P` or `A:P` → a socket address.
-pub fn parse_listen_addr(s: &str) -> Option<std::net::SocketAddr> {
-    let parts: Vec<&str> = s.split('/').collect();
-    if let ["", "ip4" | "ip6", ip, "tcp", port] = parts.as_slice() {
-        return Some(std::net::SocketAddr::new(
-            ip.parse().ok()?,
-            port.parse().ok()?,
-        ));
-    }
-    s.parse().ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,19 +248,24 @@ impl Repo {
 
     /// Creates a repo (an existing one is kept as it is), its config with the profiles
     /// named in `$BTFS_PROFILE` (comma-separated) applied.
+    /// An unknown profile in `$BTFS_PROFILE` is an error even when the repo exists (and
+    /// so the variable is not used), so that a misspelt name is never silently ignored.
     pub fn init(path: &Path) -> Result<bool, RepoError> {
-        let profiles = std::env::var(PROFILE_ENV).unwrap_or_default();
+        let profiles = env_profiles()?;
         Self::init_with_profiles(path, &profiles)
     }
 
     /// Creates a repo with the comma-separated `profiles` applied to its config (an
-    /// existing repo is kept as it is). An unknown profile creates nothing.
+    /// existing repo is kept as it is). An unknown profile creates nothing. The config is
+    /// written under the config lock, so a repo created by two processes at once gets
+    /// one config, never one written over a change made meanwhile.
     pub fn init_with_profiles(path: &Path, profiles: &str) -> Result<bool, RepoError> {
+        let file = path.join("config");
         if Self::exists(path) {
             return Ok(false);
         }
         let config = crate::config::apply_profiles(&Config::default(), profiles)
-            .map_err(|e| config_err(&path.join("config"), e))?;
+            .map_err(|e| config_err(&file, e))?;
         if !path.exists() {
             use std::os::unix::fs::DirBuilderExt;
             fs::DirBuilder::new()
@@ -271,10 +274,12 @@ impl Repo {
                 .create(path)
                 .map_err(io_err(path))?;
         }
+        let _lock = crate::config::lock(path).map_err(|e| config_err(&file, e))?;
+        if Self::exists(path) {
+            return Ok(false);
+        }
         Blockstore::open(&path.join("blocks")).map_err(io_err(path))?;
-        config
-            .write(&path.join("config"))
-            .map_err(|e| config_err(&path.join("config"), e))?;
+        config.write(&file).map_err(|e| config_err(&file, e))?;
         Ok(true)
     }
 
@@ -287,10 +292,10 @@ impl Repo {
     /// The config in effect: the repo's, or (no repo yet) the default with the profiles
     /// of `$BTFS_PROFILE` applied, as a repo created now would have it.
     pub fn effective_config(path: &Path) -> Result<Config, RepoError> {
+        let profiles = env_profiles()?;
         if Self::exists(path) {
             return Self::read_config(path);
         }
-        let profiles = std::env::var(PROFILE_ENV).unwrap_or_default();
         crate::config::apply_profiles(&Config::default(), &profiles)
             .map_err(|e| config_err(&path.join("config"), e))
     }

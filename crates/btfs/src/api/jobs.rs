@@ -464,6 +464,13 @@ impl Jobs {
                 pairs.push(("output".into(), o.display().to_string()));
             }
             pairs.push(("progress-detail".into(), "true".into()));
+            // Each job is a process with a listen port of its own: from the config's
+            // Port, the range of 20 after it runs out after ~20 jobs. A random port each
+            // (unless the job asked for one); once the daemon runs one session for every
+            // job, they share its port instead.
+            if !pairs.iter().any(|(k, _)| k == "port" || k == "random-port") {
+                pairs.push(("random-port".into(), "true".into()));
+            }
             match &job.rec.torrent {
                 Some(t) => pairs.push(("torrent".into(), t.display().to_string())),
                 None => {

@@ -2,16 +2,20 @@
 //! (`KEY`, `KEY VALUE` with `--json`/`--bool`, `show`, `profile apply`).
 //!
 //! Policy: every change is checked as a whole config ([`store::config`]) and written
-//! through `config.tmp` and a rename; a refused change writes nothing. Reading with no
-//! repo shows the config a repo created now would get (default + `$BTFS_PROFILE`);
-//! changing creates the repo first. Commands read the config when they start, so a change
-//! applies to commands started after it. No locks: the rename is the only write.
+//! through a temporary file and a rename; a refused change writes nothing. `KEY VALUE`
+//! changes the file's raw JSON and checks only the result, so it also repairs a config
+//! that no longer reads. Reading with no repo shows the config a repo created now would
+//! get (default + `$BTFS_PROFILE`); changing creates the repo first. Commands read the
+//! config when they start, so a change applies to commands started after it.
+//!
+//! Locking: a change (set, profile apply) holds [`store::config::lock`] from its read to
+//! its write, so concurrent changes all land; reads take no lock.
 
 use super::btfs_path;
 use crate::cli::{ConfigArgs, ConfigCommand, ProfileCommand};
 use crate::output::Encoding;
 use anyhow::{bail, Context};
-use store::config::{apply_profiles, changed_keys, get_key, set_key};
+use store::config::{apply_profiles, changed_keys, get_key, read_value, set_key};
 use store::{Config, Repo};
 
 pub fn run(args: ConfigArgs, enc: Encoding) -> anyhow::Result<()> {
@@ -75,9 +79,12 @@ fn set(key: &str, value: &str, json: bool, boolean: bool, enc: Encoding) -> anyh
         serde_json::Value::String(value.to_string())
     };
     let file = config_file()?;
-    let cfg = Config::read(&file)?;
-    let changed = set_key(&cfg, key, new)?;
-    changed.write(&file)?;
+    let changed = {
+        let _lock = store::config::lock(&btfs_path()?)?;
+        let changed = set_key(read_value(&file)?, key, new)?;
+        changed.write(&file)?;
+        changed
+    };
     if enc == Encoding::Json {
         let v = changed.to_value();
         println!(
@@ -89,7 +96,12 @@ fn set(key: &str, value: &str, json: bool, boolean: bool, enc: Encoding) -> anyh
 }
 
 fn profile(name: &str, dry_run: bool, enc: Encoding) -> anyhow::Result<()> {
+    store::config::check_profiles(name)?;
     let file = if dry_run { None } else { Some(config_file()?) };
+    let guard = match &file {
+        Some(_) => Some(store::config::lock(&btfs_path()?)?),
+        None => None,
+    };
     let cfg = match &file {
         Some(f) => Config::read(f)?,
         None => current()?,
@@ -99,6 +111,7 @@ fn profile(name: &str, dry_run: bool, enc: Encoding) -> anyhow::Result<()> {
     if let (Some(f), false) = (&file, changed.is_empty()) {
         after.write(f)?;
     }
+    drop(guard);
     let (before_v, after_v) = (cfg.to_value(), after.to_value());
     match enc {
         Encoding::Json => println!(

@@ -29,8 +29,8 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     let mut extra_peers = args.peers.clone();
     // The DHT node starts for a magnet at once (it may be the only source of the
     // metadata), for a .torrent once it is known not to be private (BEP 27).
-    let mut dht_started = false;
-    let mut dht_node = None;
+    // `Some` once a node was tried for a magnet (holding it when it started).
+    let mut magnet_dht = None;
     let output = args.output.clone().or(settings.download_dir.clone());
     let repo = Arc::new(super::store::open_repo(LockMode::Shared)?);
     let gateway = gateway_base(&repo);
@@ -72,7 +72,6 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                     peers: Vec::new(),
                 },
                 None => {
-                    dht_started = true;
                     let join = match &settings.dht {
                         Some(d) => {
                             runtime.block_on(super::magnet::start_dht(d, settings.dht_bind()))?
@@ -89,14 +88,14 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                         }
                         None => None,
                     };
-                    dht_node = dht.clone();
+                    magnet_dht = Some(dht.clone());
                     let fetched = runtime.block_on(super::magnet::fetch(
                         &magnet,
                         &args.peers,
                         !args.no_trackers,
                         args.metadata_timeout,
                         dht,
-                        super::magnet::no_dht_reason(settings.dht.as_ref()),
+                        settings.no_dht_reason(),
                     ))?;
                     if let Some(p) = &args.metadata_cache {
                         let tmp = p.with_extension("tmp");
@@ -199,22 +198,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         .upload_rate_limit
         .map(|r| Arc::new(bittorrent::ratelimit::RateLimiter::new(r)));
     opts.detail = args.progress_detail;
-    // Never the DHT for a private torrent (BEP 27). With no bootstrap list, a torrent's
-    // `nodes` are joined through instead.
-    opts.dht = match (dht_node, &settings.dht) {
-        _ if meta.info.private => None,
-        (Some(d), _) => Some(d),
-        (None, Some(d)) if !dht_started || d.bootstrap.is_empty() => {
-            let mut through = d.clone();
-            if through.bootstrap.is_empty() {
-                through.bootstrap = meta.nodes.iter().map(|(h, p)| format!("{h}:{p}")).collect();
-            }
-            let join = runtime.block_on(super::magnet::start_dht(&through, settings.dht_bind()))?;
-            let _guard = runtime.enter();
-            join.and_then(|j| j.warn_on_failure(enc))
-        }
-        (None, _) => None,
-    };
+    opts.dht = torrent_dht(&runtime, &meta, &settings, magnet_dht, enc)?;
     if let (true, Some(d)) = (opts.dht.is_some(), super::magnet::dht_interval_override()) {
         opts.dht_interval = d;
     }
@@ -339,6 +323,47 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The DHT node of the download: none for a private torrent (BEP 27); the one started
+/// for a magnet's metadata (`started`: `Some` when one was tried), else one joining
+/// through the configured routers, else, when that list is empty and
+/// Bittorrent.DHT.TorrentNodes allows, through the torrent's own `nodes` (without the
+/// routing table saved by an earlier run: a torrent's `nodes` alone decide where to go).
+fn torrent_dht(
+    runtime: &tokio::runtime::Runtime,
+    meta: &Metainfo,
+    settings: &super::settings::Settings,
+    started: Option<Option<Arc<bittorrent::dht::DhtNode>>>,
+    enc: Encoding,
+) -> anyhow::Result<Option<Arc<bittorrent::dht::DhtNode>>> {
+    let Some(d) = &settings.dht else {
+        return Ok(None);
+    };
+    if meta.info.private {
+        return Ok(None);
+    }
+    let through = match started {
+        Some(Some(node)) => return Ok(Some(node)),
+        // Tried for the magnet and failed: the warning was given.
+        Some(None) if !d.bootstrap.is_empty() => return Ok(None),
+        _ if !d.bootstrap.is_empty() => d.clone(),
+        _ if d.torrent_nodes => super::settings::DhtSettings {
+            bootstrap: meta
+                .nodes
+                .iter()
+                .map(|(h, p)| format!("{h}:{p}"))
+                .filter(|hp| store::config::HostPort::parse(hp).is_ok())
+                .take(store::config::MAX_BOOTSTRAP_ENTRIES)
+                .collect(),
+            saved_nodes: false,
+            ..d.clone()
+        },
+        _ => return Ok(None),
+    };
+    let join = runtime.block_on(super::magnet::start_dht(&through, settings.dht_bind()))?;
+    let _guard = runtime.enter();
+    Ok(join.and_then(|j| j.warn_on_failure(enc)))
 }
 
 /// `http://IP:PORT` of the gateway in the repo's config.

@@ -167,8 +167,8 @@ fn join_failure(tried: &[(String, String)], saved: usize, started: Instant) -> S
 
 /// Starts a DHT node joining through `settings.bootstrap` (none when the list is empty):
 /// resolves every host at once (each within [`RESOLVE_TIMEOUT`]), adds the routing table
-/// saved by an earlier run (never used alone, so an empty list means no DHT traffic),
-/// and watches the join for [`JOIN_TIMEOUT`].
+/// saved by an earlier run when `settings.saved_nodes` (never used alone, so an empty
+/// list means no DHT traffic), and watches the join for [`JOIN_TIMEOUT`].
 pub async fn start_dht(
     settings: &DhtSettings,
     bind: std::net::Ipv4Addr,
@@ -193,7 +193,11 @@ pub async fn start_dht(
             Err(why) => tried.push((host.clone(), why)),
         }
     }
-    let saved = saved_nodes();
+    let saved = if settings.saved_nodes {
+        saved_nodes()
+    } else {
+        Vec::new()
+    };
     let saved_count = saved.len();
     for a in saved {
         if !addrs.contains(&a) {
@@ -226,17 +230,6 @@ pub async fn start_dht(
         node: Some(node),
         outcome,
     }))
-}
-
-/// Why a command has no DHT to find peers with, for messages.
-pub fn no_dht_reason(settings: Option<&DhtSettings>) -> &'static str {
-    match settings {
-        None => "the DHT is off (--no-dht or Bittorrent.DHT.Enabled)",
-        Some(_) => {
-            "no DHT node to look the infohash up through (Bittorrent.DHT.Bootstrap is empty): \
-             add --dht-bootstrap HOST:PORT or set Bittorrent.DHT.Bootstrap"
-        }
-    }
 }
 
 pub async fn fetch(

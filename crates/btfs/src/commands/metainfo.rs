@@ -15,9 +15,15 @@ use std::io::{self, Write};
 pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
     if let Some(m) = args.magnet {
         let magnet: Magnet = m.parse().context("reading the magnet link")?;
-        let cfg = super::settings::config()?;
-        let dht = super::settings::dht_settings(&cfg, &args.dht_bootstrap, args.no_dht, None)?;
-        let dht_usable = dht.as_ref().is_some_and(|d| !d.bootstrap.is_empty());
+        // The DHT as download runs it: on the IPv4 listen address of the config.
+        let flags = crate::cli::NetArgs {
+            dht_bootstrap: args.dht_bootstrap.clone(),
+            no_dht: args.no_dht,
+            ..Default::default()
+        };
+        let settings = super::settings::resolve(&super::settings::config()?, &flags)?;
+        let dht = settings.dht.as_ref();
+        let dht_usable = dht.is_some_and(|d| !d.bootstrap.is_empty());
         let no_source =
             magnet.peers.is_empty() && magnet.trackers.is_empty() && args.peers.is_empty();
         if args.offline || (no_source && !dht_usable) {
@@ -27,13 +33,13 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
             }
             return emit(&MagnetReport::from(&magnet), enc);
         }
+        settings.note_dht_off();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        let bind = std::net::Ipv4Addr::UNSPECIFIED;
-        let node = match &dht {
-            Some(d) => match runtime.block_on(super::magnet::start_dht(d, bind))? {
+        let node = match dht {
+            Some(d) => match runtime.block_on(super::magnet::start_dht(d, settings.dht_bind()))? {
                 // The DHT as the only source: no use going on unless it joined.
                 Some(j) if no_source => {
                     Some(runtime.block_on(j.joined()).map_err(anyhow::Error::msg)?)
@@ -53,7 +59,7 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
             true,
             args.timeout,
             node,
-            super::magnet::no_dht_reason(dht.as_ref()),
+            settings.no_dht_reason(),
         ))?;
         if let Some(path) = &args.save {
             std::fs::write(path, &fetched.torrent)

@@ -3,14 +3,15 @@
 //! over it. `download`, `serve` and `metainfo -m` take their network settings from here
 //! only; nothing else reads those config keys.
 //!
-//! Policy: a flag wins over the config for this run only; nothing is written back. No
-//! locks.
+//! Policy: a flag wins over the config for this run only; nothing is written back. The
+//! DHT is off, with a one-line note, when no listen address is IPv4 (the mainline DHT is
+//! IPv4 only). No locks.
 
 use crate::cli::NetArgs;
 use anyhow::Context;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use store::config::HostPort;
+use store::config::{HostPort, MAX_BOOTSTRAP_ENTRIES};
 use store::Repo;
 
 /// How many ports after the chosen one are tried when it is taken.
@@ -25,6 +26,8 @@ pub struct Settings {
     pub port: u16,
     /// The DHT, when on.
     pub dht: Option<DhtSettings>,
+    /// Why `dht` is `None`.
+    pub dht_off: DhtOff,
     /// UPnP IGD / NAT-PMP for the listen port. Carried, not acted on yet.
     pub port_mapping: bool,
     /// Bytes per second over all torrents of the process.
@@ -42,13 +45,38 @@ pub struct Settings {
 /// How the DHT node joins.
 #[derive(Debug, Clone)]
 pub struct DhtSettings {
-    /// `host:port` of nodes to join through; empty: no routers (a torrent's `nodes` or
-    /// nothing).
+    /// `host:port` of nodes to join through; empty: no routers (a torrent's `nodes`, when
+    /// `torrent_nodes` allows, or nothing).
     pub bootstrap: Vec<String>,
     /// UDP port (0: any).
     pub port: u16,
-    /// Where `bootstrap` came from, for messages.
-    pub from_flag: bool,
+    /// Whether a torrent's own `nodes` may be joined through when `bootstrap` is empty
+    /// (Bittorrent.DHT.TorrentNodes).
+    pub torrent_nodes: bool,
+    /// Whether the routing table saved by an earlier run is added to `bootstrap` (never
+    /// when joining through a torrent's `nodes`).
+    pub saved_nodes: bool,
+}
+
+/// Why a run has no DHT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhtOff {
+    /// `--no-dht` or `Bittorrent.DHT.Enabled: false`.
+    Disabled,
+    /// No IPv4 listen address, and the mainline DHT is IPv4 only.
+    NoIpv4,
+}
+
+impl DhtOff {
+    pub fn reason(self) -> &'static str {
+        match self {
+            DhtOff::Disabled => "the DHT is off (--no-dht or Bittorrent.DHT.Enabled)",
+            DhtOff::NoIpv4 => {
+                "the DHT is off: no listen address is IPv4 (--listen-ip or \
+                 Bittorrent.ListenAddresses), and the mainline DHT is IPv4 only"
+            }
+        }
+    }
 }
 
 impl Settings {
@@ -58,7 +86,8 @@ impl Settings {
         self.listen[0]
     }
 
-    /// The IPv4 address of the DHT's UDP socket: the first IPv4 listen address, else any.
+    /// The IPv4 address of the DHT's UDP socket: the first IPv4 listen address (there is
+    /// one whenever `dht` is on).
     pub fn dht_bind(&self) -> Ipv4Addr {
         self.listen
             .iter()
@@ -70,6 +99,25 @@ impl Settings {
     }
 
     /// A port to start from: the configured one, or a random one of 49152-65535.
+    /// Prints a one-line note when the DHT is off although the config and flags want
+    /// it (no IPv4 listen address).
+    pub fn note_dht_off(&self) {
+        if self.dht.is_none() && self.dht_off == DhtOff::NoIpv4 {
+            eprintln!("note: {}", self.dht_off.reason());
+        }
+    }
+
+    /// Why the run has no DHT to find peers with, for messages.
+    pub fn no_dht_reason(&self) -> &'static str {
+        match &self.dht {
+            None => self.dht_off.reason(),
+            Some(_) => {
+                "no DHT node to look the infohash up through (Bittorrent.DHT.Bootstrap is \
+                 empty): add --dht-bootstrap HOST:PORT or set Bittorrent.DHT.Bootstrap"
+            }
+        }
+    }
+
     pub fn start_port(&self) -> u16 {
         if self.port != 0 {
             return self.port;
@@ -86,9 +134,21 @@ pub fn config() -> anyhow::Result<store::Config> {
     Ok(Repo::effective_config(&path)?)
 }
 
-/// The settings of a run: the config with `flags` over it.
+/// The environment variable an earlier btfs read for `--max-connections-per-ip`.
+const OLD_PER_IP_ENV: &str = "BTFS_MAX_CONNECTIONS_PER_IP";
+
+/// The settings of a run: the config with `flags` over it. Notes on stderr what is off
+/// for a reason the user may not expect.
 pub fn effective(flags: &NetArgs) -> anyhow::Result<Settings> {
-    resolve(&config()?, flags)
+    if std::env::var_os(OLD_PER_IP_ENV).is_some() {
+        eprintln!(
+            "warning: {OLD_PER_IP_ENV} is no longer read; use --max-connections-per-ip or \
+             `btfs config --json Bittorrent.MaxConnectionsPerIP N`"
+        );
+    }
+    let s = resolve(&config()?, flags)?;
+    s.note_dht_off();
+    Ok(s)
 }
 
 /// `flags` laid over `cfg`.
@@ -104,7 +164,13 @@ pub fn resolve(cfg: &store::Config, flags: &NetArgs) -> anyhow::Result<Settings>
         None if flags.random_port || bt.random_port => 0,
         None => bt.port.get(),
     };
-    let dht = dht_settings(cfg, &flags.dht_bootstrap, flags.no_dht, flags.dht_port)?;
+    let has_v4 = listen.iter().any(IpAddr::is_ipv4);
+    let (dht, dht_off) =
+        match dht_settings(cfg, &flags.dht_bootstrap, flags.no_dht, flags.dht_port)? {
+            None => (None, DhtOff::Disabled),
+            Some(_) if !has_v4 => (None, DhtOff::NoIpv4),
+            Some(d) => (Some(d), DhtOff::Disabled),
+        };
     let rate = |flag: Option<u64>, config: u64| flag.or(Some(config)).filter(|&r| r > 0);
     let ip_filter = flags
         .ip_filter
@@ -114,6 +180,7 @@ pub fn resolve(cfg: &store::Config, flags: &NetArgs) -> anyhow::Result<Settings>
         listen,
         port,
         dht,
+        dht_off,
         port_mapping: bt.port_mapping && !flags.no_port_mapping,
         upload_rate_limit: rate(flags.max_upload_rate, bt.upload_rate_limit),
         download_rate_limit: rate(flags.max_download_rate, bt.download_rate_limit),
@@ -128,7 +195,7 @@ pub fn resolve(cfg: &store::Config, flags: &NetArgs) -> anyhow::Result<Settings>
 
 /// The DHT of a run: off with `--no-dht` or `DHT.Enabled: false`; `--dht-bootstrap`
 /// replaces the config's list.
-pub fn dht_settings(
+fn dht_settings(
     cfg: &store::Config,
     flag_bootstrap: &[String],
     no_dht: bool,
@@ -141,17 +208,19 @@ pub fn dht_settings(
     let bootstrap = if flag_bootstrap.is_empty() {
         d.bootstrap.iter().map(|h| h.as_str().to_owned()).collect()
     } else {
+        if flag_bootstrap.len() > MAX_BOOTSTRAP_ENTRIES {
+            anyhow::bail!("--dht-bootstrap: more than {MAX_BOOTSTRAP_ENTRIES} nodes");
+        }
         for b in flag_bootstrap {
-            HostPort::parse(b)
-                .map_err(anyhow::Error::msg)
-                .context("--dht-bootstrap")?;
+            HostPort::parse(b).context("--dht-bootstrap")?;
         }
         flag_bootstrap.to_vec()
     };
     Ok(Some(DhtSettings {
         bootstrap,
         port: port.unwrap_or(0),
-        from_flag: !flag_bootstrap.is_empty(),
+        torrent_nodes: d.torrent_nodes,
+        saved_nodes: true,
     }))
 }
 
@@ -198,5 +267,28 @@ mod tests {
             ..NetArgs::default()
         };
         assert!(resolve(&cfg, &bad).is_err());
+        let many = NetArgs {
+            dht_bootstrap: vec!["127.0.0.1:9".into(); MAX_BOOTSTRAP_ENTRIES + 1],
+            ..NetArgs::default()
+        };
+        let e = resolve(&cfg, &many).unwrap_err().to_string();
+        assert!(e.starts_with("--dht-bootstrap: more than"), "{e}");
+    }
+
+    #[test]
+    fn no_ipv4_listen_address_turns_the_dht_off() {
+        let cfg = store::Config::default();
+        let v6 = NetArgs {
+            listen_ip: vec![IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])],
+            ..NetArgs::default()
+        };
+        let s = resolve(&cfg, &v6).unwrap();
+        assert!(s.dht.is_none());
+        assert_eq!(s.dht_off, DhtOff::NoIpv4);
+        assert!(s.no_dht_reason().contains("IPv4 only"));
+        let test = store::config::apply_profiles(&cfg, "test").unwrap();
+        let s = resolve(&test, &NetArgs::default()).unwrap();
+        assert_eq!(s.dht_bind(), Ipv4Addr::LOCALHOST);
+        assert!(!s.dht.unwrap().torrent_nodes);
     }
 }

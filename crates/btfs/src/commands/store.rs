@@ -23,7 +23,17 @@ pub fn open_repo(mode: LockMode) -> anyhow::Result<Repo> {
 pub fn init(args: crate::cli::InitArgs, enc: Encoding) -> anyhow::Result<()> {
     let path = btfs_path()?;
     let created = match &args.profile {
-        Some(p) => Repo::init_with_profiles(&path, p)?,
+        Some(p) => {
+            store::config::check_profiles(p)?;
+            if Repo::exists(&path) {
+                bail!(
+                    "a BTFS repo already exists at {}: --profile applies only to a new one; \
+                     change this one with `btfs config profile apply {p}`",
+                    path.display()
+                );
+            }
+            Repo::init_with_profiles(&path, p)?
+        }
         None => Repo::init(&path)?,
     };
     match enc {
