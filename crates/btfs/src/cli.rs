@@ -152,7 +152,8 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct InitArgs {
     /// Config profiles to apply to the new config, comma-separated (test,
-    /// default-networking).
+    /// default-networking). A repo that exists already is changed with `btfs config
+    /// profile apply` instead.
     #[arg(long, value_name = "NAME[,NAME]")]
     pub profile: Option<String>,
 }
@@ -186,8 +187,9 @@ pub enum ConfigCommand {
 #[derive(Subcommand, Debug)]
 pub enum ProfileCommand {
     /// Apply a profile and print the keys it changed. `test`: loopback only (listen on
-    /// 127.0.0.1, a random port, no DHT bootstrap, no port mapping, 16 connections per
-    /// IP); `default-networking`: every key `test` changes back to its default.
+    /// 127.0.0.1, a random port, no DHT bootstrap nor torrent nodes, no port mapping, 16
+    /// connections per IP); `default-networking`: every key `test` changes back to its
+    /// default.
     Apply {
         /// The profile (test, default-networking).
         name: String,

@@ -780,6 +780,12 @@ fn the_api_refuses_other_origins_and_hosts_and_checks_its_token() {
 fn a_seeding_job_seeds_again_after_a_restart() {
     let t = tempfile::tempdir().unwrap();
     let mut node = Node::start(&t.path().join("repo"), &[]);
+    // A fixed port in the config: each job still listens on a random port of its own
+    // (20 jobs would use up the range after a fixed one).
+    node.btfs(&["config", "--bool", "Bittorrent.RandomPort", "false"])
+        .ok();
+    node.btfs(&["config", "--json", "Bittorrent.Port", "20000"])
+        .ok();
     let (file, magnet, seeder) = seeded(t.path(), "seedme.bin", 2_000_000, 0);
     let (st, body) = node.post(
         &format!(
@@ -805,6 +811,8 @@ fn a_seeding_job_seeds_again_after_a_restart() {
     };
     let j = seeding(&node);
     assert_eq!(j["Cid"], add_cid(t.path(), &file, false).as_str(), "{j}");
+    let port = j["ListenPort"].as_u64().unwrap();
+    assert!((49152..=65535).contains(&port), "{port}");
     // The first seeder goes; after a restart of the daemon the job is the only source.
     drop(seeder);
     assert_eq!(node.stop(), Some(0));

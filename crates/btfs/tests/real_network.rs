@@ -36,15 +36,57 @@ fn btfs_at(repo: &Path, profile: Option<&str>, args: &[&str]) -> Run {
     r
 }
 
-/// The download of [`BARE_MAGNET`] in a fresh network namespace with only `lo` up,
-/// under strace: the run, and every IP address it connected or sent to.
-fn sealed_download(repo: &Path, profile: Option<&str>) -> (Run, Vec<String>) {
+/// Unix sockets through which a resolver answers without the network (nscd,
+/// systemd-resolved, sssd): a connect to one is a
+/// name lookup that a network namespace does not stop.
+const RESOLVER_SOCKETS: [&str; 4] = [
+    "/var/run/nscd/socket",
+    "/run/nscd/socket",
+    "/run/systemd/resolve/io.systemd.Resolve",
+    "/var/lib/sss/pipes/nss",
+];
+
+/// One socket address of a traced call: the call, and the IP and port or Unix path.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    call: String,
+    ip: Option<String>,
+    port: Option<u16>,
+    path: Option<String>,
+}
+
+impl Endpoint {
+    /// Reaches past this machine (a connect or send to an address not loopback).
+    fn outside(&self) -> bool {
+        self.call != "bind" && self.ip.as_deref().is_some_and(|ip| !is_loopback(ip))
+    }
+
+    /// A name lookup: anything to port 53 (loopback included), or a connect to a
+    /// resolver's Unix socket.
+    fn resolver(&self) -> bool {
+        self.call != "bind"
+            && (self.port == Some(53)
+                || self
+                    .path
+                    .as_deref()
+                    .is_some_and(|p| RESOLVER_SOCKETS.contains(&p)))
+    }
+}
+
+/// `btfs ARGS` in a fresh network namespace with only `lo` up, under strace: the run,
+/// and every socket address it bound, connected or sent to.
+fn sealed_btfs(repo: &Path, profile: Option<&str>, args: &[&str]) -> (Run, Vec<Endpoint>) {
     let trace = repo.with_extension("strace");
     let exe = env!("CARGO_BIN_EXE_btfs");
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
     let script = format!(
-        "ip link set lo up && exec {strace} -f -qq -e trace=connect,sendto,sendmsg,sendmmsg -o {trace} {exe} bittorrent download '{BARE_MAGNET}'",
+        "ip link set lo up && exec {strace} -f -qq -e trace=connect,sendto,sendmsg,sendmmsg,bind -o {trace} {exe} {args}",
         strace = common::tool("strace").display(),
         trace = trace.display(),
+        args = quoted.join(" "),
     );
     let mut cmd = Command::new(common::tool("unshare"));
     cmd.args(["--net", "--", "sh", "-c", &script])
@@ -57,23 +99,44 @@ fn sealed_download(repo: &Path, profile: Option<&str>) -> (Run, Vec<String>) {
     // Generous: the resolver and the join each have bounds of their own, far below this.
     let run = run_bounded(&mut cmd, Duration::from_secs(60));
     assert_ne!(run.status, -2, "still running after 60 s:\n{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     let text = std::fs::read_to_string(&trace).expect("strace wrote its log");
-    (run, addresses(&text))
+    let _ = std::fs::remove_file(&trace);
+    (run, endpoints(&text))
 }
 
-/// The IP addresses in strace's `connect`/`send*` lines (`inet_addr("…")`,
-/// `inet_pton(AF_INET6, "…"`).
-fn addresses(strace: &str) -> Vec<String> {
+/// The download of [`BARE_MAGNET`], sealed and traced (see [`sealed_btfs`]).
+fn sealed_download(repo: &Path, profile: Option<&str>) -> (Run, Vec<Endpoint>) {
+    sealed_btfs(repo, profile, &["bittorrent", "download", BARE_MAGNET])
+}
+
+/// The socket addresses in strace's lines: `sin_port=htons(53)`,
+/// `inet_addr("…")`, `inet_pton(AF_INET6, "…"`, `sun_path="…"`, per `sa_family=`.
+fn endpoints(strace: &str) -> Vec<Endpoint> {
+    fn quoted_after<'a>(s: &'a str, marker: &str) -> Option<&'a str> {
+        let rest = &s[s.find(marker)? + marker.len()..];
+        Some(&rest[..rest.find('"')?])
+    }
     let mut out = Vec::new();
     for line in strace.lines() {
-        for marker in ["inet_addr(\"", "inet_pton(AF_INET6, \""] {
-            let mut rest = line;
-            while let Some(i) = rest.find(marker) {
-                rest = &rest[i + marker.len()..];
-                if let Some(end) = rest.find('"') {
-                    out.push(rest[..end].to_string());
-                }
-            }
+        let Some(call) = ["connect", "sendto", "sendmsg", "sendmmsg", "bind"]
+            .into_iter()
+            .find(|c| line.contains(&format!("{c}(")))
+        else {
+            continue;
+        };
+        for part in line.split("sa_family=").skip(1) {
+            let port = part
+                .find("_port=htons(")
+                .and_then(|i| part[i + 12..].split(')').next()?.parse().ok());
+            let ip = quoted_after(part, "inet_addr(\"")
+                .or_else(|| quoted_after(part, "inet_pton(AF_INET6, \""));
+            out.push(Endpoint {
+                call: call.to_string(),
+                ip: ip.map(str::to_owned),
+                port,
+                path: quoted_after(part, "sun_path=\"").map(str::to_owned),
+            });
         }
     }
     out
@@ -83,6 +146,15 @@ fn is_loopback(ip: &str) -> bool {
     ip.parse::<std::net::IpAddr>()
         .map(|a| a.is_loopback() || a.is_unspecified())
         .unwrap_or(false)
+}
+
+/// Nothing in `trace` reached past this machine or asked a resolver.
+fn assert_no_attempt(trace: &[Endpoint], what: &str) {
+    let bad: Vec<&Endpoint> = trace
+        .iter()
+        .filter(|e| e.outside() || e.resolver())
+        .collect();
+    assert!(bad.is_empty(), "{what}: reached out or resolved: {bad:?}");
 }
 
 #[test]
@@ -112,17 +184,15 @@ fn the_default_config_tries_the_routers_and_fails_with_one_clear_message() {
             "{msg}"
         );
     }
-    // It tried: the resolver was asked (a non-loopback address here, unless the
-    // machine's resolver is on loopback), and the message names all four hosts.
-    let outside: Vec<&String> = addrs.iter().filter(|a| !is_loopback(a)).collect();
-    let local_resolver = std::fs::read_to_string("/etc/resolv.conf")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix("nameserver"))
-        .all(|ip| is_loopback(ip.trim()));
+    // It tried: the resolver was asked (a query to port 53, or a resolver's socket), or
+    // every host is named with the resolver's error.
+    let asked = addrs.iter().any(Endpoint::resolver);
+    let resolver_errors = ROUTERS
+        .iter()
+        .all(|r| msg.contains(&format!("{r} (cannot resolve: ")));
     assert!(
-        !outside.is_empty() || local_resolver,
-        "no attempt to reach a resolver: {addrs:?}"
+        asked || resolver_errors,
+        "no attempt to resolve the routers: {addrs:?}\n{msg}"
     );
 }
 
@@ -138,8 +208,7 @@ fn the_test_profile_makes_no_attempt_and_names_the_config_key() {
         "{}",
         run.stderr
     );
-    let outside: Vec<&String> = addrs.iter().filter(|a| !is_loopback(a)).collect();
-    assert!(outside.is_empty(), "reached out: {outside:?}");
+    assert_no_attempt(&addrs, "the test profile");
     // A repo made on first use with BTFS_PROFILE=test does the same.
     let repo2 = dir.path().join("repo2");
     let (run, addrs) = sealed_download(&repo2, Some("test"));
@@ -149,7 +218,165 @@ fn the_test_profile_makes_no_attempt_and_names_the_config_key() {
         "{}",
         run.stderr
     );
-    assert!(addrs.iter().all(|a| is_loopback(a)), "{addrs:?}");
+    assert_no_attempt(&addrs, "BTFS_PROFILE=test");
+}
+
+/// A .torrent of `file` naming `nodes` (BEP 5) as DHT nodes to join through.
+fn torrent_with_nodes(repo: &Path, file: &Path, nodes: &[(&str, u16)]) -> std::path::PathBuf {
+    let plain = file.with_extension("torrent");
+    btfs_at(
+        repo,
+        None,
+        &[
+            "bittorrent",
+            "create",
+            file.to_str().unwrap(),
+            "-o",
+            plain.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    let mut bytes = std::fs::read(&plain).unwrap();
+    // `nodes` sorts after every key `create` writes without trackers or web seeds.
+    assert_eq!(bytes.pop(), Some(b'e'));
+    bytes.extend_from_slice(b"5:nodesl");
+    for (host, port) in nodes {
+        bytes.extend_from_slice(format!("l{}:{host}i{port}ee", host.len()).as_bytes());
+    }
+    bytes.extend_from_slice(b"ee");
+    let out = file.with_extension("nodes.torrent");
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
+
+#[test]
+fn the_test_profile_never_resolves_a_torrents_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    btfs_at(&repo, None, &["init", "--profile", "test"]).ok();
+    let file = dir.path().join("a.bin");
+    std::fs::write(&file, common::data(20_000, 5)).unwrap();
+    let torrent = torrent_with_nodes(&repo, &file, &[("router.example", 6881)]);
+    let args = [
+        "bittorrent",
+        "download",
+        "-t",
+        torrent.to_str().unwrap(),
+        "--no-trackers",
+    ];
+    let (run, trace) = sealed_btfs(&repo, None, &args);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("leaves nothing to download from"),
+        "{}",
+        run.stderr
+    );
+    assert_no_attempt(&trace, "a torrent's nodes under the test profile");
+    // With Bittorrent.DHT.TorrentNodes on (still sealed), the same run does look the
+    // node up: the check above sees a lookup when there is one.
+    btfs_at(
+        &repo,
+        None,
+        &["config", "--bool", "Bittorrent.DHT.TorrentNodes", "true"],
+    )
+    .ok();
+    let (run, trace) = sealed_btfs(&repo, None, &args);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(
+        trace.iter().any(Endpoint::resolver) || run.stderr.contains("router.example"),
+        "no lookup of router.example: {trace:?}\n{}",
+        run.stderr
+    );
+}
+
+/// A UDP port of 127.0.0.1 nothing listens on (bound, then let go).
+fn closed_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_bootstrap_node_that_never_answers_fails_a_bare_magnet_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    btfs_at(&repo, None, &["init", "--profile", "test"]).ok();
+    let node = format!("127.0.0.1:{}", closed_udp_port());
+    let r = btfs_at(
+        &repo,
+        None,
+        &[
+            "bittorrent",
+            "download",
+            BARE_MAGNET,
+            "--dht-bootstrap",
+            &node,
+        ],
+    );
+    assert_ne!(r.status, 0, "{}", r.stderr);
+    let msg = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("DHT: could not join through any bootstrap node after "))
+        .unwrap_or_else(|| panic!("no DHT message:\n{}", r.stderr));
+    assert!(msg.contains(&format!("{node} (no answer)")), "{msg}");
+    let secs = msg
+        .split("after ")
+        .nth(1)
+        .and_then(|t| t.split(" s:").next())
+        .and_then(|t| t.parse::<f64>().ok());
+    assert!(secs.is_some(), "no time in: {msg}");
+}
+
+#[test]
+fn metainfo_dht_binds_the_ipv4_listen_address_and_is_off_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    btfs_at(&repo, None, &["init", "--profile", "test"]).ok();
+    let node = format!("127.0.0.1:{}", closed_udp_port());
+    let args = [
+        "bittorrent",
+        "metainfo",
+        "-m",
+        BARE_MAGNET,
+        "--dht-bootstrap",
+        &node,
+    ];
+    let (run, trace) = sealed_btfs(&repo, None, &args);
+    assert_ne!(run.status, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("(no answer)"), "{}", run.stderr);
+    let binds: Vec<&Endpoint> = trace.iter().filter(|e| e.call == "bind").collect();
+    assert!(
+        binds.iter().any(|e| e.ip.as_deref() == Some("127.0.0.1")),
+        "{binds:?}"
+    );
+    assert!(
+        binds.iter().all(|e| e.ip.as_deref() != Some("0.0.0.0")),
+        "{binds:?}"
+    );
+    assert_no_attempt(&trace, "metainfo -m under the test profile");
+    // No IPv4 listen address: no DHT, said in one line; with nobody else to ask, what
+    // the link holds is shown.
+    btfs_at(
+        &repo,
+        None,
+        &[
+            "config",
+            "--json",
+            "Bittorrent.ListenAddresses",
+            r#"["::1"]"#,
+        ],
+    )
+    .ok();
+    let r = btfs_at(&repo, None, &args).ok();
+    assert!(
+        r.stderr
+            .contains("note: the DHT is off: no listen address is IPv4"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -207,13 +434,31 @@ fn config_get_set_and_show() {
     )
     .ok();
     assert_eq!(j.json()["Value"][0], "[::1]:6881");
+    // The global --json before `config` is the output encoding; after it, kubo's flag.
+    let r = btfs_at(
+        &repo,
+        None,
+        &["--json", "config", "Bittorrent.DownloadDir", "/x"],
+    )
+    .ok();
+    assert_eq!(r.json()["Value"], "/x");
+    let r = btfs_at(&repo, None, &["--json", "config", "Bittorrent.Port"]).ok();
+    assert_eq!(r.json()["Value"], 51413);
+    let r = btfs_at(
+        &repo,
+        None,
+        &["config", "--json", "Bittorrent.MaxPeers", "9"],
+    )
+    .ok();
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert_eq!(get("Bittorrent.MaxPeers").trim(), "9");
 }
 
 #[test]
 fn refused_config_changes_name_the_key_and_leave_the_file_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
-    btfs_at(&repo, None, &["init"]).ok();
+    btfs_at(&repo, None, &["init", "--profile", "test"]).ok();
     let file = repo.join("config");
     let before = std::fs::read(&file).unwrap();
     let refused = |args: &[&str], needle: &str| {
@@ -292,6 +537,98 @@ fn refused_config_changes_name_the_key_and_leave_the_file_as_it_was() {
 }
 
 #[test]
+fn a_broken_config_is_repaired_with_config_key_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    btfs_at(&repo, None, &["init", "--profile", "test"]).ok();
+    let file = repo.join("config");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    v["Bittorrent"]["Port"] = serde_json::json!(0);
+    v["Bittorrent"]["DownloadDir"] = serde_json::json!("relative/dir");
+    let broken = v.to_string();
+    std::fs::write(&file, &broken).unwrap();
+    let r = btfs_at(&repo, None, &["config", "show"]);
+    assert!(
+        r.stderr.contains("Bittorrent.Port: 0 is not a port"),
+        "{}",
+        r.stderr
+    );
+    // Fixing one key of two: the result is still broken, and nothing is written.
+    let r = btfs_at(
+        &repo,
+        None,
+        &["config", "--json", "Bittorrent.Port", "6882"],
+    );
+    assert_ne!(r.status, 0);
+    assert!(r.stderr.contains("Bittorrent.DownloadDir"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), broken);
+    // Each repair lands on the raw file; the second makes it whole.
+    let mut v2 = v.clone();
+    v2["Bittorrent"]["DownloadDir"] = serde_json::json!("");
+    std::fs::write(&file, v2.to_string()).unwrap();
+    btfs_at(
+        &repo,
+        None,
+        &["config", "--json", "Bittorrent.Port", "6882"],
+    )
+    .ok();
+    let r = btfs_at(&repo, None, &["config", "Bittorrent.Port"]).ok();
+    assert_eq!(r.stdout.trim(), "6882");
+    // A key of a section missing from an old config is set, the rest defaulted.
+    let mut old = v2.clone();
+    old.as_object_mut().unwrap().remove("Bittorrent");
+    std::fs::write(&file, old.to_string()).unwrap();
+    btfs_at(
+        &repo,
+        None,
+        &["config", "--bool", "Bittorrent.DHT.Enabled", "false"],
+    )
+    .ok();
+    let r = btfs_at(&repo, None, &["config", "Bittorrent.DHT.Enabled"]).ok();
+    assert_eq!(r.stdout.trim(), "false");
+}
+
+#[test]
+fn concurrent_config_changes_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    btfs_at(&repo, None, &["init", "--profile", "test"]).ok();
+    let sets: [(&str, &str); 8] = [
+        ("Bittorrent.MaxPeers", "61"),
+        ("Bittorrent.MaxConnectionsPerIP", "7"),
+        ("Bittorrent.UploadRateLimit", "1000"),
+        ("Bittorrent.DownloadRateLimit", "2000"),
+        ("Bittorrent.Port", "7123"),
+        ("Bittorrent.PortMapping", "true"),
+        ("Bittorrent.DownloadDir", r#""/srv/dl""#),
+        ("Bittorrent.IPFilter", r#""/etc/blocklist.p2p""#),
+    ];
+    std::thread::scope(|scope| {
+        for (key, value) in sets {
+            let repo = &repo;
+            scope.spawn(move || btfs_at(repo, None, &["config", "--json", key, value]).ok());
+        }
+    });
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo.join("config")).unwrap()).unwrap();
+    for (key, value) in sets {
+        let mut v = &file;
+        for part in key.split('.') {
+            v = &v[part];
+        }
+        let want: serde_json::Value = serde_json::from_str(value).unwrap();
+        assert_eq!(v, &want, "{key} lost: {file}");
+    }
+    let left: Vec<String> = std::fs::read_dir(&repo)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
 fn profiles_and_init_with_a_profile() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
@@ -360,22 +697,49 @@ fn profiles_and_init_with_a_profile() {
     assert_ne!(r.status, 0);
     assert!(r.stderr.contains("unknown profile"), "{}", r.stderr);
     assert!(!n.join("config").exists());
+    // An existing repo is not changed by init --profile: the message says what does.
+    let before = std::fs::read(repo.join("config")).unwrap();
+    let r = btfs_at(&repo, None, &["init", "--profile", "test"]);
+    assert_ne!(r.status, 0);
+    assert!(
+        r.stderr.contains("btfs config profile apply test"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read(repo.join("config")).unwrap(), before);
+    // A misspelt BTFS_PROFILE is an error, with or without a repo.
+    for at in [&repo, &n] {
+        let r = btfs_at(at, Some("tset"), &["config", "show"]);
+        assert_ne!(r.status, 0);
+        assert!(
+            r.stderr.contains("BTFS_PROFILE: unknown profile \"tset\""),
+            "{}",
+            r.stderr
+        );
+    }
+    assert!(!n.join("config").exists());
 }
 
 #[test]
 fn config_over_the_api_of_a_running_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
-    btfs_at(&repo, None, &["init"]).ok();
+    btfs_at(&repo, None, &["init", "--profile", "test"]).ok();
     let node = Node::start(&repo, &[]);
     let (status, body) = node.post("config?arg=Bittorrent.Port&arg=7001&json=true", &[]);
     assert_eq!(status, 200, "{body}");
     let (status, body) = node.post("config/show", &[]);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("7001"), "{body}");
-    let (status, body) = node.post("config/profile/apply?arg=test", &[]);
+    let (status, body) = node.post(
+        "config/profile/apply?arg=default-networking&dry-run=true",
+        &[],
+    );
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("Bittorrent.RandomPort"), "{body}");
+    let (status, body) = node.post("config/profile/apply?arg=test", &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""Changed":[]"#), "{body}");
     let (status, body) = node.post("config?arg=Bittorrent.Nope&arg=1", &[]);
     assert_ne!(status, 200, "{body}");
     assert!(body.contains("Bittorrent.Nope"), "{body}");
@@ -459,6 +823,20 @@ fn flags_override_the_config_for_one_run() {
         &["bittorrent", "download", BARE_MAGNET, "--port", "0"],
     );
     assert_ne!(r.status, 0);
+    assert!(r.stderr.contains("use --random-port"), "{}", r.stderr);
+    // The variable an earlier btfs read is named as ignored.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_btfs"));
+    cmd.env("BTFS_PATH", &repo)
+        .env("BTFS_MAX_CONNECTIONS_PER_IP", "4")
+        .args(["bittorrent", "download", "-t", "/nonexistent.torrent"]);
+    let r = run_bounded(&mut cmd, Duration::from_secs(60));
+    assert_ne!(r.status, 0);
+    assert!(
+        r.stderr
+            .contains("warning: BTFS_MAX_CONNECTIONS_PER_IP is no longer read"),
+        "{}",
+        r.stderr
+    );
     let r = btfs_at(
         &repo,
         None,

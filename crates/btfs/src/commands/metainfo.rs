@@ -26,6 +26,9 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
         let dht_usable = dht.is_some_and(|d| !d.bootstrap.is_empty());
         let no_source =
             magnet.peers.is_empty() && magnet.trackers.is_empty() && args.peers.is_empty();
+        if !args.offline {
+            settings.note_dht_off();
+        }
         if args.offline || (no_source && !dht_usable) {
             // Nobody to ask: show what the link holds.
             if args.save.is_some() {
@@ -33,7 +36,6 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
             }
             return emit(&MagnetReport::from(&magnet), enc);
         }
-        settings.note_dht_off();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
