@@ -738,7 +738,7 @@ mod tests {
         let label = "a".repeat(MAX_LABEL_LEN);
         assert!(HostPort::parse(&format!("{label}.b:1")).is_ok());
         assert!(HostPort::parse(&format!("{label}a.b:1")).is_err());
-        let long = vec![label.as_str(); 4].join(".");
+        let long = [label.as_str(); 4].join(".");
         assert_eq!(long.len(), 255);
         let e = HostPort::parse(&format!("{long}:1")).unwrap_err();
         assert_eq!(e.why, HostPortProblem::BadHost);

@@ -72,22 +72,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                     peers: Vec::new(),
                 },
                 None => {
-                    let join = match &settings.dht {
-                        Some(d) => {
-                            runtime.block_on(super::magnet::start_dht(d, settings.dht_bind()))?
-                        }
-                        None => None,
-                    };
-                    let dht = match join {
-                        Some(j) if dht_only => {
-                            Some(runtime.block_on(j.joined()).map_err(anyhow::Error::msg)?)
-                        }
-                        Some(j) => {
-                            let _guard = runtime.enter();
-                            j.warn_on_failure(enc)
-                        }
-                        None => None,
-                    };
+                    let dht = super::magnet::magnet_dht(&runtime, &settings, dht_only, enc)?;
                     magnet_dht = Some(dht.clone());
                     let fetched = runtime.block_on(super::magnet::fetch(
                         &magnet,

@@ -3,7 +3,7 @@
 //! joining through the bootstrap hosts (resolved here, in parallel, each within a time
 //! limit), watching the join, and one message naming each host and why when it fails.
 
-use super::settings::DhtSettings;
+use super::settings::{DhtSettings, Settings};
 use crate::output::Encoding;
 use anyhow::{bail, Context};
 use bittorrent::dht::{DhtConfig, DhtNode};
@@ -163,6 +163,29 @@ fn join_failure(tried: &[(String, String)], saved: usize, started: Instant) -> S
         started.elapsed().as_secs_f64(),
         parts.join(", ")
     )
+}
+
+/// The DHT node that looks a magnet's peers up, joining through the run's routers (none
+/// when the DHT is off or has none). When the DHT is the only source of peers
+/// (`dht_only`) it is waited for, and its failure to join is the command's error;
+/// otherwise the failure is a warning when it comes.
+pub fn magnet_dht(
+    runtime: &tokio::runtime::Runtime,
+    settings: &Settings,
+    dht_only: bool,
+    enc: Encoding,
+) -> anyhow::Result<Option<Arc<DhtNode>>> {
+    let Some(d) = &settings.dht else {
+        return Ok(None);
+    };
+    Ok(match runtime.block_on(start_dht(d, settings.dht_bind()))? {
+        Some(j) if dht_only => Some(runtime.block_on(j.joined()).map_err(anyhow::Error::msg)?),
+        Some(j) => {
+            let _guard = runtime.enter();
+            j.warn_on_failure(enc)
+        }
+        None => None,
+    })
 }
 
 /// Starts a DHT node joining through `settings.bootstrap` (none when the list is empty):

@@ -22,8 +22,10 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
             ..Default::default()
         };
         let settings = super::settings::resolve(&super::settings::config()?, &flags)?;
-        let dht = settings.dht.as_ref();
-        let dht_usable = dht.is_some_and(|d| !d.bootstrap.is_empty());
+        let dht_usable = settings
+            .dht
+            .as_ref()
+            .is_some_and(|d| !d.bootstrap.is_empty());
         let no_source =
             magnet.peers.is_empty() && magnet.trackers.is_empty() && args.peers.is_empty();
         if !args.offline {
@@ -40,21 +42,8 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        let node = match dht {
-            Some(d) => match runtime.block_on(super::magnet::start_dht(d, settings.dht_bind()))? {
-                // The DHT as the only source: no use going on unless it joined.
-                Some(j) if no_source => {
-                    Some(runtime.block_on(j.joined()).map_err(anyhow::Error::msg)?)
-                }
-                // One JSON document on stdout: the warning goes to stderr.
-                Some(j) => {
-                    let _guard = runtime.enter();
-                    j.warn_on_failure(Encoding::Text)
-                }
-                None => None,
-            },
-            None => None,
-        };
+        // One JSON document on stdout: a warning goes to stderr.
+        let node = super::magnet::magnet_dht(&runtime, &settings, no_source, Encoding::Text)?;
         let fetched = runtime.block_on(super::magnet::fetch(
             &magnet,
             &args.peers,
