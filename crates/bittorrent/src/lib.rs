@@ -9,6 +9,7 @@
 //! - [`peer_id`]: BEP 20 peer ids.
 //! - [`dht`]: the mainline DHT (BEP 5) as a peer source.
 //! - [`tracker`]: HTTP and UDP trackers, scrape, and the BEP 12 announcer.
+//! - [`listen`]: the peer listeners (one port on IPv4 and IPv6) and our global addresses.
 //! - [`peers`]: the stream of candidate peers that every peer source feeds.
 //! - [`wire`], [`picker`], [`storage`], [`resume`], [`engine`]: the download engine.
 
@@ -19,6 +20,7 @@ pub mod dht;
 pub mod engine;
 pub mod geometry;
 pub mod infohash;
+pub mod listen;
 pub mod magnet;
 pub mod metadata;
 pub mod metainfo;

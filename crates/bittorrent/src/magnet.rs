@@ -180,35 +180,51 @@ const VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'/')
     .remove(b'@');
 
+/// `x.pe` IPv6 values: every byte but RFC 3986 unreserved ones escaped, `[`, `]` and
+/// `:` included, as libtorrent's `make_magnet_uri` does.
+const PEER_V6: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 impl fmt::Display for Magnet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut sep = "?";
-        let mut put = |f: &mut fmt::Formatter<'_>, k: &str, v: &str| {
-            let r = write!(f, "{sep}{k}={}", utf8_percent_encode(v, VALUE));
+        let mut put_as = |f: &mut fmt::Formatter<'_>, k: &str, v: &str, set: &'static AsciiSet| {
+            let r = write!(f, "{sep}{k}={}", utf8_percent_encode(v, set));
             sep = "&";
             r
         };
         f.write_str("magnet:")?;
         if let Some(h) = self.info_hash {
-            put(f, "xt", &format!("urn:btih:{h}"))?;
+            put_as(f, "xt", &format!("urn:btih:{h}"), VALUE)?;
         }
         if let Some(h) = self.info_hash_v2 {
-            put(f, "xt", &format!("urn:btmh:{}", h.to_multihash_hex()))?;
+            put_as(
+                f,
+                "xt",
+                &format!("urn:btmh:{}", h.to_multihash_hex()),
+                VALUE,
+            )?;
         }
         if let Some(dn) = &self.display_name {
-            put(f, "dn", dn)?;
+            put_as(f, "dn", dn, VALUE)?;
         }
         if let Some(xl) = self.exact_length {
-            put(f, "xl", &xl.to_string())?;
+            put_as(f, "xl", &xl.to_string(), VALUE)?;
         }
         for t in &self.trackers {
-            put(f, "tr", t)?;
+            put_as(f, "tr", t, VALUE)?;
         }
         for w in &self.web_seeds {
-            put(f, "ws", w)?;
+            put_as(f, "ws", w, VALUE)?;
         }
         for p in &self.peers {
-            put(f, "x.pe", &p.to_string())?;
+            // `[IPv6]:port` escaped as libtorrent prints it (`%5B…%5D%3Aport`); IPv4
+            // stays readable.
+            let set = if p.is_ipv6() { PEER_V6 } else { VALUE };
+            put_as(f, "x.pe", &p.to_string(), set)?;
         }
         if !self.select_only.is_empty() {
             let so: Vec<String> = self
@@ -222,7 +238,7 @@ impl fmt::Display for Magnet {
                     }
                 })
                 .collect();
-            put(f, "so", &so.join(","))?;
+            put_as(f, "so", &so.join(","), VALUE)?;
         }
         Ok(())
     }
@@ -261,6 +277,34 @@ mod tests {
         // Printing and parsing again gives the same magnet.
         let again: Magnet = m.to_string().parse().unwrap();
         assert_eq!(again, m);
+    }
+
+    /// An IPv6 peer prints as `[addr]:port` escaped as libtorrent does, and parses back
+    /// (escaped or not); an IPv4 one stays as it is.
+    #[test]
+    fn ipv6_peers_round_trip() {
+        let raw = format!("magnet:?xt=urn:btih:{HEX}&x.pe=[2001:db8::7]:51413&x.pe=10.0.0.1:6881");
+        let m: Magnet = raw.parse().unwrap();
+        assert_eq!(
+            m.peers,
+            vec![
+                "[2001:db8::7]:51413".parse::<SocketAddr>().unwrap(),
+                "10.0.0.1:6881".parse().unwrap()
+            ]
+        );
+        let printed = m.to_string();
+        assert_eq!(
+            printed,
+            format!(
+                "magnet:?xt=urn:btih:{HEX}&x.pe=%5B2001%3Adb8%3A%3A7%5D%3A51413&x.pe=10.0.0.1:6881"
+            )
+        );
+        assert_eq!(printed.parse::<Magnet>().unwrap(), m);
+        let bad = format!("magnet:?xt=urn:btih:{HEX}&x.pe=2001:db8::7:51413");
+        assert!(
+            bad.parse::<Magnet>().is_err(),
+            "an IPv6 peer needs brackets"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! One listening port for many torrents: the [`Router`] accepts connections, reads the
+//! One listening port for many torrents: the [`Router`] accepts connections (on every
+//! address it listens on, IPv4 and IPv6, one port number: see [`crate::listen`]), reads the
 //! peer's handshake and hands the connection to the engine of the torrent it names
 //! (through [`crate::engine::Incoming`]); connections for unknown torrents are closed.
 //!
@@ -12,14 +13,14 @@
 //! `.await`.
 
 use crate::engine::{Incoming, IpKey};
+use crate::listen::{Families, ListenError, Listeners};
 use crate::wire::Handshake;
 use crate::InfoHash;
 use std::collections::HashMap;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 type Route = mpsc::Sender<(TcpStream, SocketAddr, Handshake)>;
@@ -72,7 +73,9 @@ impl Drop for PendingSlot {
 }
 
 pub struct Router {
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
+    port: u16,
+    families: Families,
     routes: Arc<Mutex<HashMap<InfoHash, Route>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -84,22 +87,17 @@ impl Drop for Router {
 }
 
 impl Router {
-    /// Listens on `ip:port`, or on the next free port of the `tries` after it; says
-    /// which through [`Router::local_addr`].
-    pub async fn bind(ip: IpAddr, port: u16, tries: u16) -> io::Result<Router> {
-        let mut last = None;
-        for p in port..=port.saturating_add(tries) {
-            match TcpListener::bind(SocketAddr::new(ip, p)).await {
-                Ok(l) => return Router::serve(l),
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| io::Error::other("no port to listen on")))
+    /// Listens on every one of `ips` with one port: `port`, or the next free on all of
+    /// them of the `tries` after it (0: a random one); says which through
+    /// [`Router::port`] and [`Router::local_addrs`]. An address of a family the host
+    /// lacks is skipped when another is bound.
+    pub async fn bind(ips: &[IpAddr], port: u16, tries: u16) -> Result<Router, ListenError> {
+        Ok(Router::serve(Listeners::bind(ips, port, tries)?))
     }
 
-    fn serve(listener: TcpListener) -> io::Result<Router> {
-        let addr = listener.local_addr()?;
+    fn serve(listener: Listeners) -> Router {
+        let (addrs, port, families) =
+            (listener.local_addrs(), listener.port(), listener.families());
         let routes: Arc<Mutex<HashMap<InfoHash, Route>>> = Arc::default();
         let r = routes.clone();
         let pending = Arc::new(tokio::sync::Semaphore::new(PENDING));
@@ -136,15 +134,23 @@ impl Router {
                 });
             }
         });
-        Ok(Router {
-            addr,
+        Router {
+            addrs,
+            port,
+            families,
             routes,
             accept,
-        })
+        }
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+    /// The port listened on, the same on every address.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The addresses listened on (with [`Router::port`]).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// Routes connections for `info_hash` to the returned [`Incoming`].
@@ -152,7 +158,8 @@ impl Router {
         let (tx, rx) = mpsc::channel(QUEUE);
         self.routes.lock().expect("routes").insert(info_hash, tx);
         Incoming {
-            port: self.addr.port(),
+            port: self.port,
+            families: self.families,
             connections: rx,
         }
     }
@@ -165,6 +172,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
     use std::net::Ipv4Addr;
     use tokio::io::AsyncReadExt;
 
@@ -186,10 +194,10 @@ mod tests {
     /// still routed.
     #[tokio::test]
     async fn one_ip_cannot_hold_every_pending_handshake() {
-        let router = Router::bind(IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0)
+        let router = Router::bind(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], 0, 0)
             .await
             .unwrap();
-        let to = router.local_addr();
+        let to = router.local_addrs()[0];
         let hog = Ipv4Addr::new(127, 0, 0, 2);
         let mut held = Vec::new();
         for _ in 0..MAX_PENDING_PER_IP {

@@ -33,6 +33,8 @@ fn request() -> AnnounceRequest {
         event: Event::Started,
         numwant: None,
         key: 1,
+        ipv4: None,
+        ipv6: None,
     }
 }
 

@@ -92,6 +92,8 @@ fn request(hash: InfoHash, port: u16, left: u64, event: Event) -> AnnounceReques
         event,
         numwant: Some(50),
         key: 7,
+        ipv4: None,
+        ipv6: None,
     }
 }
 

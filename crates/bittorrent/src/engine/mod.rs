@@ -29,6 +29,7 @@ pub use candidates::{IpKey, MAX_CANDIDATES, MAX_PEX_ADDED};
 
 use crate::bitfield::Bitfield;
 use crate::geometry::Geometry;
+use crate::listen::Listeners;
 use crate::metainfo::Metainfo;
 use crate::peers::{peer_channel, PeerSink, PeerSource, PeerStream};
 use crate::picker::{PeerKey, Picker};
@@ -46,15 +47,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 /// Connections with one IP address unless told otherwise (as libtorrent, which allows
 /// one unless asked).
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1;
 
-/// Ports tried when none is given: a random one of 49152–65535 (the dynamic range).
-pub const DEFAULT_PORT_RANGE: std::ops::RangeInclusive<u16> = 49152..=65535;
+pub use crate::listen::DEFAULT_PORT_RANGE;
 
 pub struct Options {
     pub save_path: PathBuf,
@@ -62,9 +62,12 @@ pub struct Options {
     pub detail: bool,
     /// Where resume data lives; none kept when `None`.
     pub resume_file: Option<PathBuf>,
-    /// Address to listen on; port 0 picks one from [`DEFAULT_PORT_RANGE`]; a taken port
-    /// falls back to the next free one of the 20 after it.
-    pub listen: SocketAddr,
+    /// Addresses to listen on (IPv4 and IPv6), all with the port [`Options::port`];
+    /// an address whose family the host lacks is skipped (see [`crate::listen`]).
+    pub listen: Vec<IpAddr>,
+    /// Port to listen on, or the next free of the [`crate::listen::PORT_FALLBACK_TRIES`]
+    /// after it; 0 picks one from [`DEFAULT_PORT_RANGE`].
+    pub port: u16,
     /// Peers to connect to besides those the trackers give.
     pub peers: Vec<SocketAddr>,
     /// Files to download (all when `None`).
@@ -110,6 +113,8 @@ pub struct Options {
 pub struct Incoming {
     /// The shared listener's port (announced to trackers and the DHT).
     pub port: u16,
+    /// The address families it listens on (for BEP 7 announces).
+    pub families: crate::listen::Families,
     pub connections: mpsc::Receiver<(TcpStream, SocketAddr, wire::Handshake)>,
 }
 
@@ -118,7 +123,11 @@ impl Options {
         Options {
             save_path,
             resume_file: None,
-            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            listen: vec![
+                IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+            ],
+            port: 0,
             peers: Vec::new(),
             selected: None,
             sequential: false,
@@ -233,11 +242,8 @@ pub struct TrackerInfo {
 pub enum EngineError {
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Listen(#[from] crate::listen::ListenError),
     #[error("writing a verified piece failed: {0}")]
     Write(std::io::Error),
     #[error("{0}")]
@@ -516,45 +522,6 @@ fn check_existing(meta: &Metainfo, storage: &dyn Storage, candidates: &[u32]) ->
     have
 }
 
-/// Ports after a taken one tried before giving up (as `serve`'s router does).
-const PORT_TRIES: u16 = 20;
-
-async fn bind(listen: SocketAddr) -> Result<TcpListener, EngineError> {
-    if listen.port() != 0 {
-        // The port, else the next free one of the PORT_TRIES after it.
-        let last = listen.port().saturating_add(PORT_TRIES);
-        for port in listen.port()..last {
-            match TcpListener::bind(SocketAddr::new(listen.ip(), port)).await {
-                Ok(l) => return Ok(l),
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
-                Err(source) => {
-                    return Err(EngineError::Listen {
-                        addr: listen,
-                        source,
-                    })
-                }
-            }
-        }
-        let addr = SocketAddr::new(listen.ip(), last);
-        return TcpListener::bind(addr)
-            .await
-            .map_err(|source| EngineError::Listen { addr, source });
-    }
-    let span = u32::from(DEFAULT_PORT_RANGE.end() - DEFAULT_PORT_RANGE.start()) + 1;
-    for _ in 0..32 {
-        let port = DEFAULT_PORT_RANGE.start() + (rand::random::<u32>() % span) as u16;
-        if let Ok(l) = TcpListener::bind(SocketAddr::new(listen.ip(), port)).await {
-            return Ok(l);
-        }
-    }
-    TcpListener::bind(listen)
-        .await
-        .map_err(|source| EngineError::Listen {
-            addr: listen,
-            source,
-        })
-}
-
 /// The pieces already here: all when told so, those of trusted resume data, or those
 /// found by hashing the files on disk (`checking` is called first).
 async fn what_is_here(
@@ -603,13 +570,18 @@ async fn what_is_here(
 /// Hands inbound connections to the torrent loop: from our own listener, or from a
 /// shared one (with their handshake read).
 fn spawn_acceptor(
-    listener: Option<TcpListener>,
+    listener: Option<Listeners>,
     mut incoming: Option<Incoming>,
     events: mpsc::UnboundedSender<Event>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if let Some(listener) = listener {
-            while let Ok((sock, addr)) = listener.accept().await {
+            loop {
+                let Ok((sock, addr)) = listener.accept().await else {
+                    // Out of descriptors and the like: wait a little rather than spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
                 if events.send(Event::Incoming(sock, addr, None)).is_err() {
                     break;
                 }
@@ -682,17 +654,15 @@ pub async fn run(
     let incoming = opts.incoming.take();
     let listener = match &incoming {
         Some(_) => None,
-        None => Some(bind(opts.listen).await?),
+        None => Some(Listeners::bind(
+            &opts.listen,
+            opts.port,
+            crate::listen::PORT_FALLBACK_TRIES,
+        )?),
     };
-    let listen_port = match (&listener, &incoming) {
-        (Some(l), _) => l
-            .local_addr()
-            .map_err(|source| EngineError::Listen {
-                addr: opts.listen,
-                source,
-            })?
-            .port(),
-        (None, Some(i)) => i.port,
+    let (listen_port, families) = match (&listener, &incoming) {
+        (Some(l), _) => (l.port(), l.families()),
+        (None, Some(i)) => (i.port, i.families),
         (None, None) => unreachable!("a listener or a shared one"),
     };
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -780,7 +750,7 @@ pub async fn run(
             TrackerClient::new(opts.tracker.clone())
                 .map_err(|e| EngineError::Other(e.to_string()))?,
         );
-        let a = Announcer::new(
+        let mut a = Announcer::new(
             client,
             meta.tracker_tiers(),
             info_hash,
@@ -789,6 +759,7 @@ pub async fn run(
             announce_rx,
             sink.clone(),
         );
+        a.families = families;
         tracker_board = Some((a.status.clone(), meta.tracker_tiers()));
         Some(tokio::spawn(a.run(announcer_stop_rx)))
     } else {

@@ -160,6 +160,8 @@ pub struct Announcer {
     pub progress: watch::Receiver<Progress>,
     pub sink: PeerSink,
     pub status: StatusBoard,
+    /// The families we listen on: our global address of each is announced (BEP 7).
+    pub families: crate::listen::Families,
 }
 
 impl Announcer {
@@ -183,6 +185,7 @@ impl Announcer {
             progress,
             sink,
             status: Arc::default(),
+            families: crate::listen::Families::default(),
         }
     }
 
@@ -202,6 +205,24 @@ impl Announcer {
                 self.numwant
             },
             key: self.key,
+            ipv4: self
+                .families
+                .v4
+                .then(|| crate::listen::global_address(false))
+                .flatten()
+                .and_then(|ip| match ip {
+                    std::net::IpAddr::V4(a) => Some(a),
+                    std::net::IpAddr::V6(_) => None,
+                }),
+            ipv6: self
+                .families
+                .v6
+                .then(|| crate::listen::global_address(true))
+                .flatten()
+                .and_then(|ip| match ip {
+                    std::net::IpAddr::V6(a) => Some(a),
+                    std::net::IpAddr::V4(_) => None,
+                }),
         }
     }
 

@@ -171,6 +171,28 @@ pub fn announce_url(base: &str, req: &AnnounceRequest, tracker_id: Option<&[u8]>
     if let Some(id) = tracker_id {
         let _ = write!(u, "&trackerid={}", percent_encode(id, QUERY));
     }
+    // BEP 7. A tracker reached at an IPv4 literal sees our IPv4 address; with a host
+    // name the connection may go over IPv6, so `ipv4=` goes along (it is the address
+    // the tracker would see over IPv4 anyway: only global addresses are given here).
+    if let Some(a) = req.ipv6 {
+        let _ = write!(
+            u,
+            "&ipv6={}",
+            percent_encode(a.to_string().as_bytes(), QUERY)
+        );
+    }
+    if let Some(a) = req.ipv4 {
+        let over_v4 = reqwest::Url::parse(base)
+            .ok()
+            .and_then(|b| {
+                b.host_str()
+                    .map(|h| h.parse::<std::net::Ipv4Addr>().is_ok())
+            })
+            .unwrap_or(false);
+        if !over_v4 {
+            let _ = write!(u, "&ipv4={a}");
+        }
+    }
     u
 }
 
@@ -336,6 +358,8 @@ mod tests {
             event: Event::Started,
             numwant: Some(50),
             key: 0xdead,
+            ipv4: None,
+            ipv6: None,
         };
         let u = announce_url("http://t/announce?passkey=x", &req, Some(b"id 1"));
         assert_eq!(
@@ -344,6 +368,44 @@ mod tests {
              &peer_id=-FS0100-abcdefghijkl&port=6881&uploaded=1&downloaded=2&left=3&compact=1\
              &key=0000dead&numwant=50&event=started&trackerid=id%201"
         );
+    }
+
+    /// BEP 7: `ipv6=` always (percent-encoded as libtorrent does), `ipv4=` unless the
+    /// tracker is reached at an IPv4 address.
+    #[test]
+    fn announce_url_carries_bep7_addresses() {
+        let req = AnnounceRequest {
+            info_hash: InfoHash([1; 20]),
+            peer_id: [b'p'; 20],
+            port: 6881,
+            uploaded: 0,
+            downloaded: 0,
+            left: 0,
+            event: Event::None,
+            numwant: None,
+            key: 1,
+            ipv4: Some("203.0.113.7".parse().unwrap()),
+            ipv6: Some("2a00:1450::5".parse().unwrap()),
+        };
+        let both = "&ipv6=2a00%3A1450%3A%3A5&ipv4=203.0.113.7";
+        for base in [
+            "http://t.example/announce",
+            "http://[2001:db8::1]:80/announce",
+        ] {
+            assert!(announce_url(base, &req, None).ends_with(both), "{base}");
+        }
+        let v4 = announce_url("http://192.0.2.1:6969/announce", &req, None);
+        assert!(
+            v4.ends_with("&key=00000001&ipv6=2a00%3A1450%3A%3A5"),
+            "{v4}"
+        );
+        let none = AnnounceRequest {
+            ipv4: None,
+            ipv6: None,
+            ..req
+        };
+        let u = announce_url("http://t.example/announce", &none, None);
+        assert!(!u.contains("ipv4=") && !u.contains("ipv6="), "{u}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod udp;
 
 use crate::infohash::InfoHash;
 use serde::Serialize;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// Largest HTTP tracker response read (4 MiB): a full compact reply of 200 peers is
@@ -69,6 +69,11 @@ pub struct AnnounceRequest {
     pub numwant: Option<u32>,
     /// Random per-session key that lets a tracker recognise us across IP changes.
     pub key: u32,
+    /// BEP 7: our global IPv4 address, sent (HTTP `ipv4=`) unless the tracker is
+    /// reached at an IPv4 address (it sees that address then).
+    pub ipv4: Option<Ipv4Addr>,
+    /// BEP 7: our global IPv6 address, sent as HTTP `ipv6=`.
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -373,6 +373,14 @@ mod tests {
             "6 bytes is not an IPv6 peer"
         );
         assert!(parse_announce(&r[..19], false).is_none());
+        // Over IPv6 (BEP 15): 18 bytes per peer.
+        let mut r6 = r[..20].to_vec();
+        r6.extend(std::net::Ipv6Addr::LOCALHOST.octets());
+        r6.extend([0x1a, 0xe2]);
+        assert_eq!(
+            parse_announce(&r6, true).unwrap().peers,
+            vec!["[::1]:6882".parse().unwrap()]
+        );
         let s = [0, 0, 0, 2, 1, 1, 1, 1, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7];
         assert_eq!(
             parse_scrape(&s, 1).unwrap(),

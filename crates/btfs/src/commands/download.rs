@@ -165,7 +165,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     let mut opts = Options::new(save_path.clone());
     let resume_file = Some(resume_dir()?.join(format!("{}.resume", meta.wire_info_hash())));
     opts.resume_file = resume_file.clone();
-    opts.listen = SocketAddr::new(settings.listen_ip(), settings.port);
+    (opts.listen, opts.port) = (vec![settings.listen_ip()], settings.port);
     extra_peers.sort();
     extra_peers.dedup();
     opts.peers = extra_peers.clone();

@@ -335,10 +335,10 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
     let settings = super::settings::effective(&args.net)?;
     let ip = settings.listen_ip();
     let wanted = settings.start_port();
-    let router = Router::bind(ip, wanted, super::settings::PORT_TRIES)
+    let router = Router::bind(&[ip], wanted, super::settings::PORT_TRIES)
         .await
         .with_context(|| format!("listening on {}", SocketAddr::new(ip, wanted)))?;
-    let port = router.local_addr().port();
+    let port = router.port();
     if port != wanted {
         eprintln!("port {wanted} is taken; listening on {port}");
     }

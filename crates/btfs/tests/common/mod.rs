@@ -345,20 +345,63 @@ pub fn lt_seed(torrent: &Path, save_path: &Path, port: u16) -> Daemon {
 /// libtorrent seeding with an upload rate limit (bytes/s, 0 for none), so a download
 /// takes a while.
 pub fn lt_seed_limited(torrent: &Path, save_path: &Path, port: u16, rate: u64) -> Daemon {
+    lt_seed_on("127.0.0.1", torrent, save_path, port, rate)
+}
+
+/// libtorrent seeding listening on `host` only ("127.0.0.1", or "[::1]" for IPv6), with
+/// an upload rate limit (0 for none); returns once it seeds.
+pub fn lt_seed_on(host: &str, torrent: &Path, save_path: &Path, port: u16, rate: u64) -> Daemon {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/lt.py");
     let d = Daemon::spawn(
         "libtorrent seeder",
-        Command::new("/usr/bin/python3").args([
-            s(&script),
-            "seed",
-            s(torrent),
-            s(save_path),
-            &port.to_string(),
-            &rate.to_string(),
-        ]),
+        Command::new("/usr/bin/python3")
+            .args([
+                s(&script),
+                "seed",
+                s(torrent),
+                s(save_path),
+                &port.to_string(),
+                &rate.to_string(),
+            ])
+            .env("LT_LISTEN", host),
     );
     d.wait_for_line("seeding", Duration::from_secs(60));
     d
+}
+
+/// libtorrent downloading (`lt.py leech`, or `magnet` when `what` is a magnet link)
+/// into `save_path`, listening on `host`:`port` only and dialling `peer` ("-" for
+/// none: then the peers come from the magnet's x.pe). Prints "done" when complete.
+pub fn lt_leech_on(host: &str, what: &str, save_path: &Path, port: u16, peer: &str) -> Daemon {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/lt.py");
+    let cmd = if what.starts_with("magnet:") {
+        "magnet"
+    } else {
+        "leech"
+    };
+    Daemon::spawn(
+        "libtorrent leecher",
+        Command::new("/usr/bin/python3")
+            .args([
+                s(&script),
+                cmd,
+                what,
+                s(save_path),
+                &port.to_string(),
+                peer,
+                "90",
+            ])
+            .env("LT_LISTEN", host),
+    )
+}
+
+/// A TCP port free on ::1.
+pub fn free_port_v6() -> u16 {
+    std::net::TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Files of `a` and `b` (two folders, or two files) are byte for byte equal.

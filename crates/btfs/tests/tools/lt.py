@@ -53,8 +53,10 @@ def info(path):
 
 def session(port=0, dht=None):
     dht = dht if dht is not None else os.environ.get("LT_DHT", "")
+    # LT_LISTEN: the address to listen on, e.g. "[::1]" for IPv6 only.
+    host = os.environ.get("LT_LISTEN", "127.0.0.1")
     settings = {
-        "listen_interfaces": "127.0.0.1:%d" % int(port),
+        "listen_interfaces": "%s:%d" % (host, int(port)),
         "allow_multiple_connections_per_ip": True,
         # btfs speaks TCP only; without this libtorrent tries uTP first.
         "enable_outgoing_utp": False,
@@ -131,7 +133,7 @@ def leech(path, save_path, port, peer, timeout=120, params=None):
     last_connect = 0
     while time.time() < deadline and not h.status().is_seeding:
         if peer != "-" and time.time() - last_connect > 2 and h.status().num_peers == 0:
-            h.connect_peer((host, int(p)))
+            h.connect_peer((host.strip("[]"), int(p)))
             last_connect = time.time()
         time.sleep(0.05)
     st = h.status()

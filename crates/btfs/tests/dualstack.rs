@@ -1,0 +1,182 @@
+//! Dual stack against real libtorrent, on loopback only (127.0.0.1 and ::1): btfs
+//! downloading from a libtorrent seeder that listens on IPv6 only; the engine listening
+//! on 127.0.0.1 and ::1 with one port (the next one when ::1 has it taken) and serving
+//! libtorrent over both; libtorrent downloading from `btfs bittorrent serve` over ::1,
+//! dialled by hand and from the printed magnet's IPv6 `x.pe`.
+
+mod common;
+
+use bittorrent::engine::{self, Options, Phase, Stats};
+use bittorrent::Metainfo;
+use common::*;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+/// A port free on both 127.0.0.1 and ::1 with the next one free on both too.
+fn two_free_ports() -> u16 {
+    for _ in 0..100 {
+        let p = free_port_v6();
+        let free = |p: u16| {
+            std::net::TcpListener::bind((V4, p)).is_ok()
+                && std::net::TcpListener::bind((V6, p)).is_ok()
+        };
+        if p < u16::MAX && free(p) && free(p + 1) {
+            return p;
+        }
+    }
+    panic!("no two free ports in a row on 127.0.0.1 and ::1");
+}
+
+#[test]
+fn download_from_a_libtorrent_seeder_listening_on_ipv6_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = sample_torrent(tmp.path(), None);
+    let port = free_port_v6();
+    let _seeder = lt_seed_on("[::1]", &torrent, &tmp.path().join("seed"), port, 0);
+    let out = tmp.path().join("out");
+    let d = btfs_download(
+        &tmp.path().join("repo"),
+        &[
+            "-t",
+            s(&torrent),
+            "-o",
+            s(&out),
+            "--peer",
+            &format!("[::1]:{port}"),
+            "--no-trackers",
+        ],
+    );
+    let (status, lines) = d.finish(Duration::from_secs(120));
+    let sum = summary(&lines);
+    assert_eq!(status, Some(0), "btfs download failed: {sum}");
+    assert_eq!(sum["Complete"], true, "{sum}");
+    assert_eq!(sum["HashFailures"], 0, "{sum}");
+    assert_same_tree(&data, &out.join("set"));
+}
+
+/// The engine told to listen on 127.0.0.1 and ::1 with port P, where ::1 has P taken:
+/// it listens on P+1 on both, downloads from an IPv6-only libtorrent seeder, then
+/// serves a libtorrent leecher over IPv4 and another over IPv6 on that one port.
+#[test]
+fn the_engine_listens_on_both_families_on_one_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = sample_torrent(tmp.path(), None);
+    let seed_port = free_port_v6();
+    let _seeder = lt_seed_on("[::1]", &torrent, &tmp.path().join("seed"), seed_port, 0);
+    let p = two_free_ports();
+    let _taken = std::net::TcpListener::bind((V6, p)).unwrap();
+
+    let meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut opts = Options::new(out.clone());
+    opts.listen = vec![V4, V6];
+    opts.port = p;
+    opts.peers = vec![SocketAddr::new(V6, seed_port)];
+    opts.use_trackers = false;
+    opts.seed = true;
+    opts.max_connections_per_ip = 16;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (stats_tx, mut stats_rx) = tokio::sync::watch::channel(Stats::default());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let engine = rt.spawn(engine::run(Arc::new(meta), opts, stats_tx, stop_rx));
+    let seeding = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            stats_rx.wait_for(|s| s.phase == Phase::Seeding),
+        )
+        .await
+        .map(|r| r.map(|s| s.clone()))
+    });
+    let st = match seeding {
+        Ok(Ok(st)) => st,
+        other => panic!(
+            "the engine did not complete from [::1]:{seed_port}: {other:?}; engine: {:?}",
+            stats_rx.borrow().clone()
+        ),
+    };
+    assert_eq!(st.listen_port, p + 1, "P is taken on ::1: both move to P+1");
+    assert_same_tree(&data, &out.join("set"));
+
+    let port = st.listen_port;
+    for (host, peer, lt_port) in [
+        ("127.0.0.1", format!("127.0.0.1:{port}"), free_port()),
+        ("[::1]", format!("[::1]:{port}"), free_port_v6()),
+    ] {
+        let dir = tmp.path().join(format!("leech-{lt_port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let leecher = lt_leech_on(host, s(&torrent), &dir, lt_port, &peer);
+        leecher.wait_for_line("done", Duration::from_secs(100));
+        assert_same_tree(&data, &dir.join("set"));
+    }
+    let uploaded = stats_rx.borrow().uploaded;
+    assert!(uploaded > 0, "{:?}", stats_rx.borrow().clone());
+    stop_tx.send(true).unwrap();
+    let end = rt.block_on(tokio::time::timeout(Duration::from_secs(30), engine));
+    assert!(
+        matches!(end, Ok(Ok(Ok(_)))),
+        "the engine did not stop cleanly: {end:?}"
+    );
+}
+
+/// `btfs bittorrent serve --listen-ip ::1` prints its IPv6 address in the magnet as
+/// libtorrent does (`x.pe=%5B%3A%3A1%5D%3APORT`); libtorrent downloads over ::1 when
+/// given the peer by hand, and from the magnet alone (its x.pe).
+#[test]
+fn libtorrent_downloads_from_serve_over_ipv6() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = sample_dir(&tmp.path().join("src"), "set");
+    let port = free_port_v6();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_btfs"));
+    cmd.env("BTFS_PATH", tmp.path().join("repo"))
+        .args(["--json", "bittorrent", "serve", s(&data), "-l", "16KiB"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--listen-ip",
+            "::1",
+            "--no-dht",
+        ]);
+    let serve = Daemon::spawn("btfs bittorrent serve", &mut cmd);
+    let line = serve.wait_for("the torrent line", Duration::from_secs(60), |l| {
+        serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v.get("Magnet").is_some())
+    });
+    let t: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let magnet = t["Magnet"].as_str().unwrap().to_owned();
+    assert!(
+        magnet.contains(&format!("x.pe=%5B%3A%3A1%5D%3A{port}")),
+        "{magnet}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect((V6, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "serve is not listening on [::1]:{port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let torrent = t["Torrent"].as_str().unwrap();
+
+    let by_hand = tmp.path().join("by-hand");
+    std::fs::create_dir_all(&by_hand).unwrap();
+    let l = lt_leech_on(
+        "[::1]",
+        torrent,
+        &by_hand,
+        free_port_v6(),
+        &format!("[::1]:{port}"),
+    );
+    l.wait_for_line("done", Duration::from_secs(100));
+    assert_same_tree(&data, &by_hand.join("set"));
+
+    let by_magnet = tmp.path().join("by-magnet");
+    std::fs::create_dir_all(&by_magnet).unwrap();
+    let l = lt_leech_on("[::1]", &magnet, &by_magnet, free_port_v6(), "-");
+    l.wait_for_line("done", Duration::from_secs(100));
+    assert_same_tree(&data, &by_magnet.join("set"));
+}
