@@ -180,13 +180,10 @@ const VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'/')
     .remove(b'@');
 
-/// `x.pe` IPv6 values: every byte but RFC 3986 unreserved ones escaped, `[`, `]` and
-/// `:` included, as libtorrent's `make_magnet_uri` does.
-const PEER_V6: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+/// `x.pe` values: `[IPv6]:port` keeps its brackets and colons unescaped, as libtorrent's
+/// `make_magnet_uri` prints it; libtorrent 2.0 does not unescape `x.pe`, so a
+/// `%5B…%5D` form would be lost on it.
+const PEER: &AsciiSet = &VALUE.remove(b'[').remove(b']');
 
 impl fmt::Display for Magnet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -221,10 +218,7 @@ impl fmt::Display for Magnet {
             put_as(f, "ws", w, VALUE)?;
         }
         for p in &self.peers {
-            // `[IPv6]:port` escaped as libtorrent prints it (`%5B…%5D%3Aport`); IPv4
-            // stays readable.
-            let set = if p.is_ipv6() { PEER_V6 } else { VALUE };
-            put_as(f, "x.pe", &p.to_string(), set)?;
+            put_as(f, "x.pe", &p.to_string(), PEER)?;
         }
         if !self.select_only.is_empty() {
             let so: Vec<String> = self
@@ -279,8 +273,8 @@ mod tests {
         assert_eq!(again, m);
     }
 
-    /// An IPv6 peer prints as `[addr]:port` escaped as libtorrent does, and parses back
-    /// (escaped or not); an IPv4 one stays as it is.
+    /// An IPv6 peer prints as `[addr]:port`, unescaped as libtorrent prints (and
+    /// needs) it, and parses back, escaped or not.
     #[test]
     fn ipv6_peers_round_trip() {
         let raw = format!("magnet:?xt=urn:btih:{HEX}&x.pe=[2001:db8::7]:51413&x.pe=10.0.0.1:6881");
@@ -293,13 +287,10 @@ mod tests {
             ]
         );
         let printed = m.to_string();
-        assert_eq!(
-            printed,
-            format!(
-                "magnet:?xt=urn:btih:{HEX}&x.pe=%5B2001%3Adb8%3A%3A7%5D%3A51413&x.pe=10.0.0.1:6881"
-            )
-        );
+        assert_eq!(printed, raw);
         assert_eq!(printed.parse::<Magnet>().unwrap(), m);
+        let escaped = format!("magnet:?xt=urn:btih:{HEX}&x.pe=%5B2001%3Adb8%3A%3A7%5D%3A51413");
+        assert_eq!(escaped.parse::<Magnet>().unwrap().peers, m.peers[..1]);
         let bad = format!("magnet:?xt=urn:btih:{HEX}&x.pe=2001:db8::7:51413");
         assert!(
             bad.parse::<Magnet>().is_err(),
