@@ -2,9 +2,13 @@
 //! find peers for an infohash and to announce ourselves.
 //!
 //! No bootstrap node is built in here: the node joins through the addresses it is given,
-//! already resolved (the caller resolves host names itself, with its own time limit, and
-//! the `mainline` crate is IPv4 only, so only IPv4 addresses are used). Whether anyone
-//! answered is [`DhtNode::bootstrapped`], which the caller bounds in time.
+//! already resolved (the caller resolves host names itself, with its own time limit).
+//! Whether anyone answered is [`DhtNode::bootstrapped`], which the caller bounds in time.
+//!
+//! IPv4 only: `mainline` 8 has no IPv6 DHT (BEP 32): its node addresses, routing table,
+//! tokens and peer store are all `SocketAddrV4`, and it binds one IPv4 UDP socket, so
+//! only IPv4 bootstrap addresses are used. Peers on IPv6 come from trackers (`peers6`),
+//! PEX (`added6`) and magnets (`x.pe`).
 
 use crate::infohash::InfoHash;
 use crate::peers::{PeerSink, PeerSource};
