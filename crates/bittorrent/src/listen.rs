@@ -2,25 +2,37 @@
 //!
 //! This module owns binding the peer listeners: [`Listeners::bind`] listens on a list of
 //! addresses (IPv4 and IPv6, typically `0.0.0.0` and `::`) on ONE port number, so that a
-//! peer, a tracker or the DHT told "port P" reaches us on either family. It also finds
-//! our global addresses for BEP 7 ([`global_address`]).
+//! peer, a tracker or the DHT told "port P" reaches us on either family. It also says
+//! which of our addresses a private torrent's announces carry (BEP 7, [`Listening`]).
 //!
 //! Policy:
 //! - a configured port P is bound on every address; when any address has P taken, the
 //!   same is tried with P+1 … P+`tries` (the same port on all addresses each time);
 //! - port 0 picks a random port of [`DEFAULT_PORT_RANGE`] (at most
-//!   [`MAX_RANDOM_PORT_TRIES`] tries), then one the kernel picks, the same on all
-//!   addresses;
-//! - IPv6 sockets are `IPV6_V6ONLY`, so `0.0.0.0` and `::` coexist on one port;
-//! - an address whose family the host lacks (no IPv6: `EAFNOSUPPORT`,
-//!   `EADDRNOTAVAIL`) is skipped with a debug log when another address was bound, and
-//!   is an error when none was;
-//! - [`Listeners::accept`] takes connections from every listener, in turn.
+//!   [`MAX_RANDOM_PORT_TRIES`] tries), then one the kernel picks (at most
+//!   [`MAX_KERNEL_PORT_TRIES`]), the same on all addresses;
+//! - IPv6 sockets are `IPV6_V6ONLY` only when the list also holds an IPv4 address (both
+//!   families are then bound separately, so `0.0.0.0` and `::` coexist on one port); a
+//!   list without IPv4 leaves them dual-stack, so a lone `::` takes IPv4 too (as Linux
+//!   does by default);
+//! - an address the host lacks (no IPv6: `EAFNOSUPPORT`; an address on no interface:
+//!   `EADDRNOTAVAIL`) is skipped when another address was bound (a debug log for
+//!   `0.0.0.0`/`::`, a warning for a concrete address), and is an error when none was;
+//! - [`Listeners::accept`] takes connections from every listener, in turn; a connection
+//!   that failed before it was taken (`ECONNABORTED`, `ECONNRESET`…) is passed over at
+//!   once, and only running out of descriptors or memory (`EMFILE`, `ENFILE`,
+//!   `ENOBUFS`, `ENOMEM`) waits [`ACCEPT_BACKOFF`] (see [`AcceptFailure`]).
 //!
-//! Our global addresses are found without sending anything: a UDP socket is
-//! `connect`ed to a documentation address (`192.0.2.1`, `2001:db8::1`), which only asks
-//! the kernel for the route and its source address, and the source is kept only when
-//! it is global (never loopback, link-local, private/ULA, documentation…).
+//! BEP 7 (`ipv4=`/`ipv6=` in HTTP announces) follows libtorrent 2.0: only PRIVATE
+//! torrents send them (a public torrent would hand every tracker our other family's
+//! address, often a privacy address; BEP 7's 2020 text discourages them), and only
+//! addresses we listen on: a global address bound as such is sent as is; for
+//! `0.0.0.0`/`::` (and IPv4 through a dual-stack `::`), our global address of that
+//! family; for a loopback or other non-global bound address, nothing. Our global address
+//! is found without sending anything: a UDP socket is `connect`ed to a documentation
+//! address (`192.0.2.1`, `2001:db8::1`), which only asks the kernel for the route and
+//! its source address, and the source is kept only when it is global (never loopback,
+//! link-local, private/ULA, documentation, NAT64…).
 //!
 //! Locks: none; the turn counter of `accept` is an atomic.
 
@@ -29,6 +41,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Ports tried when none is given: a random one of 49152–65535 (the dynamic range).
@@ -37,11 +50,18 @@ pub const DEFAULT_PORT_RANGE: std::ops::RangeInclusive<u16> = 49152..=65535;
 /// Random ports of [`DEFAULT_PORT_RANGE`] tried for port 0 before the kernel picks one.
 pub const MAX_RANDOM_PORT_TRIES: usize = 32;
 
+/// Ports the kernel picks tried for port 0 after the random ones (one may be taken on
+/// another of the addresses).
+pub const MAX_KERNEL_PORT_TRIES: usize = 4;
+
 /// Ports tried after a configured one that is taken (P+1 … P+20).
-pub const PORT_FALLBACK_TRIES: u16 = 20;
+pub const MAX_PORT_FALLBACK_TRIES: u16 = 20;
 
 /// Most addresses listened on at once.
 pub const MAX_LISTEN_ADDRESSES: usize = 16;
+
+/// How long accepting pauses when out of descriptors or memory.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Connections waiting in each listener's kernel queue.
 const BACKLOG: i32 = 1024;
@@ -54,13 +74,41 @@ pub enum ListenError {
     TooMany(usize),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
-    #[error("no free port to listen on {ips}: {tried} (the last was taken on {addr}: {source})")]
+    #[error(
+        "no free port to listen on {ips}: tried {tried} (the last was taken on {addr}: {source})"
+    )]
     Taken {
         ips: String,
-        tried: String,
+        tried: PortsTried,
         addr: SocketAddr,
         source: io::Error,
     },
+}
+
+/// The ports [`Listeners::bind`] tried before giving up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortsTried {
+    /// A configured port and the ones after it, `first..=last`.
+    Configured { first: u16, last: u16 },
+    /// Port 0: random ports of [`DEFAULT_PORT_RANGE`], then ports the kernel picked.
+    Dynamic { random: usize, kernel_picked: usize },
+}
+
+impl std::fmt::Display for PortsTried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortsTried::Configured { first, last } => write!(f, "ports {first}–{last}"),
+            PortsTried::Dynamic {
+                random,
+                kernel_picked,
+            } => write!(
+                f,
+                "{random} random ports of {}–{} and {kernel_picked} ports the kernel picked",
+                DEFAULT_PORT_RANGE.start(),
+                DEFAULT_PORT_RANGE.end()
+            ),
+        }
+    }
 }
 
 /// Listeners on one port number, one per address.
@@ -68,6 +116,7 @@ pub enum ListenError {
 pub struct Listeners {
     listeners: Vec<TcpListener>,
     port: u16,
+    listening: Listening,
     turn: AtomicUsize,
 }
 
@@ -75,6 +124,35 @@ pub struct Listeners {
 enum Attempt {
     Bound(Listeners),
     Taken(SocketAddr, io::Error),
+}
+
+/// What a failed `accept` means for the loop calling it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptFailure {
+    /// The connection failed before we took it (aborted, reset, a network error Linux
+    /// passes on): take the next at once.
+    Connection,
+    /// Out of descriptors or memory: wait [`ACCEPT_BACKOFF`] rather than spin.
+    Resources,
+    /// The listener itself is unusable (a bad descriptor and the like).
+    Listener,
+}
+
+impl AcceptFailure {
+    pub fn of(e: &io::Error) -> AcceptFailure {
+        use rustix::io::Errno;
+        match Errno::from_io_error(e) {
+            Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
+                AcceptFailure::Resources
+            }
+            Some(Errno::BADF | Errno::INVAL | Errno::NOTSOCK | Errno::FAULT) => {
+                AcceptFailure::Listener
+            }
+            // ECONNABORTED, ECONNRESET, EPROTO, EPERM (a firewall), ENETDOWN,
+            // EHOSTUNREACH, ETIMEDOUT, EINTR…: that one connection only.
+            _ => AcceptFailure::Connection,
+        }
+    }
 }
 
 impl Listeners {
@@ -94,19 +172,28 @@ impl Listeners {
         if uniq.len() > MAX_LISTEN_ADDRESSES {
             return Err(ListenError::TooMany(uniq.len()));
         }
-        let candidates: Vec<u16> = if port == 0 {
+        let (candidates, tried): (Vec<u16>, PortsTried) = if port == 0 {
             let span = u32::from(DEFAULT_PORT_RANGE.end() - DEFAULT_PORT_RANGE.start()) + 1;
-            (0..MAX_RANDOM_PORT_TRIES)
+            let ports = (0..MAX_RANDOM_PORT_TRIES)
                 .map(|_| DEFAULT_PORT_RANGE.start() + (rand::random::<u32>() % span) as u16)
                 // Then ports the kernel picks (0: see `try_port`).
-                .chain([0; 4])
-                .collect()
+                .chain([0; MAX_KERNEL_PORT_TRIES])
+                .collect();
+            let tried = PortsTried::Dynamic {
+                random: MAX_RANDOM_PORT_TRIES,
+                kernel_picked: MAX_KERNEL_PORT_TRIES,
+            };
+            (ports, tried)
         } else {
-            (port..=port.saturating_add(tries)).collect()
+            let last = port.saturating_add(tries);
+            (
+                (port..=last).collect(),
+                PortsTried::Configured { first: port, last },
+            )
         };
         let mut last = None;
-        for p in &candidates {
-            match try_port(&uniq, *p)? {
+        for p in candidates {
+            match try_port(&uniq, p)? {
                 Attempt::Bound(l) => return Ok(l),
                 Attempt::Taken(addr, e) => {
                     tracing::debug!(%addr, error = %e, "port taken; trying another");
@@ -121,11 +208,7 @@ impl Listeners {
                 .map(IpAddr::to_string)
                 .collect::<Vec<_>>()
                 .join(", "),
-            tried: if port == 0 {
-                format!("{} random ports", candidates.len())
-            } else {
-                format!("ports {port}–{}", port.saturating_add(tries))
-            },
+            tried,
             addr,
             source,
         })
@@ -136,7 +219,7 @@ impl Listeners {
         self.port
     }
 
-    /// The addresses listened on (those skipped for a missing family are not here).
+    /// The addresses listened on (those skipped as absent are not here).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
@@ -144,13 +227,34 @@ impl Listeners {
             .collect()
     }
 
-    /// Whether some listener is IPv4, and whether some is IPv6.
-    pub fn families(&self) -> Families {
-        Families::of(&self.local_addrs())
+    /// What is listened on, for BEP 7 announces.
+    pub fn listening(&self) -> Listening {
+        self.listening.clone()
     }
 
-    /// The next connection on any listener (each is polled first in turn).
+    /// The next connection on any listener (each is polled first in turn). Connections
+    /// that failed before they were taken are passed over, and running out of
+    /// descriptors or memory waits [`ACCEPT_BACKOFF`]; an error is returned only when a
+    /// listener is unusable ([`AcceptFailure::Listener`]).
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        loop {
+            match self.accept_once().await {
+                Ok(c) => return Ok(c),
+                Err(e) => match AcceptFailure::of(&e) {
+                    AcceptFailure::Connection => {
+                        tracing::debug!(error = %e, "a connection failed before it was accepted");
+                    }
+                    AcceptFailure::Resources => {
+                        tracing::warn!(error = %e, "cannot accept connections for now");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                    AcceptFailure::Listener => return Err(e),
+                },
+            }
+        }
+    }
+
+    async fn accept_once(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let n = self.listeners.len();
         let first = self.turn.fetch_add(1, Ordering::Relaxed) % n;
         poll_fn(|cx| {
@@ -165,30 +269,69 @@ impl Listeners {
     }
 }
 
-/// The address families listened on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Families {
-    pub v4: bool,
-    pub v6: bool,
+/// The addresses listened on as configured (`0.0.0.0` and `::` included), and whether
+/// IPv6 sockets take IPv4 too: which of our addresses a private torrent announces
+/// (BEP 7, see the module doc).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listening {
+    ips: Vec<IpAddr>,
+    v6_dual_stack: bool,
 }
 
-impl Families {
-    pub fn of(addrs: &[SocketAddr]) -> Families {
-        Families {
-            v4: addrs.iter().any(SocketAddr::is_ipv4),
-            v6: addrs.iter().any(SocketAddr::is_ipv6),
+impl Listening {
+    pub fn new(ips: Vec<IpAddr>, v6_dual_stack: bool) -> Listening {
+        Listening { ips, v6_dual_stack }
+    }
+
+    /// The IPv4 address to announce as `ipv4=`, if any.
+    pub fn ipv4_to_announce(&self) -> Option<Ipv4Addr> {
+        self.ipv4_with(global_ipv4)
+    }
+
+    /// The IPv6 address to announce as `ipv6=`, if any.
+    pub fn ipv6_to_announce(&self) -> Option<Ipv6Addr> {
+        self.ipv6_with(global_ipv6)
+    }
+
+    /// A global IPv4 address bound as such, else `probe()` when IPv4 is listened on
+    /// unspecified (`0.0.0.0`, or `::` dual-stack).
+    fn ipv4_with(&self, probe: impl FnOnce() -> Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+        let mut unspecified = false;
+        for ip in &self.ips {
+            match ip {
+                IpAddr::V4(a) if a.is_unspecified() => unspecified = true,
+                IpAddr::V4(a) if is_global(*ip) => return Some(*a),
+                IpAddr::V6(a) if a.is_unspecified() && self.v6_dual_stack => unspecified = true,
+                _ => {}
+            }
         }
+        unspecified.then(probe).flatten()
+    }
+
+    /// A global IPv6 address bound as such, else `probe()` when `::` is listened on.
+    fn ipv6_with(&self, probe: impl FnOnce() -> Option<Ipv6Addr>) -> Option<Ipv6Addr> {
+        let mut unspecified = false;
+        for ip in &self.ips {
+            match ip {
+                IpAddr::V6(a) if a.is_unspecified() => unspecified = true,
+                IpAddr::V6(a) if is_global(*ip) => return Some(*a),
+                _ => {}
+            }
+        }
+        unspecified.then(probe).flatten()
     }
 }
 
 /// Binds `port` on every address; port 0 takes the kernel's pick for the first address
 /// bound and that same port for the others.
 fn try_port(ips: &[IpAddr], mut port: u16) -> Result<Attempt, ListenError> {
+    let only_v6 = v6_only(ips);
     let mut listeners = Vec::with_capacity(ips.len());
+    let mut bound = Vec::with_capacity(ips.len());
     let mut missing = Vec::new();
     for ip in ips {
         let addr = SocketAddr::new(*ip, port);
-        match bind_one(addr) {
+        match bind_one(addr, only_v6) {
             Ok(l) => {
                 if port == 0 {
                     port = l
@@ -197,9 +340,10 @@ fn try_port(ips: &[IpAddr], mut port: u16) -> Result<Attempt, ListenError> {
                         .port();
                 }
                 listeners.push(l);
+                bound.push(*ip);
             }
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Ok(Attempt::Taken(addr, e)),
-            Err(e) if family_missing(&e) => missing.push((addr, e)),
+            Err(e) if address_missing(&e) => missing.push((addr, e)),
             Err(source) => return Err(ListenError::Bind { addr, source }),
         }
     }
@@ -208,59 +352,86 @@ fn try_port(ips: &[IpAddr], mut port: u16) -> Result<Attempt, ListenError> {
         return Err(ListenError::Bind { addr, source });
     }
     for (addr, e) in missing {
-        tracing::debug!(%addr, error = %e, "not listening on an address family this host lacks");
+        if addr.ip().is_unspecified() {
+            tracing::debug!(%addr, error = %e, "not listening on an address family this host lacks");
+        } else {
+            tracing::warn!(%addr, error = %e, "not listening on an address this host lacks");
+        }
     }
     Ok(Attempt::Bound(Listeners {
         listeners,
         port,
+        listening: Listening::new(bound, !only_v6),
         turn: AtomicUsize::new(0),
     }))
 }
 
-/// The host has no such address or family (IPv6 off or absent).
-fn family_missing(e: &io::Error) -> bool {
+/// The host has no such address or family (IPv6 off or absent, an address on no
+/// interface).
+fn address_missing(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::AddrNotAvailable
         || rustix::io::Errno::from_io_error(e) == Some(rustix::io::Errno::AFNOSUPPORT)
 }
 
-/// One listener; IPv6 ones accept IPv6 only, so `::` does not take IPv4's port.
-fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    // As tokio's own `bind`: a port in TIME_WAIT can be listened on again.
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
+/// Whether IPv6 sockets are `IPV6_V6ONLY` for the list `ips`: when it holds IPv4 too
+/// (both families bound separately); otherwise a lone `::` takes IPv4 as well.
+fn v6_only(ips: &[IpAddr]) -> bool {
+    ips.iter().any(IpAddr::is_ipv4)
+}
+
+/// One listener on `addr`.
+fn bind_one(addr: SocketAddr, only_v6: bool) -> io::Result<TcpListener> {
+    let s = listen_socket(addr, only_v6)?;
     s.bind(&addr.into())?;
     s.listen(BACKLOG)?;
     TcpListener::from_std(s.into())
 }
 
-/// Our global address of `family`'s kind (the source the kernel would use to reach the
-/// internet), if there is one. Sends nothing (see the module doc).
-pub fn global_address(v6: bool) -> Option<IpAddr> {
-    let (local, probe): (SocketAddr, SocketAddr) = if v6 {
-        (
-            (Ipv6Addr::UNSPECIFIED, 0).into(),
-            (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9).into(),
-        )
-    } else {
-        (
-            (Ipv4Addr::UNSPECIFIED, 0).into(),
-            (Ipv4Addr::new(192, 0, 2, 1), 9).into(),
-        )
-    };
-    let s = UdpSocket::bind(local).ok()?;
-    s.connect(probe).ok()?;
+/// A socket for a listener on `addr`, not bound yet; an IPv6 one accepts IPv6 only when
+/// `only_v6`, so that `::` does not take the port of IPv4 listeners beside it. (Linux
+/// makes a socket bound to a concrete IPv6 address IPv6-only whatever this says.)
+fn listen_socket(addr: SocketAddr, only_v6: bool) -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(only_v6)?;
+    }
+    // As tokio's own `bind`: a port in TIME_WAIT can be listened on again.
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// Our global IPv4 address (the source the kernel would use to reach the internet), if
+/// there is one. Sends nothing (see the module doc).
+pub fn global_ipv4() -> Option<Ipv4Addr> {
+    match route_source((Ipv4Addr::UNSPECIFIED, 0), (Ipv4Addr::new(192, 0, 2, 1), 9))? {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// Our global IPv6 address, as [`global_ipv4`].
+pub fn global_ipv6() -> Option<Ipv6Addr> {
+    let probe = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+    match route_source((Ipv6Addr::UNSPECIFIED, 0), (probe, 9))? {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
+    }
+}
+
+/// The source address the kernel picks to reach `probe`, when it is global.
+fn route_source(local: impl Into<SocketAddr>, probe: impl Into<SocketAddr>) -> Option<IpAddr> {
+    let s = UdpSocket::bind(local.into()).ok()?;
+    s.connect(probe.into()).ok()?;
     let ip = s.local_addr().ok()?.ip();
     is_global(ip).then_some(ip)
 }
 
 /// Whether `ip` can be reached from the internet: not unspecified, loopback,
 /// link-local, private (RFC 1918, shared 100.64/10, IPv6 ULA fc00::/7, site-local),
-/// documentation, multicast, reserved or IPv4-mapped.
+/// documentation, multicast, reserved, IPv4-mapped, NAT64 (64:ff9b::/96) or discard
+/// (100::/64).
 pub fn is_global(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => {
@@ -287,6 +458,8 @@ pub fn is_global(ip: IpAddr) -> bool {
                 || (s[0] & 0xffc0) == 0xfec0
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+                || s[..4] == [0x100, 0, 0, 0]
                 || a.to_ipv4_mapped().is_some()
                 || s[..6] == [0; 6])
         }
@@ -316,41 +489,63 @@ mod tests {
     #[tokio::test]
     async fn one_port_on_both_families_and_the_next_when_one_has_it_taken() {
         let p = free_pair();
-        let both = Listeners::bind(&[V4, V6], p, PORT_FALLBACK_TRIES).unwrap();
+        let both = Listeners::bind(&[V4, V6], p, MAX_PORT_FALLBACK_TRIES).unwrap();
         assert_eq!(both.port(), p);
         let mut addrs = both.local_addrs();
         addrs.sort();
         assert_eq!(addrs, vec![SocketAddr::new(V4, p), SocketAddr::new(V6, p)]);
-        assert_eq!(both.families(), Families { v4: true, v6: true });
         drop(both);
 
-        // Taken on ::1 only: both move to the next port together.
+        // Taken on ::1 only: both move to the next port together…
         let taken = std::net::TcpListener::bind(SocketAddr::new(V6, p)).unwrap();
-        let moved = Listeners::bind(&[V4, V6], p, PORT_FALLBACK_TRIES).unwrap();
+        let moved = Listeners::bind(&[V4, V6], p, MAX_PORT_FALLBACK_TRIES).unwrap();
         assert_eq!(moved.port(), p + 1);
         assert_eq!(moved.local_addrs().len(), 2);
-        // Without fallback it is an error that names the address taken.
+        // …and 127.0.0.1:P, bound while trying P, was let go.
+        let v4_p = std::net::TcpListener::bind(SocketAddr::new(V4, p));
+        assert!(v4_p.is_ok(), "127.0.0.1:{p} still held: {v4_p:?}");
+        drop(v4_p);
+        // Without fallback it is an error that names the ports and the address taken.
         let e = Listeners::bind(&[V4, V6], p, 0).unwrap_err().to_string();
+        assert!(e.contains(&format!("tried ports {p}–{p}")), "{e}");
         assert!(e.contains(&format!("[::1]:{p}")), "{e}");
         drop(taken);
     }
 
+    /// Both families listed: IPv6 sockets are `V6ONLY` (IPv4 has its own). IPv6 alone
+    /// (a lone `::`) stays dual-stack. The sockets are not bound: Linux makes one bound
+    /// to a concrete address such as ::1 IPv6-only anyway, and a unit test binds no
+    /// more than loopback (`tests/dualstack.rs` has `::` accept IPv4, in a namespace).
+    #[test]
+    fn ipv6_is_v6only_only_beside_ipv4() {
+        let any6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        let any4 = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        for (ips, want) in [
+            (&[any4, any6][..], true),
+            (&[V4, V6], true),
+            (&[any6], false),
+            (&[V6, any6], false),
+        ] {
+            assert_eq!(v6_only(ips), want, "{ips:?}");
+            let s = listen_socket(SocketAddr::new(any6, 0), v6_only(ips)).unwrap();
+            assert_eq!(s.only_v6().unwrap(), want, "{ips:?}");
+        }
+    }
+
     #[tokio::test]
-    async fn unspecified_addresses_of_both_families_coexist_and_accept() {
-        let any = [
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        ];
-        let l = Listeners::bind(&any, 0, 0).unwrap();
-        assert!(DEFAULT_PORT_RANGE.contains(&l.port()) || l.port() > 0);
-        assert_eq!(l.local_addrs().len(), 2, "{:?}", l.local_addrs());
+    async fn both_families_accept_on_one_port() {
+        let both = Listeners::bind(&[V4, V6], 0, 0).unwrap();
+        assert!(DEFAULT_PORT_RANGE.contains(&both.port()), "{}", both.port());
+        assert_eq!(both.listening(), Listening::new(vec![V4, V6], false));
         for to in [V4, V6] {
-            let c = tokio::net::TcpStream::connect((to, l.port()));
-            let (c, a) = tokio::join!(c, l.accept());
+            let c = tokio::net::TcpStream::connect((to, both.port()));
+            let (c, a) = tokio::join!(c, both.accept());
             let (_s, from) = a.unwrap();
             assert_eq!(from.ip(), to);
             drop(c.unwrap());
         }
+        let alone = Listeners::bind(&[V6], 0, 0).unwrap();
+        assert_eq!(alone.listening(), Listening::new(vec![V6], true));
     }
 
     #[tokio::test]
@@ -359,12 +554,85 @@ mod tests {
         let absent = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
         let l = Listeners::bind(&[V4, absent], 0, 0).unwrap();
         assert_eq!(l.local_addrs(), vec![SocketAddr::new(V4, l.port())]);
+        assert_eq!(l.listening(), Listening::new(vec![V4], false));
         let e = Listeners::bind(&[absent], 0, 0).unwrap_err();
         assert!(matches!(e, ListenError::Bind { .. }), "{e}");
         assert!(matches!(
             Listeners::bind(&[], 0, 0),
             Err(ListenError::NoAddress)
         ));
+    }
+
+    #[test]
+    fn ports_tried_are_named_for_what_they_were() {
+        let c = PortsTried::Configured {
+            first: 6881,
+            last: 6901,
+        };
+        assert_eq!(c.to_string(), "ports 6881–6901");
+        let d = PortsTried::Dynamic {
+            random: 32,
+            kernel_picked: 4,
+        };
+        assert_eq!(
+            d.to_string(),
+            "32 random ports of 49152–65535 and 4 ports the kernel picked"
+        );
+    }
+
+    #[test]
+    fn only_running_out_of_resources_pauses_accepting() {
+        use rustix::io::Errno;
+        let of = |e: Errno| AcceptFailure::of(&io::Error::from(e));
+        for e in [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM] {
+            assert_eq!(of(e), AcceptFailure::Resources, "{e:?}");
+        }
+        for e in [
+            Errno::CONNABORTED,
+            Errno::CONNRESET,
+            Errno::PROTO,
+            Errno::PERM,
+            Errno::NETDOWN,
+            Errno::HOSTUNREACH,
+            Errno::INTR,
+        ] {
+            assert_eq!(of(e), AcceptFailure::Connection, "{e:?}");
+        }
+        assert_eq!(of(Errno::BADF), AcceptFailure::Listener);
+        assert_eq!(
+            AcceptFailure::of(&io::ErrorKind::ConnectionAborted.into()),
+            AcceptFailure::Connection
+        );
+    }
+
+    /// BEP 7: a global address bound as such as is; unspecified binds the probe's
+    /// address; loopback and other non-global binds nothing.
+    #[test]
+    fn announced_addresses_are_those_listened_on() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let v4: Ipv4Addr = "81.2.69.160".parse().unwrap();
+        let v6: Ipv6Addr = "2a00:1450::9".parse().unwrap();
+        let probe4 = || Some("81.2.69.7".parse::<Ipv4Addr>().unwrap());
+        let probe6 = || Some("2a00:1450::7".parse::<Ipv6Addr>().unwrap());
+        let at = |ips: &[&str], dual: bool| {
+            let l = Listening::new(ips.iter().map(|s| ip(s)).collect(), dual);
+            (l.ipv4_with(probe4), l.ipv6_with(probe6))
+        };
+        assert_eq!(at(&["0.0.0.0", "::"], false), (probe4(), probe6()));
+        assert_eq!(at(&["::"], true), (probe4(), probe6()), "dual-stack ::");
+        assert_eq!(at(&["::"], false), (None, probe6()));
+        assert_eq!(
+            at(&["81.2.69.160", "2a00:1450::9"], false),
+            (Some(v4), Some(v6))
+        );
+        assert_eq!(at(&["127.0.0.1", "::1"], false), (None, None));
+        assert_eq!(at(&["::1"], true), (None, None));
+        assert_eq!(at(&["192.168.1.2", "fd00::2"], false), (None, None));
+        assert_eq!(at(&["10.0.0.1", "::"], false), (None, probe6()));
+        assert_eq!(at(&[], false), (None, None));
+        // No global address of the family: nothing.
+        let l = Listening::new(vec![ip("0.0.0.0"), ip("::")], false);
+        assert_eq!((l.ipv4_with(|| None), l.ipv6_with(|| None)), (None, None));
     }
 
     #[test]
@@ -388,6 +656,8 @@ mod tests {
             "2001:db8::1",
             "::ffff:8.8.8.8",
             "ff02::1",
+            "64:ff9b::808:808",
+            "100::1",
         ] {
             assert!(!is_global(a.parse().unwrap()), "{a}");
         }

@@ -13,7 +13,7 @@
 //! `.await`.
 
 use crate::engine::{Incoming, IpKey};
-use crate::listen::{Families, ListenError, Listeners};
+use crate::listen::{ListenError, Listeners, Listening};
 use crate::wire::Handshake;
 use crate::InfoHash;
 use std::collections::HashMap;
@@ -75,7 +75,7 @@ impl Drop for PendingSlot {
 pub struct Router {
     addrs: Vec<SocketAddr>,
     port: u16,
-    families: Families,
+    listening: Listening,
     routes: Arc<Mutex<HashMap<InfoHash, Route>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -96,8 +96,11 @@ impl Router {
     }
 
     fn serve(listener: Listeners) -> Router {
-        let (addrs, port, families) =
-            (listener.local_addrs(), listener.port(), listener.families());
+        let (addrs, port, listening) = (
+            listener.local_addrs(),
+            listener.port(),
+            listener.listening(),
+        );
         let routes: Arc<Mutex<HashMap<InfoHash, Route>>> = Arc::default();
         let r = routes.clone();
         let pending = Arc::new(tokio::sync::Semaphore::new(PENDING));
@@ -107,10 +110,14 @@ impl Router {
                 let Ok(permit) = pending.clone().acquire_owned().await else {
                     return;
                 };
-                let Ok((mut sock, peer)) = listener.accept().await else {
-                    // Out of descriptors and the like: wait a little rather than spin.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                // `accept` passes over failed connections and waits out a lack of
+                // descriptors itself; an error is a listener that cannot accept any more.
+                let (mut sock, peer) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the shared peer listener failed; not accepting");
+                        return;
+                    }
                 };
                 let Some(slot) = PendingSlot::take(&per_ip, peer.ip()) else {
                     // Too many handshakes from this IP: closed unread.
@@ -137,7 +144,7 @@ impl Router {
         Router {
             addrs,
             port,
-            families,
+            listening,
             routes,
             accept,
         }
@@ -159,7 +166,7 @@ impl Router {
         self.routes.lock().expect("routes").insert(info_hash, tx);
         Incoming {
             port: self.port,
-            families: self.families,
+            listening: self.listening.clone(),
             connections: rx,
         }
     }

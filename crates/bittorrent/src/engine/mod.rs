@@ -65,7 +65,7 @@ pub struct Options {
     /// Addresses to listen on (IPv4 and IPv6), all with the port [`Options::port`];
     /// an address whose family the host lacks is skipped (see [`crate::listen`]).
     pub listen: Vec<IpAddr>,
-    /// Port to listen on, or the next free of the [`crate::listen::PORT_FALLBACK_TRIES`]
+    /// Port to listen on, or the next free of the [`crate::listen::MAX_PORT_FALLBACK_TRIES`]
     /// after it; 0 picks one from [`DEFAULT_PORT_RANGE`].
     pub port: u16,
     /// Peers to connect to besides those the trackers give.
@@ -113,8 +113,8 @@ pub struct Options {
 pub struct Incoming {
     /// The shared listener's port (announced to trackers and the DHT).
     pub port: u16,
-    /// The address families it listens on (for BEP 7 announces).
-    pub families: crate::listen::Families,
+    /// What it listens on (for BEP 7 announces).
+    pub listening: crate::listen::Listening,
     pub connections: mpsc::Receiver<(TcpStream, SocketAddr, wire::Handshake)>,
 }
 
@@ -576,11 +576,15 @@ fn spawn_acceptor(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if let Some(listener) = listener {
+            // `accept` passes over failed connections and waits out a lack of
+            // descriptors itself; an error is a listener that cannot accept any more.
             loop {
-                let Ok((sock, addr)) = listener.accept().await else {
-                    // Out of descriptors and the like: wait a little rather than spin.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                let (sock, addr) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the peer listener failed; not accepting");
+                        break;
+                    }
                 };
                 if events.send(Event::Incoming(sock, addr, None)).is_err() {
                     break;
@@ -657,12 +661,12 @@ pub async fn run(
         None => Some(Listeners::bind(
             &opts.listen,
             opts.port,
-            crate::listen::PORT_FALLBACK_TRIES,
+            crate::listen::MAX_PORT_FALLBACK_TRIES,
         )?),
     };
-    let (listen_port, families) = match (&listener, &incoming) {
-        (Some(l), _) => (l.port(), l.families()),
-        (None, Some(i)) => (i.port, i.families),
+    let (listen_port, listening) = match (&listener, &incoming) {
+        (Some(l), _) => (l.port(), l.listening()),
+        (None, Some(i)) => (i.port, i.listening.clone()),
         (None, None) => unreachable!("a listener or a shared one"),
     };
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -759,7 +763,7 @@ pub async fn run(
             announce_rx,
             sink.clone(),
         );
-        a.families = families;
+        (a.listening, a.private) = (listening, meta.info.private);
         tracker_board = Some((a.status.clone(), meta.tracker_tiers()));
         Some(tokio::spawn(a.run(announcer_stop_rx)))
     } else {

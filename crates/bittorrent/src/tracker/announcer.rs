@@ -7,14 +7,18 @@
 //! `completed` once when a download finishes during the session, `interval` honoured
 //! (never below `min interval` nor [`MIN_INTERVAL_FLOOR`]), failures backed off
 //! exponentially, and `stopped` to the last tracker that answered on shutdown.
+//! Announces of a private torrent carry BEP 7 `ipv4=`/`ipv6=`, from the addresses we
+//! listen on (see [`crate::listen`]); a public torrent's never do (as libtorrent 2.0).
 
 use super::{
     AnnounceRequest, AnnounceResponse, Event, TrackerClient, TrackerError, MIN_INTERVAL_FLOOR,
 };
 use crate::infohash::InfoHash;
+use crate::listen::Listening;
 use crate::peers::{PeerSink, PeerSource};
 use rand::seq::SliceRandom;
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -160,8 +164,10 @@ pub struct Announcer {
     pub progress: watch::Receiver<Progress>,
     pub sink: PeerSink,
     pub status: StatusBoard,
-    /// The families we listen on: our global address of each is announced (BEP 7).
-    pub families: crate::listen::Families,
+    /// What we listen on: which of our addresses a private torrent announces (BEP 7).
+    pub listening: Listening,
+    /// A private torrent (BEP 27): only then are BEP 7 addresses sent.
+    pub private: bool,
 }
 
 impl Announcer {
@@ -185,7 +191,8 @@ impl Announcer {
             progress,
             sink,
             status: Arc::default(),
-            families: crate::listen::Families::default(),
+            listening: Listening::default(),
+            private: false,
         }
     }
 
@@ -205,25 +212,23 @@ impl Announcer {
                 self.numwant
             },
             key: self.key,
-            ipv4: self
-                .families
-                .v4
-                .then(|| crate::listen::global_address(false))
-                .flatten()
-                .and_then(|ip| match ip {
-                    std::net::IpAddr::V4(a) => Some(a),
-                    std::net::IpAddr::V6(_) => None,
-                }),
-            ipv6: self
-                .families
-                .v6
-                .then(|| crate::listen::global_address(true))
-                .flatten()
-                .and_then(|ip| match ip {
-                    std::net::IpAddr::V6(a) => Some(a),
-                    std::net::IpAddr::V4(_) => None,
-                }),
+            ipv4: self.bep7_ipv4(),
+            ipv6: self.bep7_ipv6(),
         }
+    }
+
+    /// BEP 7 `ipv4=`: private torrents only (as libtorrent 2.0), an address we listen on.
+    fn bep7_ipv4(&self) -> Option<Ipv4Addr> {
+        self.private
+            .then(|| self.listening.ipv4_to_announce())
+            .flatten()
+    }
+
+    /// BEP 7 `ipv6=`: as [`Announcer::bep7_ipv4`].
+    fn bep7_ipv6(&self) -> Option<Ipv6Addr> {
+        self.private
+            .then(|| self.listening.ipv6_to_announce())
+            .flatten()
     }
 
     /// One BEP 12 round: the first tracker that answers wins. Returns the answer and
@@ -356,6 +361,40 @@ impl Announcer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// BEP 7 addresses go with private torrents only, and only from what we listen on.
+    #[tokio::test]
+    async fn only_private_torrents_announce_their_addresses() {
+        let client = Arc::new(TrackerClient::new(super::super::TrackerConfig::default()).unwrap());
+        let (_progress_tx, progress) = watch::channel(Progress::default());
+        let (sink, _stream) = crate::peers::peer_channel(1);
+        let mut a = Announcer::new(
+            client,
+            vec![vec!["http://t.invalid/announce".into()]],
+            InfoHash([1; 20]),
+            [b'p'; 20],
+            6881,
+            progress,
+            sink,
+        );
+        let (v4, v6): (Ipv4Addr, Ipv6Addr) = (
+            "81.2.69.160".parse().unwrap(),
+            "2a00:1450::9".parse().unwrap(),
+        );
+        a.listening = Listening::new(vec![v4.into(), v6.into()], false);
+        let sent = |a: &Announcer| {
+            let r = a.request(Event::Started);
+            (r.ipv4, r.ipv6)
+        };
+        assert_eq!(sent(&a), (None, None), "a public torrent");
+        a.private = true;
+        assert_eq!(sent(&a), (Some(v4), Some(v6)));
+        a.listening = Listening::new(
+            vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+            false,
+        );
+        assert_eq!(sent(&a), (None, None), "loopback is never announced");
+    }
 
     fn resp(interval: u64, min: Option<u64>) -> AnnounceResponse {
         AnnounceResponse {

@@ -69,10 +69,10 @@ pub struct AnnounceRequest {
     pub numwant: Option<u32>,
     /// Random per-session key that lets a tracker recognise us across IP changes.
     pub key: u32,
-    /// BEP 7: our global IPv4 address, sent (HTTP `ipv4=`) unless the tracker is
-    /// reached at an IPv4 address (it sees that address then).
+    /// BEP 7, private torrents only: our IPv4 address we listen on, sent (HTTP `ipv4=`)
+    /// unless the tracker is reached at an IPv4 address (it sees that address then).
     pub ipv4: Option<Ipv4Addr>,
-    /// BEP 7: our global IPv6 address, sent as HTTP `ipv6=`.
+    /// BEP 7, private torrents only: our IPv6 address we listen on, sent as `ipv6=`.
     pub ipv6: Option<Ipv6Addr>,
 }
 
