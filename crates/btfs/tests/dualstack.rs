@@ -2,7 +2,8 @@
 //! downloading from a libtorrent seeder that listens on IPv6 only; the engine listening
 //! on 127.0.0.1 and ::1 with one port (the next one when ::1 has it taken) and serving
 //! libtorrent over both; libtorrent downloading from `btfs bittorrent serve` over ::1,
-//! dialled by hand and from the printed magnet's IPv6 `x.pe`.
+//! dialled by hand and from the printed magnet's IPv6 `x.pe`; and `--listen-ip ::`
+//! alone taking IPv4 too, in a network namespace of the test's own (only `lo`).
 
 mod common;
 
@@ -49,6 +50,9 @@ fn download_from_a_libtorrent_seeder_listening_on_ipv6_only() {
             "--peer",
             &format!("[::1]:{port}"),
             "--no-trackers",
+            "--no-dht",
+            "--listen-ip",
+            "::1",
         ],
     );
     let (status, lines) = d.finish(Duration::from_secs(120));
@@ -60,14 +64,15 @@ fn download_from_a_libtorrent_seeder_listening_on_ipv6_only() {
 }
 
 /// The engine told to listen on 127.0.0.1 and ::1 with port P, where ::1 has P taken:
-/// it listens on P+1 on both, downloads from an IPv6-only libtorrent seeder, then
-/// serves a libtorrent leecher over IPv4 and another over IPv6 on that one port.
+/// it listens on P+1 on both (and lets 127.0.0.1:P go), downloads from an IPv6-only
+/// libtorrent seeder, then, that seeder gone, serves a libtorrent leecher over IPv4 and
+/// another over IPv6 on that one port, uploading to each.
 #[test]
 fn the_engine_listens_on_both_families_on_one_port() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, torrent) = sample_torrent(tmp.path(), None);
     let seed_port = free_port_v6();
-    let _seeder = lt_seed_on("[::1]", &torrent, &tmp.path().join("seed"), seed_port, 0);
+    let seeder = lt_seed_on("[::1]", &torrent, &tmp.path().join("seed"), seed_port, 0);
     let p = two_free_ports();
     let _taken = std::net::TcpListener::bind((V6, p)).unwrap();
 
@@ -85,43 +90,58 @@ fn the_engine_listens_on_both_families_on_one_port() {
     let (stats_tx, mut stats_rx) = tokio::sync::watch::channel(Stats::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let engine = rt.spawn(engine::run(Arc::new(meta), opts, stats_tx, stop_rx));
-    let seeding = rt.block_on(async {
-        tokio::time::timeout(
-            Duration::from_secs(120),
-            stats_rx.wait_for(|s| s.phase == Phase::Seeding),
-        )
-        .await
-        .map(|r| r.map(|s| s.clone()))
-    });
-    let st = match seeding {
-        Ok(Ok(st)) => st,
-        other => panic!(
-            "the engine did not complete from [::1]:{seed_port}: {other:?}; engine: {:?}",
-            stats_rx.borrow().clone()
-        ),
-    };
+    let st = wait_stats(&rt, &mut stats_rx, "seeding", |s| s.phase == Phase::Seeding);
     assert_eq!(st.listen_port, p + 1, "P is taken on ::1: both move to P+1");
+    // 127.0.0.1:P, bound while P was tried, was let go.
+    let v4_p = std::net::TcpListener::bind((V4, p));
+    assert!(v4_p.is_ok(), "127.0.0.1:{p} still held: {v4_p:?}");
+    drop(v4_p);
     assert_same_tree(&data, &out.join("set"));
+    // The leechers get the data from btfs only (not from this seeder through PEX).
+    drop(seeder);
 
     let port = st.listen_port;
     for (host, peer, lt_port) in [
         ("127.0.0.1", format!("127.0.0.1:{port}"), free_port()),
         ("[::1]", format!("[::1]:{port}"), free_port_v6()),
     ] {
+        let before = stats_rx.borrow().uploaded;
         let dir = tmp.path().join(format!("leech-{lt_port}"));
         std::fs::create_dir_all(&dir).unwrap();
         let leecher = lt_leech_on(host, s(&torrent), &dir, lt_port, &peer);
         leecher.wait_for_line("done", Duration::from_secs(100));
         assert_same_tree(&data, &dir.join("set"));
+        wait_stats(&rt, &mut stats_rx, &format!("uploading to {peer}"), |s| {
+            s.uploaded > before
+        });
     }
-    let uploaded = stats_rx.borrow().uploaded;
-    assert!(uploaded > 0, "{:?}", stats_rx.borrow().clone());
     stop_tx.send(true).unwrap();
     let end = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), engine).await });
     assert!(
         matches!(end, Ok(Ok(Ok(_)))),
         "the engine did not stop cleanly: {end:?}"
     );
+}
+
+/// Waits (at most 120 s) for the engine's stats to satisfy `f`.
+fn wait_stats(
+    rt: &tokio::runtime::Runtime,
+    stats: &mut tokio::sync::watch::Receiver<Stats>,
+    what: &str,
+    f: impl FnMut(&Stats) -> bool,
+) -> Stats {
+    let got = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(120), stats.wait_for(f))
+            .await
+            .map(|r| r.map(|s| s.clone()))
+    });
+    match got {
+        Ok(Ok(st)) => st,
+        other => panic!(
+            "the engine is not {what}: {other:?}; engine: {:?}",
+            stats.borrow().clone()
+        ),
+    }
 }
 
 /// `btfs bittorrent serve --listen-ip ::1` prints its IPv6 address in the magnet as
@@ -177,4 +197,86 @@ fn libtorrent_downloads_from_serve_over_ipv6() {
     let l = lt_leech_on("[::1]", &magnet, &by_magnet, free_port_v6(), "-");
     l.wait_for_line("done", Duration::from_secs(100));
     assert_same_tree(&data, &by_magnet.join("set"));
+}
+
+/// `btfs bittorrent serve --listen-ip ::` alone is dual-stack (as Linux's default for
+/// `::`): libtorrent downloads from it over 127.0.0.1. Runs in a network namespace of
+/// its own (only `lo`), so `::` is reachable from nowhere else.
+#[test]
+fn a_lone_unspecified_ipv6_address_takes_ipv4_too() {
+    let t = std::thread::spawn(|| {
+        own_network_namespace();
+        let tmp = tempfile::tempdir().unwrap();
+        let data = sample_dir(&tmp.path().join("src"), "set");
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_btfs"));
+        cmd.env("BTFS_PATH", tmp.path().join("repo"))
+            .args(["--json", "bittorrent", "serve", s(&data), "-l", "16KiB"])
+            .args(["--port", &port.to_string(), "--listen-ip", "::", "--no-dht"]);
+        let serve = Daemon::spawn("btfs bittorrent serve", &mut cmd);
+        let line = serve.wait_for("the torrent line", Duration::from_secs(60), |l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v.get("Torrent").is_some())
+        });
+        let t: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let torrent = t["Torrent"].as_str().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect((V4, port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "serve --listen-ip :: is not listening on 127.0.0.1:{port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let dir = tmp.path().join("over-ipv4");
+        std::fs::create_dir_all(&dir).unwrap();
+        let l = lt_leech_on(
+            "127.0.0.1",
+            torrent,
+            &dir,
+            free_port(),
+            &format!("127.0.0.1:{port}"),
+        );
+        l.wait_for_line("done", Duration::from_secs(100));
+        assert_same_tree(&data, &dir.join("set"));
+    });
+    if let Err(panic) = t.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Moves the calling thread, and the processes it starts from then on, into a new
+/// network namespace whose only interface, `lo` (127.0.0.1 and ::1), is up. Needs root,
+/// as the suite runs.
+fn own_network_namespace() {
+    let os_err = std::io::Error::last_os_error;
+    // SAFETY: unshare(CLONE_NEWNET) changes this thread's namespace only; the ioctls get
+    // a socket of ours and a zeroed `ifreq` naming `lo`.
+    unsafe {
+        assert_eq!(
+            libc::unshare(libc::CLONE_NEWNET),
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            os_err()
+        );
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", os_err());
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, c) in ifr.ifr_name.iter_mut().zip(b"lo") {
+            *d = *c as libc::c_char;
+        }
+        assert_eq!(
+            libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr),
+            0,
+            "SIOCGIFFLAGS lo: {}",
+            os_err()
+        );
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr),
+            0,
+            "SIOCSIFFLAGS lo up: {}",
+            os_err()
+        );
+        libc::close(fd);
+    }
 }
