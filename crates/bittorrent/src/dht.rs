@@ -40,9 +40,8 @@ impl DhtNode {
     pub fn start(cfg: &DhtConfig) -> std::io::Result<Self> {
         let mut b = mainline::Dht::builder();
         b.bind_address(cfg.bind).server_mode();
-        if cfg.port != 0 {
-            b.port(cfg.port);
-        }
+        // Always set: left unset, `mainline` would try 6881 before any port.
+        b.port(cfg.port);
         let v4: Vec<SocketAddr> = cfg
             .bootstrap
             .iter()

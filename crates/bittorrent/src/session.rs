@@ -95,7 +95,10 @@ impl Router {
         Ok(Router::serve(Listeners::bind(ips, port, tries)?))
     }
 
-    fn serve(listener: Listeners) -> Router {
+    /// Routes the connections of listeners bound already (by [`Listeners::bind`]), so
+    /// a caller can learn the port before anything is served. Must run inside a Tokio
+    /// runtime.
+    pub fn serve(listener: Listeners) -> Router {
         let (addrs, port, listening) = (
             listener.local_addrs(),
             listener.port(),

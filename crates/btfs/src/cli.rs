@@ -210,14 +210,16 @@ pub struct NetArgs {
     /// Listen on a random port of 49152-65535 (Bittorrent.RandomPort).
     #[arg(long)]
     pub random_port: bool,
-    /// Address to listen on (overrides Bittorrent.ListenAddresses); repeatable.
+    /// Address to listen on (overrides Bittorrent.ListenAddresses); repeatable, all
+    /// with one port.
     #[arg(long = "listen-ip")]
     pub listen_ip: Vec<std::net::IpAddr>,
     /// A DHT node to join through (HOST:PORT); repeatable. Replaces
     /// Bittorrent.DHT.Bootstrap for this run.
     #[arg(long = "dht-bootstrap")]
     pub dht_bootstrap: Vec<String>,
-    /// UDP port of our DHT node (default: any).
+    /// UDP port of our DHT node (default: the peer listen port when free for UDP,
+    /// else any).
     #[arg(long)]
     pub dht_port: Option<u16>,
     /// Do not use the DHT, even with --dht-bootstrap or torrent nodes

@@ -244,6 +244,139 @@ fn a_lone_unspecified_ipv6_address_takes_ipv4_too() {
     }
 }
 
+/// The local addresses of `ss -Hn{kind}p` sockets on `port` held by process `pid`
+/// (`kind`: `lt` listening TCP, `lu` UDP), sorted.
+fn sockets_of(pid: u32, kind: &str, port: u16) -> Vec<String> {
+    let r = run_with_timeout(
+        Command::new(tool("ss"))
+            .arg(format!("-Hn{kind}p"))
+            .arg(format!("sport = :{port}")),
+        Duration::from_secs(10),
+    );
+    let mut addrs: Vec<String> = r
+        .stdout
+        .lines()
+        .filter(|l| l.contains(&format!("pid={pid},")))
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+/// `btfs bittorrent serve` in a repo whose config has `Bittorrent.ListenAddresses`
+/// `["127.0.0.1", "::1"]` (no flag): it listens on both with one port, says so, puts
+/// both in the magnet's `x.pe`, and accepts on both; its DHT node takes that port's
+/// number for UDP (on 127.0.0.1, the DHT being IPv4 only), or another one when that UDP
+/// port is taken.
+#[test]
+fn serve_listens_on_every_configured_address_with_one_port() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = sample_dir(&tmp.path().join("src"), "set");
+    let repo = tmp.path().join("repo");
+    let btfs_here = |args: &[&str]| {
+        run_with_timeout(
+            Command::new(env!("CARGO_BIN_EXE_btfs"))
+                .env("BTFS_PATH", &repo)
+                .args(args),
+            Duration::from_secs(60),
+        )
+        .ok()
+    };
+    btfs_here(&[
+        "config",
+        "--json",
+        "Bittorrent.ListenAddresses",
+        r#"["127.0.0.1", "::1"]"#,
+    ]);
+    // A DHT router where nothing answers: the node starts (and only ever sends there).
+    let router = format!("127.0.0.1:{}", free_port());
+    let serve = |extra: &[&str]| {
+        let stderr = tmp.path().join(format!("serve{}.stderr", extra.len()));
+        let mut cmd = Command::new("sh");
+        // `exec` keeps the PID: the Daemon kills btfs itself.
+        cmd.arg("-c")
+            .arg(r#"exec "$0" "$@" 2>"$SERVE_STDERR""#)
+            .arg(env!("CARGO_BIN_EXE_btfs"))
+            .args([
+                "--json",
+                "bittorrent",
+                "serve",
+                s(&data),
+                "-l",
+                "16KiB",
+                "--no-add",
+            ])
+            .args(["--dht-bootstrap", &router])
+            .args(extra)
+            .env("BTFS_PATH", &repo)
+            .env("SERVE_STDERR", &stderr);
+        let d = Daemon::spawn("btfs bittorrent serve", &mut cmd);
+        let line = d.wait_for("the torrent line", Duration::from_secs(60), |l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v.get("Magnet").is_some())
+        });
+        let t: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let err = std::fs::read_to_string(&stderr).unwrap_or_default();
+        (d, t["Magnet"].as_str().unwrap().to_owned(), err)
+    };
+
+    let (d, magnet, err) = serve(&[]);
+    let said = err
+        .lines()
+        .find_map(|l| l.strip_prefix("listening for peers on "))
+        .unwrap_or_else(|| panic!("serve did not say where it listens:\n{err}"))
+        .to_owned();
+    let port: u16 = said
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {said:?}"));
+    assert_eq!(said, format!("127.0.0.1:{port}, [::1]:{port}"));
+    assert!(
+        magnet.contains(&format!("x.pe=127.0.0.1:{port}"))
+            && magnet.contains(&format!("x.pe=[::1]:{port}")),
+        "{magnet}"
+    );
+    for ip in [V4, V6] {
+        std::net::TcpStream::connect((ip, port))
+            .unwrap_or_else(|e| panic!("serve does not accept on {ip} port {port}: {e}"));
+    }
+    assert_eq!(
+        sockets_of(d.pid(), "lt", port),
+        [format!("127.0.0.1:{port}"), format!("[::1]:{port}")],
+        "listening TCP sockets of serve on port {port}"
+    );
+    assert_eq!(
+        sockets_of(d.pid(), "lu", port),
+        [format!("127.0.0.1:{port}")],
+        "the DHT's UDP socket takes the listen port's number"
+    );
+    drop(d);
+
+    // That UDP port taken: TCP keeps the port asked for, the DHT takes another one.
+    let udp = std::net::UdpSocket::bind((V4, 0)).unwrap();
+    let q = udp.local_addr().unwrap().port();
+    let both_free = std::net::TcpListener::bind((V4, q)).is_ok()
+        && std::net::TcpListener::bind((V6, q)).is_ok();
+    assert!(both_free, "TCP port {q} is taken on 127.0.0.1 or ::1");
+    let (d, _, err) = serve(&["--port", &q.to_string()]);
+    assert!(
+        err.contains(&format!("listening for peers on 127.0.0.1:{q}, [::1]:{q}")),
+        "{err}"
+    );
+    assert!(sockets_of(d.pid(), "lu", q).is_empty(), "UDP {q} is ours");
+    let dht = run_with_timeout(
+        Command::new(tool("ss")).arg("-Hnlup"),
+        Duration::from_secs(10),
+    );
+    assert!(
+        dht.stdout
+            .lines()
+            .any(|l| l.contains(&format!("pid={},", d.pid())) && l.contains("127.0.0.1:")),
+        "serve's DHT node has no UDP socket:\n{}",
+        dht.stdout
+    );
+}
+
 /// Moves the calling thread, and the processes it starts from then on, into a new
 /// network namespace whose only interface, `lo` (127.0.0.1 and ::1), is up. Needs root,
 /// as the suite runs.

@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 
 /// Longest config file read (a config is a few KiB; this bounds a hostile one).
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
-/// Most listen addresses kept in a config.
-pub const MAX_LIST_ENTRIES: usize = 256;
+/// Most listen addresses in a config: as many as the peer listeners take at once
+/// (`bittorrent::listen::MAX_LISTEN_ADDRESSES`).
+pub const MAX_LISTEN_ADDRESSES: usize = 16;
 /// Most DHT bootstrap entries, in the config or given with `--dht-bootstrap` (each is
 /// resolved at once, on a thread of its own).
 pub const MAX_BOOTSTRAP_ENTRIES: usize = 64;
@@ -85,7 +86,8 @@ impl Default for Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields, default)]
 pub struct Bittorrent {
-    /// IPs to listen on for peers (TCP; the DHT's UDP on the IPv4 one). Never empty.
+    /// IPs to listen on for peers (TCP, one port on all; the DHT's UDP on the first IPv4
+    /// one). Never empty, at most [`MAX_LISTEN_ADDRESSES`].
     pub listen_addresses: Vec<IpAddr>,
     /// Listen port; when taken, the next free one of the 20 after it.
     pub port: Port,
@@ -369,10 +371,10 @@ impl Config {
                 "give at least one IP address (0.0.0.0 for every IPv4 address)",
             ));
         }
-        if bt.listen_addresses.len() > MAX_LIST_ENTRIES {
+        if bt.listen_addresses.len() > MAX_LISTEN_ADDRESSES {
             return Err(ConfigError::invalid(
                 "Bittorrent.ListenAddresses",
-                format!("more than {MAX_LIST_ENTRIES} addresses"),
+                format!("more than {MAX_LISTEN_ADDRESSES} addresses"),
             ));
         }
         if bt.dht.bootstrap.len() > MAX_BOOTSTRAP_ENTRIES {
@@ -708,6 +710,14 @@ mod tests {
         assert!(e.starts_with("Bittorrent.ListenAddresses:"), "{e}");
         let e = err(with_bt(json!({"ListenAddresses": ["0.0.0.0", "x"]})));
         assert!(e.starts_with("Bittorrent.ListenAddresses[1]:"), "{e}");
+        let many: Vec<String> = (0..=MAX_LISTEN_ADDRESSES)
+            .map(|i| format!("127.0.0.{}", i + 1))
+            .collect();
+        let e = err(with_bt(json!({ "ListenAddresses": many })));
+        assert!(
+            e.starts_with("Bittorrent.ListenAddresses: more than 16"),
+            "{e}"
+        );
         let e = err(with_bt(json!({"MaxPeers": 0})));
         assert!(e.starts_with("Bittorrent.MaxPeers:"), "{e}");
         let e = err(with_bt(json!({"MaxConnectionsPerIP": -1})));

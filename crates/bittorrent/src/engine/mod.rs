@@ -68,6 +68,10 @@ pub struct Options {
     /// Port to listen on, or the next free of the [`crate::listen::MAX_PORT_FALLBACK_TRIES`]
     /// after it; 0 picks one from [`DEFAULT_PORT_RANGE`].
     pub port: u16,
+    /// Listeners bound by the caller already (so that it knew the port early, for the
+    /// DHT's UDP socket): used instead of binding [`Options::listen`] and
+    /// [`Options::port`].
+    pub listeners: Option<Listeners>,
     /// Peers to connect to besides those the trackers give.
     pub peers: Vec<SocketAddr>,
     /// Files to download (all when `None`).
@@ -128,6 +132,7 @@ impl Options {
                 IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
             ],
             port: 0,
+            listeners: None,
             peers: Vec::new(),
             selected: None,
             sequential: false,
@@ -656,9 +661,10 @@ pub async fn run(
     .await?;
 
     let incoming = opts.incoming.take();
-    let listener = match &incoming {
-        Some(_) => None,
-        None => Some(Listeners::bind(
+    let listener = match (&incoming, opts.listeners.take()) {
+        (Some(_), _) => None,
+        (None, Some(bound)) => Some(bound),
+        (None, None) => Some(Listeners::bind(
             &opts.listen,
             opts.port,
             crate::listen::MAX_PORT_FALLBACK_TRIES,

@@ -5,6 +5,7 @@ use crate::cli::DownloadArgs;
 use crate::output::{clean, human_size, Encoding};
 use anyhow::{bail, Context};
 use bittorrent::engine::{self, Options, Phase, Stats};
+use bittorrent::listen::Listeners;
 use bittorrent::storage::FileStorage;
 use bittorrent::{InfoHash, Metainfo};
 use node::bridge::{Bridge, BridgeError, Imported};
@@ -31,6 +32,8 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     // metadata), for a .torrent once it is known not to be private (BEP 27).
     // `Some` once a node was tried for a magnet (holding it when it started).
     let mut magnet_dht = None;
+    // The peer listeners, bound before any DHT node starts (see `bound_port`).
+    let mut listeners = None;
     let output = args.output.clone().or(settings.download_dir.clone());
     let repo = Arc::new(super::store::open_repo(LockMode::Shared)?);
     let gateway = gateway_base(&repo);
@@ -72,7 +75,12 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                     peers: Vec::new(),
                 },
                 None => {
-                    let dht = super::magnet::magnet_dht(&runtime, &settings, dht_only, enc)?;
+                    let listen_port = match settings.dht {
+                        Some(_) => Some(bound_port(&mut listeners, &settings, &runtime)?),
+                        None => None,
+                    };
+                    let dht =
+                        super::magnet::magnet_dht(&runtime, &settings, dht_only, enc, listen_port)?;
                     magnet_dht = Some(dht.clone());
                     let fetched = runtime.block_on(super::magnet::fetch(
                         &magnet,
@@ -165,7 +173,9 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     let mut opts = Options::new(save_path.clone());
     let resume_file = Some(resume_dir()?.join(format!("{}.resume", meta.wire_info_hash())));
     opts.resume_file = resume_file.clone();
-    (opts.listen, opts.port) = (vec![settings.listen_ip()], settings.port);
+    (opts.listen, opts.port) = (settings.listen.clone(), settings.port);
+    let listen_port = bound_port(&mut listeners, &settings, &runtime)?;
+    opts.listeners = listeners.take();
     extra_peers.sort();
     extra_peers.dedup();
     opts.peers = extra_peers.clone();
@@ -183,7 +193,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         .upload_rate_limit
         .map(|r| Arc::new(bittorrent::ratelimit::RateLimiter::new(r)));
     opts.detail = args.progress_detail;
-    opts.dht = torrent_dht(&runtime, &meta, &settings, magnet_dht, enc)?;
+    opts.dht = torrent_dht(&runtime, &meta, &settings, magnet_dht, enc, listen_port)?;
     if let (true, Some(d)) = (opts.dht.is_some(), super::magnet::dht_interval_override()) {
         opts.dht_interval = d;
     }
@@ -315,12 +325,14 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
 /// through the configured routers, else, when that list is empty and
 /// Bittorrent.DHT.TorrentNodes allows, through the torrent's own `nodes` (without the
 /// routing table saved by an earlier run: a torrent's `nodes` alone decide where to go).
+/// A node started here takes `listen_port` for UDP when free.
 fn torrent_dht(
     runtime: &tokio::runtime::Runtime,
     meta: &Metainfo,
     settings: &super::settings::Settings,
     started: Option<Option<Arc<bittorrent::dht::DhtNode>>>,
     enc: Encoding,
+    listen_port: u16,
 ) -> anyhow::Result<Option<Arc<bittorrent::dht::DhtNode>>> {
     let Some(d) = &settings.dht else {
         return Ok(None);
@@ -346,9 +358,30 @@ fn torrent_dht(
         },
         _ => return Ok(None),
     };
-    let join = runtime.block_on(super::magnet::start_dht(&through, settings.dht_bind()))?;
+    let join = runtime.block_on(super::magnet::start_dht(
+        &through,
+        settings.dht_bind(),
+        Some(listen_port),
+    ))?;
     let _guard = runtime.enter();
     Ok(join.and_then(|j| j.warn_on_failure(enc)))
+}
+
+/// The port of this run's peer listeners, binding them on first use: before any DHT node
+/// starts, so that its UDP socket can take the same port number.
+fn bound_port(
+    slot: &mut Option<Listeners>,
+    settings: &super::settings::Settings,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<u16> {
+    if let Some(l) = slot {
+        return Ok(l.port());
+    }
+    let _guard = runtime.enter();
+    let l = settings.bind_listeners()?;
+    let port = l.port();
+    *slot = Some(l);
+    Ok(port)
 }
 
 /// `http://IP:PORT` of the gateway in the repo's config.

@@ -168,17 +168,20 @@ fn join_failure(tried: &[(String, String)], saved: usize, started: Instant) -> S
 /// The DHT node that looks a magnet's peers up, joining through the run's routers (none
 /// when the DHT is off or has none). When the DHT is the only source of peers
 /// (`dht_only`) it is waited for, and its failure to join is the command's error;
-/// otherwise the failure is a warning when it comes.
+/// otherwise the failure is a warning when it comes. `listen_port`: the peer listeners'
+/// port, which the node's UDP socket takes when free (see [`start_dht`]).
 pub fn magnet_dht(
     runtime: &tokio::runtime::Runtime,
     settings: &Settings,
     dht_only: bool,
     enc: Encoding,
+    listen_port: Option<u16>,
 ) -> anyhow::Result<Option<Arc<DhtNode>>> {
     let Some(d) = &settings.dht else {
         return Ok(None);
     };
-    Ok(match runtime.block_on(start_dht(d, settings.dht_bind()))? {
+    let join = runtime.block_on(start_dht(d, settings.dht_bind(), listen_port))?;
+    Ok(match join {
         Some(j) if dht_only => Some(runtime.block_on(j.joined()).map_err(anyhow::Error::msg)?),
         Some(j) => {
             let _guard = runtime.enter();
@@ -191,10 +194,13 @@ pub fn magnet_dht(
 /// Starts a DHT node joining through `settings.bootstrap` (none when the list is empty):
 /// resolves every host at once (each within [`RESOLVE_TIMEOUT`]), adds the routing table
 /// saved by an earlier run when `settings.saved_nodes` (never used alone, so an empty
-/// list means no DHT traffic), and watches the join for [`JOIN_TIMEOUT`].
+/// list means no DHT traffic), and watches the join for [`JOIN_TIMEOUT`]. Its UDP port
+/// is `--dht-port` when given, else `listen_port` (the peer listeners' port, as
+/// libtorrent: one port mapping then serves TCP and UDP) when free, else any.
 pub async fn start_dht(
     settings: &DhtSettings,
     bind: std::net::Ipv4Addr,
+    listen_port: Option<u16>,
 ) -> anyhow::Result<Option<DhtJoin>> {
     if settings.bootstrap.is_empty() {
         return Ok(None);
@@ -234,14 +240,20 @@ pub async fn start_dht(
             outcome: tokio::spawn(async move { Err(message) }),
         }));
     }
-    let node = Arc::new(
+    let start = |port: u16| {
         DhtNode::start(&DhtConfig {
-            port: settings.port,
+            port,
             bind,
-            bootstrap: addrs,
+            bootstrap: addrs.clone(),
         })
-        .context("starting the DHT node")?,
-    );
+    };
+    let node = match (settings.port, listen_port) {
+        (Some(port), _) => start(port),
+        // The peer listeners' port when free for UDP too, else any.
+        (None, Some(port)) => start(port).or_else(|_| start(0)),
+        (None, None) => start(0),
+    };
+    let node = Arc::new(node.context("starting the DHT node")?);
     let watched = node.clone();
     let outcome = tokio::spawn(async move {
         match tokio::time::timeout(JOIN_TIMEOUT, watched.bootstrapped()).await {

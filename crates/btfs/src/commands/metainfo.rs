@@ -42,8 +42,9 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        // One JSON document on stdout: a warning goes to stderr.
-        let node = super::magnet::magnet_dht(&runtime, &settings, no_source, Encoding::Text)?;
+        // One JSON document on stdout: a warning goes to stderr. No peer listeners here,
+        // so the DHT's UDP port is any (or --dht-port).
+        let node = super::magnet::magnet_dht(&runtime, &settings, no_source, Encoding::Text, None)?;
         let fetched = runtime.block_on(super::magnet::fetch(
             &magnet,
             &args.peers,

@@ -333,19 +333,18 @@ fn remove(repo: &Repo, which: &str) -> anyhow::Result<()> {
 
 async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::Result<()> {
     let settings = super::settings::effective(&args.net)?;
-    let ip = settings.listen_ip();
-    let wanted = settings.start_port();
-    let router = Router::bind(&[ip], wanted, super::settings::PORT_TRIES)
-        .await
-        .with_context(|| format!("listening on {}", SocketAddr::new(ip, wanted)))?;
+    let router = Router::serve(settings.bind_listeners()?);
     let port = router.port();
-    if port != wanted {
-        eprintln!("port {wanted} is taken; listening on {port}");
+    if settings.port != 0 && port != settings.port {
+        eprintln!("port {} is taken; listening on {port}", settings.port);
     }
-    // No DHT node at all when every torrent is private (BEP 27).
+    let addrs: Vec<String> = router.local_addrs().iter().map(|a| a.to_string()).collect();
+    eprintln!("listening for peers on {}", addrs.join(", "));
+    // No DHT node at all when every torrent is private (BEP 27). Its UDP port is the
+    // listeners' when free.
     let public = seeds.iter().any(|s| !s.meta.info.private);
     let dht = match &settings.dht {
-        Some(d) if public => super::magnet::start_dht(d, settings.dht_bind())
+        Some(d) if public => super::magnet::start_dht(d, settings.dht_bind(), Some(port))
             .await?
             .and_then(|j| j.warn_on_failure(enc)),
         _ => None,
@@ -353,9 +352,17 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
     let limit = settings
         .upload_rate_limit
         .map(|r| Arc::new(bittorrent::ratelimit::RateLimiter::new(r)));
-    let reachable = args
-        .announce_addr
-        .or_else(|| (!ip.is_unspecified()).then_some(SocketAddr::new(ip, port)));
+    // Where a magnet's reader can reach us: --announce-addr, else every concrete
+    // address listened on (none for 0.0.0.0 and ::).
+    let reachable: Vec<SocketAddr> = match args.announce_addr {
+        Some(a) => vec![a],
+        None => router
+            .local_addrs()
+            .iter()
+            .filter(|a| !a.ip().is_unspecified())
+            .copied()
+            .collect(),
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut engines = Vec::new();
     let mut boards = Vec::new();
@@ -374,7 +381,7 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
     }
     for (seed, storage) in ready {
         let mut magnet = seed.meta.magnet();
-        magnet.peers.extend(reachable);
+        magnet.peers.extend(reachable.iter().copied());
         let name = seed.meta.info.stored_name.clone();
         match enc {
             Encoding::Json => println!(

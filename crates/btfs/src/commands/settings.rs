@@ -9,20 +9,23 @@
 
 use crate::cli::NetArgs;
 use anyhow::Context;
+use bittorrent::listen::{Listeners, MAX_PORT_FALLBACK_TRIES};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use store::config::{HostPort, MAX_BOOTSTRAP_ENTRIES};
 use store::Repo;
 
-/// How many ports after the chosen one are tried when it is taken.
-pub const PORT_TRIES: u16 = 20;
+// A config the store accepts never lists more addresses than the listeners take.
+const _: () =
+    assert!(store::config::MAX_LISTEN_ADDRESSES == bittorrent::listen::MAX_LISTEN_ADDRESSES);
 
 /// The effective BitTorrent settings of this run.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Addresses to listen on for peers (never empty). See [`Settings::listen_ip`].
+    /// Addresses to listen on for peers (never empty), all with one port.
     pub listen: Vec<IpAddr>,
-    /// The port to listen on, or 0 for a random one of 49152-65535.
+    /// The port to listen on (or the next free of the
+    /// [`MAX_PORT_FALLBACK_TRIES`] after it), or 0 for a random one of 49152-65535.
     pub port: u16,
     /// The DHT, when on.
     pub dht: Option<DhtSettings>,
@@ -48,8 +51,10 @@ pub struct DhtSettings {
     /// `host:port` of nodes to join through; empty: no routers (a torrent's `nodes`, when
     /// `torrent_nodes` allows, or nothing).
     pub bootstrap: Vec<String>,
-    /// UDP port (0: any).
-    pub port: u16,
+    /// UDP port (`--dht-port`; 0: any). `None`: the port the peer listeners have
+    /// (as libtorrent, so one port mapping serves TCP and UDP), or any when that UDP
+    /// port is taken.
+    pub port: Option<u16>,
     /// Whether a torrent's own `nodes` may be joined through when `bootstrap` is empty
     /// (Bittorrent.DHT.TorrentNodes).
     pub torrent_nodes: bool,
@@ -80,10 +85,21 @@ impl DhtOff {
 }
 
 impl Settings {
-    /// The one address the engine and serve's router listen on today: the first of the
-    /// list. (Listening on every address of the list replaces this.)
-    pub fn listen_ip(&self) -> IpAddr {
-        self.listen[0]
+    /// Binds the peer listeners: every address of [`Settings::listen`] with one port, the
+    /// configured one or the next free of the [`MAX_PORT_FALLBACK_TRIES`] after it (a
+    /// random one for port 0). Must run inside a Tokio runtime.
+    pub fn bind_listeners(&self) -> anyhow::Result<Listeners> {
+        Listeners::bind(&self.listen, self.port, MAX_PORT_FALLBACK_TRIES)
+            .with_context(|| format!("listening for peers on {}", self.describe_listen()))
+    }
+
+    /// The addresses and port asked for, for messages (`0.0.0.0, :: port 6881`).
+    pub fn describe_listen(&self) -> String {
+        let ips: Vec<String> = self.listen.iter().map(IpAddr::to_string).collect();
+        match self.port {
+            0 => format!("{} (a random port)", ips.join(", ")),
+            p => format!("{} port {p}", ips.join(", ")),
+        }
     }
 
     /// The IPv4 address of the DHT's UDP socket: the first IPv4 listen address (there is
@@ -98,7 +114,6 @@ impl Settings {
             .unwrap_or(Ipv4Addr::UNSPECIFIED)
     }
 
-    /// A port to start from: the configured one, or a random one of 49152-65535.
     /// Prints a one-line note when the DHT is off although the config and flags want
     /// it (no IPv4 listen address).
     pub fn note_dht_off(&self) {
@@ -116,15 +131,6 @@ impl Settings {
                  empty): add --dht-bootstrap HOST:PORT or set Bittorrent.DHT.Bootstrap"
             }
         }
-    }
-
-    pub fn start_port(&self) -> u16 {
-        if self.port != 0 {
-            return self.port;
-        }
-        let range = bittorrent::engine::DEFAULT_PORT_RANGE;
-        let span = u32::from(range.end() - range.start()) + 1;
-        range.start() + (rand::random::<u32>() % span) as u16
     }
 }
 
@@ -218,7 +224,7 @@ fn dht_settings(
     };
     Ok(Some(DhtSettings {
         bootstrap,
-        port: port.unwrap_or(0),
+        port,
         torrent_nodes: d.torrent_nodes,
         saved_nodes: true,
     }))
@@ -233,7 +239,10 @@ mod tests {
         let cfg = store::Config::default();
         let s = resolve(&cfg, &NetArgs::default()).unwrap();
         assert_eq!(s.port, 6881);
-        assert_eq!(s.listen_ip(), IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(
+            s.listen,
+            [IpAddr::from([0, 0, 0, 0]), IpAddr::from([0u16; 8])]
+        );
         assert_eq!(s.dht.as_ref().unwrap().bootstrap.len(), 4);
         assert!(s.port_mapping && s.upload_rate_limit.is_none());
         assert_eq!((s.max_peers, s.max_connections_per_ip), (50, 1));
@@ -248,7 +257,7 @@ mod tests {
         };
         let s = resolve(&cfg, &flags).unwrap();
         assert_eq!(s.port, 7000);
-        assert_eq!(s.listen_ip(), IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(s.listen, [IpAddr::from([127, 0, 0, 1])]);
         assert_eq!(s.dht.unwrap().bootstrap, ["127.0.0.1:9"]);
         assert_eq!(s.upload_rate_limit, Some(1000));
         assert!(!s.port_mapping);
