@@ -10,6 +10,7 @@
 //! - [`dht`]: the mainline DHT (BEP 5) as a peer source.
 //! - [`tracker`]: HTTP and UDP trackers, scrape, and the BEP 12 announcer.
 //! - [`listen`]: the peer listeners (one port on IPv4 and IPv6) and our global addresses.
+//! - [`ipfilter`]: IP block lists (P2P text, eMule .dat) applied to every peer.
 //! - [`peers`]: the stream of candidate peers that every peer source feeds.
 //! - [`wire`], [`picker`], [`storage`], [`resume`], [`engine`]: the download engine.
 
@@ -20,6 +21,7 @@ pub mod dht;
 pub mod engine;
 pub mod geometry;
 pub mod infohash;
+pub mod ipfilter;
 pub mod listen;
 pub mod magnet;
 pub mod metadata;

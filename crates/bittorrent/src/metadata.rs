@@ -121,8 +121,20 @@ pub async fn fetch(
     info_hash: InfoHash,
     peer_id: [u8; 20],
     port: u16,
+    candidates: PeerStream,
+    timeout: Duration,
+) -> Result<(Vec<u8>, Vec<SocketAddr>), MetadataError> {
+    fetch_filtered(info_hash, peer_id, port, candidates, timeout, None).await
+}
+
+/// [`fetch`], never dialling an address that `filter` blocks.
+pub async fn fetch_filtered(
+    info_hash: InfoHash,
+    peer_id: [u8; 20],
+    port: u16,
     mut candidates: PeerStream,
     timeout: Duration,
+    filter: Option<std::sync::Arc<crate::ipfilter::IpFilter>>,
 ) -> Result<(Vec<u8>, Vec<SocketAddr>), MetadataError> {
     let mut tried: HashSet<SocketAddr> = HashSet::new();
     let mut queue: Vec<SocketAddr> = Vec::new();
@@ -154,7 +166,11 @@ pub async fn fetch(
             }
             c = candidates.next(), if open => match c {
                 Some(c) => {
-                    if tried.insert(c.addr) {
+                    if filter.as_ref().is_some_and(|f| f.check(c.addr.ip())) {
+                        if errors.len() < 64 {
+                            errors.push(format!("{}: blocked by the IP filter", c.addr));
+                        }
+                    } else if tried.insert(c.addr) {
                         queue.push(c.addr);
                     }
                 }

@@ -1,4 +1,6 @@
-//! A token bucket shared by the connections it limits.
+//! A token bucket shared by the connections it limits: uploads (bytes sent) and
+//! downloads (piece data read from peers and web seeds), each with its own limiter,
+//! shared by every torrent given the same one.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,11 @@ impl RateLimiter {
             burst,
             state: std::sync::Mutex::new((burst, Instant::now())),
         }
+    }
+
+    /// The average rate allowed, in bytes per second.
+    pub fn rate(&self) -> u64 {
+        self.rate as u64
     }
 
     /// How long to wait before sending `n` bytes; the bytes are counted at once, so

@@ -7,12 +7,15 @@
 //! [`HANDSHAKE_TIMEOUT`], and at most [`MAX_PENDING_PER_IP`] of them from one IP (its
 //! /64 for IPv6; loopback included): a connection past that is closed at once, so one
 //! address cannot hold every slot. Each torrent's engine then applies its own cap of
-//! connections per IP (`--max-connections-per-ip`, counted per torrent).
+//! connections per IP (`--max-connections-per-ip`, counted per torrent). A
+//! connection from an address the IP filter ([`Router::set_ip_filter`]) blocks is
+//! closed right after it is accepted, before anything is read.
 //!
 //! Locks: `routes` and the pending table are each taken alone, briefly, never across an
 //! `.await`.
 
 use crate::engine::{Incoming, IpKey};
+use crate::ipfilter::IpFilter;
 use crate::listen::{ListenError, Listeners, Listening};
 use crate::wire::Handshake;
 use crate::InfoHash;
@@ -72,11 +75,15 @@ impl Drop for PendingSlot {
     }
 }
 
+/// The IP filter of a router, set once.
+type FilterCell = Arc<std::sync::OnceLock<Arc<IpFilter>>>;
+
 pub struct Router {
     addrs: Vec<SocketAddr>,
     port: u16,
     listening: Listening,
     routes: Arc<Mutex<HashMap<InfoHash, Route>>>,
+    filter: FilterCell,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -108,6 +115,8 @@ impl Router {
         let r = routes.clone();
         let pending = Arc::new(tokio::sync::Semaphore::new(PENDING));
         let per_ip: PendingTable = Arc::default();
+        let filter: FilterCell = Arc::default();
+        let blocks = filter.clone();
         let accept = tokio::spawn(async move {
             loop {
                 let Ok(permit) = pending.clone().acquire_owned().await else {
@@ -122,6 +131,11 @@ impl Router {
                         return;
                     }
                 };
+                if blocks.get().is_some_and(|f| f.check(peer.ip())) {
+                    tracing::debug!(%peer, "inbound connection blocked by the IP filter");
+                    drop(sock);
+                    continue;
+                }
                 let Some(slot) = PendingSlot::take(&per_ip, peer.ip()) else {
                     // Too many handshakes from this IP: closed unread.
                     drop(sock);
@@ -149,6 +163,7 @@ impl Router {
             port,
             listening,
             routes,
+            filter,
             accept,
         }
     }
@@ -161,6 +176,12 @@ impl Router {
     /// The addresses listened on (with [`Router::port`]).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Closes connections from the addresses `filter` blocks from now on (counted in
+    /// its `blocked`). Set once: a later call is refused, returning the filter given.
+    pub fn set_ip_filter(&self, filter: Arc<IpFilter>) -> Result<(), Arc<IpFilter>> {
+        self.filter.set(filter)
     }
 
     /// Routes connections for `info_hash` to the returned [`Incoming`].
@@ -239,5 +260,50 @@ mod tests {
             .expect("routed")
             .expect("open");
         assert_eq!(got.1.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+    }
+
+    /// A connection from a blocked address is closed before its handshake is read,
+    /// counted in the filter; others are routed as before.
+    #[tokio::test]
+    async fn blocked_addresses_are_closed_at_accept() {
+        let router = Router::bind(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], 0, 0)
+            .await
+            .unwrap();
+        let to = router.local_addrs()[0];
+        let filter = Arc::new(crate::ipfilter::IpFilter::from_ranges(
+            vec![(
+                u32::from(Ipv4Addr::new(127, 0, 0, 2)),
+                u32::from(Ipv4Addr::new(127, 0, 0, 2)),
+            )],
+            Vec::new(),
+        ));
+        router.set_ip_filter(filter.clone()).unwrap();
+        assert!(router.set_ip_filter(filter.clone()).is_err(), "set once");
+        let ih = InfoHash([9u8; 20]);
+        let mut incoming = router.register(ih);
+        let hs = Handshake {
+            reserved: crate::wire::our_reserved(),
+            info_hash: ih,
+            peer_id: *b"-TS0001-filter-test-",
+        };
+        let mut blocked = connect_from(Ipv4Addr::new(127, 0, 0, 2), to).await;
+        // Its handshake may or may not be written before the close; it is never routed.
+        let _ = crate::wire::write_handshake(&mut blocked, &hs).await;
+        let mut b = [0u8; 1];
+        let r = tokio::time::timeout(Duration::from_secs(30), blocked.read(&mut b)).await;
+        assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "not closed: {r:?}");
+        assert_eq!(filter.blocked(), 1);
+
+        let mut s = connect_from(Ipv4Addr::new(127, 0, 0, 3), to).await;
+        crate::wire::write_handshake(&mut s, &hs).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(30), incoming.connections.recv())
+            .await
+            .expect("routed")
+            .expect("open");
+        assert_eq!(got.1.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+        assert!(
+            incoming.connections.try_recv().is_err(),
+            "the blocked one was routed"
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! connection attempts in flight, connections per IP) and the keys given to new
 //! connections, with one method per connection event.
 //!
-//! Policy: an inbound connection is admitted only while the torrent has room for
+//! Policy: an inbound connection from an address the IP filter blocks is closed at
+//! once, before its handshake is read; otherwise it is admitted only while the torrent has room for
 //! another peer and its IP has fewer than `max_connections_per_ip` connections and
 //! attempts; a handshaken one is registered under the same checks (a dial refused then
 //! backs off). Peer exchange is taken once per source IP per interval (see
@@ -31,7 +32,7 @@ pub(super) struct Connections {
 impl Connections {
     pub(super) fn new(opts: &Options) -> Self {
         Connections {
-            book: PeerBook::new(),
+            book: PeerBook::with_filter(opts.ip_filter.clone()),
             per_ip: opts.max_connections_per_ip.max(1),
             max_peers: opts.max_peers,
             next_key: 1,
@@ -101,6 +102,10 @@ impl Connections {
         addr: SocketAddr,
         hs: Option<wire::Handshake>,
     ) {
+        if shared.blocks(addr.ip()) {
+            tracing::debug!(%addr, "inbound connection blocked by the IP filter");
+            return;
+        }
         let admit = {
             let st = shared.lock();
             st.peers.len() + self.book.attempts_total() < self.max_peers

@@ -110,6 +110,12 @@ pub struct Options {
     pub incoming: Option<Incoming>,
     /// Limits what we upload (shared with other torrents when the same limiter is given).
     pub upload_limit: Option<Arc<crate::ratelimit::RateLimiter>>,
+    /// Limits the piece data we read from peers and web seeds (shared with other
+    /// torrents when the same limiter is given).
+    pub download_limit: Option<Arc<crate::ratelimit::RateLimiter>>,
+    /// Addresses never dialled nor accepted, and left out of web seeds' resolved
+    /// addresses (see [`crate::ipfilter`]).
+    pub ip_filter: Option<Arc<crate::ipfilter::IpFilter>>,
 }
 
 /// Inbound connections for one torrent from a listener shared by several (see
@@ -152,6 +158,8 @@ impl Options {
             trust_complete: false,
             incoming: None,
             upload_limit: None,
+            download_limit: None,
+            ip_filter: None,
             detail: false,
         }
     }
@@ -188,6 +196,9 @@ pub struct Stats {
     pub seeds: usize,
     pub hash_failures: u32,
     pub banned: usize,
+    /// Peer addresses, connections and web seed addresses turned away by the IP filter
+    /// ([`Options::ip_filter`]) for this torrent.
+    pub blocked: u64,
     /// Bytes of pieces received from web seeds (also counted in `downloaded`).
     pub web_seed_bytes: u64,
     /// Web seeds in use (not dropped).
@@ -397,6 +408,11 @@ struct Shared {
     listen_port: u16,
     storage: Arc<dyn Storage>,
     upload_limit: Option<Arc<crate::ratelimit::RateLimiter>>,
+    download_limit: Option<Arc<crate::ratelimit::RateLimiter>>,
+    ip_filter: Option<Arc<crate::ipfilter::IpFilter>>,
+    /// Turned away by the IP filter outside the peer book (dials, inbound connections,
+    /// web seed addresses).
+    blocked: Arc<std::sync::atomic::AtomicU64>,
     state: Mutex<State>,
     events: mpsc::UnboundedSender<Event>,
     hashers: Arc<Semaphore>,
@@ -423,6 +439,16 @@ impl Shared {
 
     fn piece_hash(&self, i: u32) -> [u8; 20] {
         self.meta.info.pieces[i as usize]
+    }
+
+    /// Whether the IP filter blocks `ip` (counted as blocked for this torrent).
+    fn blocks(&self, ip: IpAddr) -> bool {
+        let blocked = self.ip_filter.as_ref().is_some_and(|f| f.check(ip));
+        if blocked {
+            self.blocked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        blocked
     }
 
     fn backlogged(&self) -> bool {
@@ -460,6 +486,11 @@ pub struct Summary {
     /// Why the download stopped before completion, when it stopped by itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
+}
+
+/// What the IP filter turned away for this torrent.
+fn blocked_count(shared: &Shared, conns: &Connections) -> u64 {
+    conns.book.blocked_count() + shared.blocked.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Connections with `ip` (its /64 for IPv6) established now.
@@ -619,7 +650,18 @@ fn start_webseeds(
         .user_agent(opts.tracker.user_agent.clone())
         .connect_timeout(opts.webseed_timeout)
         .read_timeout(opts.webseed_timeout)
-        .redirect(reqwest::redirect::Policy::limited(5))
+        .redirect(webseed::redirect_policy(
+            opts.ip_filter.clone(),
+            shared.blocked.clone(),
+        ));
+    let client = match &opts.ip_filter {
+        Some(filter) => client.dns_resolver(Arc::new(webseed::FilteredResolver {
+            filter: filter.clone(),
+            blocked: shared.blocked.clone(),
+        })),
+        None => client,
+    };
+    let client = client
         .build()
         .map_err(|e| EngineError::Other(format!("cannot set up the HTTP client: {e}")))?;
     Ok((0..seeds)
@@ -692,6 +734,9 @@ pub async fn run(
         listen_port,
         storage: storage.clone(),
         upload_limit: opts.upload_limit.clone(),
+        download_limit: opts.download_limit.clone(),
+        ip_filter: opts.ip_filter.clone(),
+        blocked: Arc::default(),
         state: Mutex::new(State {
             picker,
             buffers: HashMap::new(),
@@ -926,7 +971,7 @@ pub async fn run(
                         break;
                     }
                 }
-                update_rates(&mut st, dt);
+                update_rates(&mut st, dt, shared.download_limit.as_ref().map(|l| l.rate()));
                 expire_requests(&mut st, now);
                 if !shared.backlogged() {
                     fill_all_requests(&mut st, now);
@@ -948,6 +993,7 @@ pub async fn run(
                     s.listen_port = listen_port;
                     s.hash_failures = hash_failures;
                     s.banned = conns.book.banned_count();
+                    s.blocked = blocked_count(&shared, &conns);
                     s.elapsed = started.elapsed().as_secs_f64();
                     if want_detail {
                         s.detail = Some(detail(&st, tracker_board.as_ref()));
@@ -1005,6 +1051,7 @@ pub async fn run(
             s.listen_port = listen_port;
             s.hash_failures = hash_failures;
             s.banned = conns.book.banned_count();
+            s.blocked = blocked_count(&shared, &conns);
             s.elapsed = started.elapsed().as_secs_f64();
             if want_detail {
                 s.detail = Some(detail(&st, tracker_board.as_ref()));
@@ -1133,8 +1180,12 @@ fn nothing_left(st: &State, book: &PeerBook) -> Option<String> {
     })
 }
 
-/// Each peer's rates over the last `dt` seconds, and its pipeline depth.
-fn update_rates(st: &mut State, dt: f64) {
+/// Each peer's rates over the last `dt` seconds, and its pipeline depth: under a
+/// download limit of `limit` bytes/s, no deeper than a few seconds of the limit shared
+/// among the peers, so requests do not wait in line long enough to time out.
+fn update_rates(st: &mut State, dt: f64, limit: Option<u64>) {
+    let peers = st.peers.len().max(1) as u64;
+    let cap = limit.map(|r| (r * 3 / u64::from(wire::BLOCK_SIZE) / peers).max(4) as usize);
     for p in st.peers.values_mut() {
         p.down_rate = p.down_rate * 0.5 + (p.down_bytes as f64 / dt) * 0.5;
         p.up_rate = p.up_rate * 0.5 + (p.up_bytes as f64 / dt) * 0.5;
@@ -1144,6 +1195,9 @@ fn update_rates(st: &mut State, dt: f64) {
         // answer still fills the pipe, so the rate can grow.
         let want = (p.down_rate * 3.0 / f64::from(wire::BLOCK_SIZE)) as usize;
         p.depth = want.clamp(64, p.reqq.clamp(64, 1000));
+        if let Some(cap) = cap {
+            p.depth = p.depth.min(cap);
+        }
     }
 }
 

@@ -56,6 +56,12 @@ fn ours(sh: &Shared) -> Handshake {
 
 /// Outgoing: connect, send our handshake, check theirs.
 pub(super) async fn connect(sh: &Shared, addr: SocketAddr) -> io::Result<(TcpStream, Handshake)> {
+    if sh.blocks(addr.ip()) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "blocked by the IP filter",
+        ));
+    }
     let mut sock = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -336,6 +342,11 @@ async fn reader(
                 Ok(Err(e)) => break e.to_string(),
                 Ok(Ok(m)) => m,
             };
+        // The download limit: piece data waits here, so the socket is not read meanwhile
+        // and the peer's sending slows to what we take.
+        if let (Some(limit), Message::Piece { data, .. }) = (&sh.download_limit, &msg) {
+            limit.acquire(data.len() as u64).await;
+        }
         if let Err(why) = handle(&sh, key, msg, &up_tx) {
             let _ = sh.events.send(Event::Misbehaved(key, why));
             return;

@@ -8,12 +8,19 @@
 //! the reason in the log; a 404 for one file only stops asking it for that file; 503 and
 //! 429 honour `Retry-After`; other failures back off. Memory per seed is one run
 //! ([`RUN_BYTES`]).
+//!
+//! The IP filter applies to the addresses a seed's host resolves to (blocked ones are
+//! left out; a host with none left fails) and to hosts given as literal addresses, in
+//! the URL or in a redirect: a seed with no address left is dropped, saying so. The
+//! download limit paces the body as it is read.
 
 use super::{PieceBuf, Sender, Shared, State};
+use crate::ipfilter::IpFilter;
 use crate::picker::PeerKey;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,6 +109,104 @@ pub fn file_url(base: &str, meta: &crate::Metainfo, file: usize) -> String {
     }
 }
 
+/// Most redirects followed for one request.
+const MAX_REDIRECTS: usize = 5;
+
+/// A web seed host none of whose addresses the IP filter lets through.
+#[derive(Debug, thiserror::Error)]
+#[error("every address of {host} is blocked by the IP filter")]
+pub(super) struct AllBlocked {
+    host: String,
+}
+
+/// Resolves web seed hosts, leaving out the addresses the IP filter blocks (each
+/// counted in `blocked`).
+pub(super) struct FilteredResolver {
+    pub filter: Arc<IpFilter>,
+    pub blocked: Arc<AtomicU64>,
+}
+
+impl reqwest::dns::Resolve for FilteredResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let (filter, blocked) = (self.filter.clone(), self.blocked.clone());
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = found
+                .iter()
+                .copied()
+                .filter(|a| {
+                    let no = filter.check(a.ip());
+                    if no {
+                        blocked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    !no
+                })
+                .collect();
+            if allowed.is_empty() && !found.is_empty() {
+                return Err(
+                    Box::new(AllBlocked { host }) as Box<dyn std::error::Error + Send + Sync>
+                );
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The address a URL's host is written as, if it is one.
+fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+    let host = url.host_str()?;
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// Follows up to [`MAX_REDIRECTS`] redirects, none to an address the filter blocks.
+pub(super) fn redirect_policy(
+    filter: Option<Arc<IpFilter>>,
+    blocked: Arc<AtomicU64>,
+) -> reqwest::redirect::Policy {
+    let Some(filter) = filter else {
+        return reqwest::redirect::Policy::limited(MAX_REDIRECTS);
+    };
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error("too many redirects");
+        }
+        match literal_ip(attempt.url()) {
+            Some(ip) if filter.check(ip) => {
+                blocked.fetch_add(1, Ordering::Relaxed);
+                attempt.error(AllBlocked {
+                    host: ip.to_string(),
+                })
+            }
+            _ => attempt.follow(),
+        }
+    })
+}
+
+/// The IP filter's refusal somewhere in an HTTP error's chain of causes, if any.
+fn blocked_cause(e: &reqwest::Error) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(b) = c.downcast_ref::<AllBlocked>() {
+            return Some(b.to_string());
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// Drops web seed `index` for good.
+fn drop_seed(sh: &Shared, index: usize, why: String) {
+    if let Some(ws) = sh.lock().webseeds.get_mut(index) {
+        tracing::warn!(url = ws.url, reason = why, "web seed dropped");
+        ws.disabled = Some(why);
+    }
+}
+
 enum Failure {
     /// The file is not on this seed.
     NotFound(usize),
@@ -125,6 +230,12 @@ pub(super) async fn worker(sh: Arc<Shared>, index: usize, client: reqwest::Clien
         Some(m) => m,
         None => return,
     };
+    if let Some(ip) = reqwest::Url::parse(&url).ok().as_ref().and_then(literal_ip) {
+        if sh.blocks(ip) {
+            drop_seed(&sh, index, format!("{ip} is blocked by the IP filter"));
+            return;
+        }
+    }
     let mut cursor = 0u32;
     loop {
         if sh.lock().picker.is_complete() {
@@ -182,8 +293,8 @@ pub(super) async fn worker(sh: Arc<Shared>, index: usize, client: reqwest::Clien
                 }
                 Err(Failure::RetryAfter(d)) => Some(d),
                 Err(Failure::Fatal(why)) => {
-                    tracing::warn!(url = ws.url, reason = why, "web seed dropped");
-                    ws.disabled = Some(why);
+                    drop(st);
+                    drop_seed(&sh, index, why);
                     return;
                 }
                 Err(Failure::Transient(why)) => {
@@ -265,7 +376,9 @@ async fn fetch_run(
             .send()
             .await
             .map_err(|e| {
-                if e.is_redirect() {
+                if let Some(why) = blocked_cause(&e) {
+                    Failure::Fatal(why)
+                } else if e.is_redirect() {
                     Failure::Fatal(format!("redirects too often ({e})"))
                 } else {
                     Failure::Transient(e.to_string())
@@ -296,6 +409,9 @@ async fn fetch_run(
                 Ok(None) => return Err(Failure::Transient("the body ended early".into())),
                 Err(e) => return Err(Failure::Transient(e.to_string())),
             };
+            if let Some(limit) = &sh.download_limit {
+                limit.acquire(chunk.len() as u64).await;
+            }
             // Only what was asked for; a 200 body goes on past it and is dropped.
             let mut data = &chunk[..chunk.len().min(left as usize)];
             while !data.is_empty() {

@@ -27,6 +27,8 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let settings = super::settings::effective(&args.net)?;
+    // Before anything reaches the network: a list that does not parse stops here.
+    let ip_filter = load_ip_filter(settings.ip_filter.as_deref())?;
     let mut extra_peers = args.peers.clone();
     // The DHT node starts for a magnet at once (it may be the only source of the
     // metadata), for a .torrent once it is known not to be private (BEP 27).
@@ -193,6 +195,10 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         .upload_rate_limit
         .map(|r| Arc::new(bittorrent::ratelimit::RateLimiter::new(r)));
     opts.detail = args.progress_detail;
+    opts.ip_filter = ip_filter;
+    opts.download_limit = settings
+        .download_rate_limit
+        .map(|r| Arc::new(bittorrent::ratelimit::RateLimiter::new(r)));
     opts.dht = torrent_dht(&runtime, &meta, &settings, magnet_dht, enc, listen_port)?;
     if let (true, Some(d)) = (opts.dht.is_some(), super::magnet::dht_interval_override()) {
         opts.dht_interval = d;
@@ -286,6 +292,12 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
             println!("{v}");
         }
         Encoding::Text => {
+            if s.blocked > 0 {
+                println!(
+                    "IP filter: blocked {} peer address(es) and connection(s)",
+                    s.blocked
+                );
+            }
             if summary.complete {
                 let saved = (!working).then(|| save_path.display().to_string());
                 println!(
@@ -562,6 +574,15 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
+/// The block list at `path`, if one is given; a list that does not parse is an error
+/// naming the line.
+pub fn load_ip_filter(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Arc<bittorrent::ipfilter::IpFilter>>> {
+    let Some(path) = path else { return Ok(None) };
+    Ok(Some(Arc::new(bittorrent::ipfilter::IpFilter::load(path)?)))
+}
+
 fn eta(s: &Stats) -> String {
     let left = s.bytes_wanted.saturating_sub(s.bytes_have);
     if left == 0 {
@@ -586,7 +607,7 @@ fn line(s: &Stats) -> String {
         _ => "",
     };
     format!(
-        "{phase}{pct:5.1}%  {} / {}  pieces {}/{}  down {}/s  up {}/s  peers {} ({} seeds){}  ETA {}",
+        "{phase}{pct:5.1}%  {} / {}  pieces {}/{}  down {}/s  up {}/s  peers {} ({} seeds){}{}  ETA {}",
         human_size(s.bytes_have),
         human_size(s.bytes_wanted),
         s.pieces_have,
@@ -597,6 +618,11 @@ fn line(s: &Stats) -> String {
         s.seeds,
         if s.web_seeds > 0 {
             format!(" web seeds {}", s.web_seeds)
+        } else {
+            String::new()
+        },
+        if s.blocked > 0 {
+            format!("  blocked {}", s.blocked)
         } else {
             String::new()
         },

@@ -333,7 +333,11 @@ fn remove(repo: &Repo, which: &str) -> anyhow::Result<()> {
 
 async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::Result<()> {
     let settings = super::settings::effective(&args.net)?;
+    let ip_filter = super::download::load_ip_filter(settings.ip_filter.as_deref())?;
     let router = Router::serve(settings.bind_listeners()?);
+    if let Some(f) = &ip_filter {
+        let _ = router.set_ip_filter(f.clone());
+    }
     let port = router.port();
     if settings.port != 0 && port != settings.port {
         eprintln!("port {} is taken; listening on {port}", settings.port);
@@ -409,6 +413,7 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
             dht.clone()
         };
         opts.upload_limit = limit.clone();
+        opts.ip_filter = ip_filter.clone();
         opts.max_connections_per_ip = settings.max_connections_per_ip.max(1);
         opts.max_peers = settings.max_peers.max(1);
         let (stats_tx, stats_rx) = watch::channel(Stats::default());
@@ -472,6 +477,12 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
             }
             Encoding::Text => eprintln!("{}: uploaded {}", clean(&name), human_size(s.uploaded)),
         }
+    }
+    if let Some(f) = &ip_filter {
+        eprintln!(
+            "IP filter: blocked {} connection(s) and peer address(es)",
+            f.blocked()
+        );
     }
     if !failed.is_empty() {
         bail!("{}", failed.join("; "));

@@ -14,8 +14,11 @@
                                                     with PEER "-" from the torrent's web
                                                     seeds; prints "done" when complete
 
-Every session binds 127.0.0.1 only, with LSD, UPnP and NAT-PMP off, and DHT off unless
-the environment variable LT_DHT names a bootstrap node (HOST:PORT) on 127.0.0.1.
+Every session binds 127.0.0.1 only (or the loopback address the environment variable
+LT_IP names, such as 127.0.0.2, for listening and dialling; LT_LISTEN, such as [::1],
+overrides where it listens), with LSD, UPnP and NAT-PMP
+off, and DHT off unless the environment variable LT_DHT names a bootstrap node
+(HOST:PORT) on 127.0.0.1.
 
   lt.py dht-node PORT                               a DHT-only node on 127.0.0.1:PORT
 """
@@ -53,8 +56,10 @@ def info(path):
 
 def session(port=0, dht=None):
     dht = dht if dht is not None else os.environ.get("LT_DHT", "")
-    # LT_LISTEN: the address to listen on, e.g. "[::1]" for IPv6 only.
-    host = os.environ.get("LT_LISTEN", "127.0.0.1")
+    # LT_LISTEN: the address to listen on, e.g. "[::1]" for IPv6 only; LT_IP: a
+    # loopback address such as 127.0.0.2 to listen on and dial from.
+    ip = os.environ.get("LT_IP", "127.0.0.1")
+    host = os.environ.get("LT_LISTEN", ip)
     settings = {
         "listen_interfaces": "%s:%d" % (host, int(port)),
         "allow_multiple_connections_per_ip": True,
@@ -69,6 +74,8 @@ def session(port=0, dht=None):
         "enable_natpmp": False,
         "alert_mask": lt.alert.category_t.status_notification,
     }
+    if "LT_IP" in os.environ:
+        settings["outgoing_interfaces"] = ip
     if dht:
         settings.update({
             "enable_dht": True,

@@ -1,0 +1,54 @@
+//! IP block lists (P2P text, eMule .dat, detected): never panics; in a list that
+//! parses, both ends of every range line are blocked, and an address between two ranges
+//! is blocked exactly when a range holds it.
+
+#![no_main]
+
+use bittorrent::ipfilter::{parse_dat, parse_p2p, Format, IpFilter, Range};
+use libfuzzer_sys::fuzz_target;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+fn ends(r: Range) -> [IpAddr; 2] {
+    match r {
+        Range::V4(a, b) => [Ipv4Addr::from(a).into(), Ipv4Addr::from(b).into()],
+        Range::V6(a, b) => [Ipv6Addr::from(a).into(), Ipv6Addr::from(b).into()],
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    for format in [Format::P2p, Format::Dat] {
+        let Ok(filter) = IpFilter::parse("fuzz", Some(format), data) else {
+            continue;
+        };
+        let mut v4 = Vec::new();
+        for (i, line) in data.split(|&c| c == b'\n').enumerate() {
+            let line = match i {
+                0 => line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line),
+                _ => line,
+            };
+            let line = line.trim_ascii();
+            if line.is_empty() || line.starts_with(b"#") || line.starts_with(b"//") {
+                continue;
+            }
+            let parsed = match format {
+                Format::P2p => parse_p2p(line),
+                Format::Dat => parse_dat(line),
+            };
+            if let Ok(Some(r)) = parsed {
+                for ip in ends(r) {
+                    assert!(filter.is_blocked(ip), "{ip} of {line:?} not blocked");
+                }
+                if let Range::V4(a, b) = r {
+                    v4.push((a, b));
+                }
+            }
+        }
+        // Just past each IPv4 range: blocked only when another range holds it.
+        for &(_, b) in &v4 {
+            let Some(x) = b.checked_add(1) else { continue };
+            let want = v4.iter().any(|&(s, e)| s <= x && x <= e);
+            assert_eq!(filter.is_blocked(Ipv4Addr::from(x).into()), want);
+        }
+    }
+    let _ = IpFilter::parse("fuzz", None, data);
+});
