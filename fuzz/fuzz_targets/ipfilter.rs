@@ -1,12 +1,17 @@
 //! IP block lists (P2P text, eMule .dat, detected): never panics; in a list that
-//! parses, both ends of every range line are blocked, and an address between two ranges
-//! is blocked exactly when a range holds it.
+//! parses, both ends of every range line are blocked, and an IPv4 address just past a
+//! range is blocked exactly when a range holds it (an IPv4 range, or the mapped part
+//! of an IPv6 one).
 
 #![no_main]
 
 use bittorrent::ipfilter::{parse_dat, parse_p2p, Format, IpFilter, Range};
 use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// `::ffff:0:0/96`, the IPv4-mapped IPv6 addresses.
+const MAPPED_FIRST: u128 = 0xffff_0000_0000;
+const MAPPED_LAST: u128 = 0xffff_ffff_ffff;
 
 fn ends(r: Range) -> [IpAddr; 2] {
     match r {
@@ -38,8 +43,14 @@ fuzz_target!(|data: &[u8]| {
                 for ip in ends(r) {
                     assert!(filter.is_blocked(ip), "{ip} of {line:?} not blocked");
                 }
-                if let Range::V4(a, b) = r {
-                    v4.push((a, b));
+                match r {
+                    Range::V4(a, b) => v4.push((a, b)),
+                    // The part inside ::ffff:0:0/96 blocks IPv4 addresses.
+                    Range::V6(a, b) if b >= MAPPED_FIRST && a <= MAPPED_LAST => {
+                        let (lo, hi) = (a.max(MAPPED_FIRST), b.min(MAPPED_LAST));
+                        v4.push(((lo - MAPPED_FIRST) as u32, (hi - MAPPED_FIRST) as u32));
+                    }
+                    Range::V6(..) => {}
                 }
             }
         }

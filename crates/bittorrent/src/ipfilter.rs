@@ -9,20 +9,35 @@
 //!   with a higher level is not blocked, as eMule and qBittorrent read it.
 //!
 //! Both take IPv4 (octets with leading zeros, as real lists write them) and IPv6
-//! ranges; IPv4-mapped IPv6 addresses count as IPv4. The format is chosen by the file's
+//! ranges. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) count as IPv4: a lookup of one
+//! is a lookup of its IPv4 address, and the part of an IPv6 range inside
+//! `::ffff:0:0/96` goes to the IPv4 table at load (so `::-::ffff:255.255.255.255` is an
+//! IPv6 range that also blocks every IPv4 address). The format is chosen by the file's
 //! extension (`.p2p`, `.dat`), otherwise from the first range line: eMule's when it is
 //! `FIRST - LAST` before any `,`, P2P's otherwise.
 //!
 //! Policy: a file that does not parse is refused whole, naming the line and its text
-//! (clipped); nothing is half-applied. Bounded: at most [`MAX_FILTER_FILE_SIZE`] bytes,
-//! lines of at most [`MAX_LINE_LEN`] bytes, at most [`MAX_FILTER_RANGES`] ranges. Ranges
-//! are sorted and merged at load; a lookup is a binary search. The filter is immutable
-//! once built and shared as an `Arc` (no lock); its `blocked` counter is atomic.
+//! (clipped); nothing is half-applied. qBittorrent instead skips a bad line, logs
+//! "IP filter line N is malformed" and applies the rest. btfs refuses because a
+//! block list is a safety setting: a list that only partly applies (a wrong file, a
+//! truncated download, a format misread from the first line) would leave addresses
+//! open that the user believes blocked, with nothing but a log line to say so; a whole
+//! refusal with the line number is seen at once and fixed in the file.
+//!
+//! Bounded: at most [`MAX_FILTER_FILE_SIZE`] bytes, lines of at most [`MAX_LINE_LEN`]
+//! bytes, at most [`MAX_FILTER_RANGES`] range lines (an IPv6 line split around the
+//! mapped block adds at most two table entries). Ranges are sorted and merged in place
+//! at load; a lookup is a binary search. The filter is immutable once built and shared
+//! as an `Arc`. What it turned away is kept as a [`BlockedSet`] of distinct addresses
+//! (at most [`MAX_BLOCKED_TRACKED`]), one for the filter and one per user of it
+//! ([`FilterScope`], a torrent); each set has its own mutex, taken alone and only when
+//! an address is blocked.
 
+use std::collections::HashSet;
 use std::io::{self, BufRead, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Largest filter file read (typical lists are 10–30 MiB).
 pub const MAX_FILTER_FILE_SIZE: u64 = 256 << 20;
@@ -32,6 +47,13 @@ pub const MAX_FILTER_RANGES: usize = 2_000_000;
 pub const MAX_LINE_LEN: usize = 4096;
 /// Characters of a bad line shown in an error.
 const SHOWN_CHARS: usize = 60;
+/// Longest text of an address (an IPv6 address with an IPv4 tail), in bytes.
+const MAX_ADDR_LEN: usize = 45;
+/// Most distinct blocked addresses a [`BlockedSet`] holds; its count stops there.
+pub const MAX_BLOCKED_TRACKED: usize = 16_384;
+/// `::ffff:0:0/96`, the IPv4-mapped IPv6 addresses.
+const MAPPED_FIRST: u128 = 0xffff_0000_0000;
+const MAPPED_LAST: u128 = 0xffff_ffff_ffff;
 
 /// A block-list format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,13 +122,67 @@ pub enum Range {
     V6(u128, u128),
 }
 
-/// A block list: sorted, non-overlapping ranges of each family, and how many addresses
-/// it turned away.
+/// Distinct addresses turned away (IPv4-mapped ones as IPv4), at most
+/// [`MAX_BLOCKED_TRACKED`]: an address offered or connecting again is not counted again,
+/// and past the bound the count stays at it.
+#[derive(Debug, Default)]
+pub struct BlockedSet {
+    seen: Mutex<HashSet<IpAddr>>,
+}
+
+impl BlockedSet {
+    /// Remembers `ip` as blocked.
+    pub fn record(&self, ip: IpAddr) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() < MAX_BLOCKED_TRACKED {
+            seen.insert(ip.to_canonical());
+        }
+    }
+
+    /// Distinct addresses blocked so far (at most [`MAX_BLOCKED_TRACKED`]).
+    pub fn count(&self) -> u64 {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).len() as u64
+    }
+}
+
+/// A block list: sorted, non-overlapping ranges of each family, and the distinct
+/// addresses it turned away.
 #[derive(Debug, Default)]
 pub struct IpFilter {
     v4: Vec<(u32, u32)>,
     v6: Vec<(u128, u128)>,
-    blocked: AtomicU64,
+    blocked: BlockedSet,
+}
+
+/// A filter as one of its users (a torrent) applies it: what it blocks is counted both
+/// in the filter's set and in this user's own.
+#[derive(Debug, Clone)]
+pub struct FilterScope {
+    filter: Arc<IpFilter>,
+    blocked: Arc<BlockedSet>,
+}
+
+impl FilterScope {
+    pub fn new(filter: Arc<IpFilter>) -> Self {
+        FilterScope {
+            filter,
+            blocked: Arc::default(),
+        }
+    }
+
+    /// Whether `ip` is blocked, remembered in both sets when it is.
+    pub fn check(&self, ip: IpAddr) -> bool {
+        let blocked = self.filter.check(ip);
+        if blocked {
+            self.blocked.record(ip);
+        }
+        blocked
+    }
+
+    /// Distinct addresses this user turned away (at most [`MAX_BLOCKED_TRACKED`]).
+    pub fn blocked(&self) -> u64 {
+        self.blocked.count()
+    }
 }
 
 impl IpFilter {
@@ -207,12 +283,16 @@ impl IpFilter {
         Ok(IpFilter::from_ranges(v4, v6))
     }
 
-    /// A filter of these ranges (in any order, overlapping or not).
-    pub fn from_ranges(v4: Vec<(u32, u32)>, v6: Vec<(u128, u128)>) -> IpFilter {
+    /// A filter of these ranges (in any order, overlapping or not); the parts of IPv6
+    /// ranges inside `::ffff:0:0/96` go to the IPv4 table.
+    pub fn from_ranges(mut v4: Vec<(u32, u32)>, mut v6: Vec<(u128, u128)>) -> IpFilter {
+        split_mapped(&mut v4, &mut v6);
+        merge(&mut v4);
+        merge(&mut v6);
         IpFilter {
-            v4: merge(v4),
-            v6: merge(v6),
-            blocked: AtomicU64::new(0),
+            v4,
+            v6,
+            blocked: BlockedSet::default(),
         }
     }
 
@@ -224,19 +304,19 @@ impl IpFilter {
         }
     }
 
-    /// Like [`IpFilter::is_blocked`], and counts the address when it is blocked: for
-    /// each connection or address turned away.
+    /// Like [`IpFilter::is_blocked`], and remembers the address when it is blocked.
     pub fn check(&self, ip: IpAddr) -> bool {
         let blocked = self.is_blocked(ip);
         if blocked {
-            self.blocked.fetch_add(1, Ordering::Relaxed);
+            self.blocked.record(ip);
         }
         blocked
     }
 
-    /// Addresses and connections turned away so far.
+    /// Distinct addresses turned away so far by any user of the filter (at most
+    /// [`MAX_BLOCKED_TRACKED`]).
     pub fn blocked(&self) -> u64 {
-        self.blocked.load(Ordering::Relaxed)
+        self.blocked.count()
     }
 
     /// Ranges after merging (IPv4, IPv6).
@@ -249,18 +329,51 @@ impl IpFilter {
     }
 }
 
-/// Sorts ranges and merges those that overlap or touch.
-fn merge<T: Copy + Ord + num::Step>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
-    ranges.sort_unstable();
-    let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
-    for (a, b) in ranges {
-        match out.last_mut() {
-            Some(last) if a <= last.1.next_or_max() => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
+/// Moves the parts of IPv6 ranges inside `::ffff:0:0/96` to the IPv4 table (lookups
+/// of mapped addresses go there); what lies outside stays IPv6, split in two when the
+/// range runs past both ends of the mapped block.
+fn split_mapped(v4: &mut Vec<(u32, u32)>, v6: &mut Vec<(u128, u128)>) {
+    let n = v6.len();
+    let mut i = 0;
+    let mut kept = 0;
+    while i < n {
+        let (a, b) = v6[i];
+        i += 1;
+        if b < MAPPED_FIRST || a > MAPPED_LAST {
+            v6[kept] = (a, b);
+            kept += 1;
+            continue;
+        }
+        let (lo, hi) = (a.max(MAPPED_FIRST), b.min(MAPPED_LAST));
+        v4.push(((lo - MAPPED_FIRST) as u32, (hi - MAPPED_FIRST) as u32));
+        if a < MAPPED_FIRST {
+            v6[kept] = (a, MAPPED_FIRST - 1);
+            kept += 1;
+        }
+        if b > MAPPED_LAST {
+            // Appended past the ones still to read; moved down below.
+            v6.push((MAPPED_LAST + 1, b));
         }
     }
-    out.shrink_to_fit();
-    out
+    // Drop the ranges read (and the moved ones), keeping the appended tails.
+    v6.drain(kept..n);
+}
+
+/// Sorts ranges and merges those that overlap or touch, in place.
+fn merge<T: Copy + Ord + num::Step>(ranges: &mut Vec<(T, T)>) {
+    ranges.sort_unstable();
+    let mut w = 0usize;
+    for r in 0..ranges.len() {
+        let (a, b) = ranges[r];
+        if w > 0 && a <= ranges[w - 1].1.next_or_max() {
+            ranges[w - 1].1 = ranges[w - 1].1.max(b);
+        } else {
+            ranges[w] = (a, b);
+            w += 1;
+        }
+    }
+    ranges.truncate(w);
+    ranges.shrink_to_fit();
 }
 
 fn contains<T: Copy + Ord>(ranges: &[(T, T)], x: T) -> bool {
@@ -334,23 +447,43 @@ pub fn parse_p2p(line: &[u8]) -> Result<Option<Range>, LineError> {
     let first = match parse_addr(head) {
         // No description.
         Some(a) => a,
-        None => head
-            .iter()
-            .enumerate()
-            .filter(|(_, &c)| c == b':')
-            .find_map(|(i, _)| parse_addr(&head[i + 1..]))
-            .ok_or(if head.contains(&b':') {
-                LineError::BadFirst
-            } else {
-                LineError::NotARange
-            })?,
+        None => {
+            // Only colons whose tail is short enough to be an address are tried, so a
+            // long line of colons costs one pass, not one parse per colon. Skipping
+            // the blanks after each colon stops at the next colon: one pass in all.
+            let head = head.trim_ascii_end();
+            head.iter()
+                .enumerate()
+                .filter(|(_, &c)| c == b':')
+                .find_map(|(i, _)| {
+                    let rest = head[i + 1..].trim_ascii_start();
+                    (rest.len() <= MAX_ADDR_LEN)
+                        .then(|| parse_addr(rest))
+                        .flatten()
+                })
+                .ok_or(if head.contains(&b':') {
+                    LineError::BadFirst
+                } else {
+                    LineError::NotARange
+                })?
+        }
     };
     let last = parse_addr(tail).ok_or(LineError::BadLast)?;
     make_range(first, last).map(Some)
 }
 
+/// The range `first`–`last`: IPv4 when both are IPv4 (IPv4-mapped IPv6 counted as
+/// IPv4), IPv6 when both are written as IPv6 and not both mapped (the mapped part is
+/// moved to the IPv4 table at load), an error when one is IPv4 and the other a plain
+/// IPv6 address.
 fn make_range(first: IpAddr, last: IpAddr) -> Result<Range, LineError> {
-    match (first.to_canonical(), last.to_canonical()) {
+    let both_v6 = first.is_ipv6() && last.is_ipv6();
+    let (first, last) = match (first.to_canonical(), last.to_canonical()) {
+        (a @ IpAddr::V4(_), b @ IpAddr::V4(_)) => (a, b),
+        _ if both_v6 => (first, last),
+        pair => pair,
+    };
+    match (first, last) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
             let (a, b) = (u32::from(a), u32::from(b));
             if a > b {
@@ -376,7 +509,7 @@ pub fn parse_addr(s: &[u8]) -> Option<IpAddr> {
     if let Some(v4) = parse_v4(s) {
         return Some(IpAddr::V4(v4));
     }
-    if s.is_empty() || s.len() > 45 || !s.contains(&b':') {
+    if s.is_empty() || s.len() > MAX_ADDR_LEN || !s.contains(&b':') {
         return None;
     }
     std::str::from_utf8(s)

@@ -27,6 +27,18 @@ impl RateLimiter {
         self.rate as u64
     }
 
+    /// How long the bytes already taken keep the bucket in debt: the wait a new taker
+    /// would have before its first byte.
+    pub fn backlog(&self) -> Duration {
+        let s = self.state.lock().expect("rate limiter");
+        let tokens = s.0 + Instant::now().duration_since(s.1).as_secs_f64() * self.rate;
+        if tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::try_from_secs_f64(-tokens / self.rate).unwrap_or(Duration::MAX)
+        }
+    }
+
     /// How long to wait before sending `n` bytes; the bytes are counted at once, so
     /// callers queue up fairly behind each other.
     pub fn reserve(&self, n: u64) -> Duration {
@@ -66,5 +78,10 @@ mod tests {
         );
         let w2 = r.reserve(1 << 20);
         assert!(w2 > Duration::from_millis(1900), "{w2:?}");
+        // The debt as a new taker sees it, without taking anything.
+        let b = r.backlog();
+        assert!(b > Duration::from_millis(1800) && b <= w2, "{b:?}");
+        assert!(r.backlog() <= b);
+        assert_eq!(RateLimiter::new(1 << 20).backlog(), Duration::ZERO);
     }
 }

@@ -20,7 +20,9 @@
 //!   on the command line are kept): a source can offer it again later. A dial refused
 //!   because we were full is put back without counting as a failure.
 //! - Addresses in the IP filter's blocked ranges are never taken, whatever their
-//!   source: this is the one place every peer source's addresses come through.
+//!   source: this is the one place every peer source's addresses come through. Each
+//!   is remembered once in the torrent's set of blocked addresses (a tracker offering
+//!   it again every announce does not count it again).
 //! - At most [`MAX_BANNED`] bans, the oldest forgotten first (see [`BanKey`]).
 //! - Peer exchange: one message per source IP per [`PEX_INTERVAL`] (reconnecting does
 //!   not reset it), at most [`MAX_PEX_ADDED`] addresses of each family taken from it,
@@ -30,11 +32,10 @@
 //! No clock and no I/O: callers pass `now`, so the book is tested in virtual time. It is
 //! owned by the torrent loop alone (no lock).
 
-use crate::ipfilter::IpFilter;
+use crate::ipfilter::FilterScope;
 use crate::peers::PeerSource;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most addresses known at once.
@@ -173,9 +174,7 @@ pub struct PeerBook {
     /// Connection attempts (dials and inbound handshakes) in flight, per IP.
     attempts: HashMap<IpKey, usize>,
     next_seq: u64,
-    filter: Option<Arc<IpFilter>>,
-    /// Offered addresses the filter turned away.
-    blocked: u64,
+    filter: Option<FilterScope>,
 }
 
 impl PeerBook {
@@ -184,17 +183,12 @@ impl PeerBook {
         Self::default()
     }
 
-    /// A book that takes no address `filter` blocks.
-    pub fn with_filter(filter: Option<Arc<IpFilter>>) -> Self {
+    /// A book that takes no address `filter` blocks (remembered in its scope).
+    pub fn with_filter(filter: Option<FilterScope>) -> Self {
         PeerBook {
             filter,
             ..Self::default()
         }
-    }
-
-    /// Offered addresses the IP filter turned away.
-    pub fn blocked_count(&self) -> u64 {
-        self.blocked
     }
 
     /// Adds an address to dial. Returns whether it was taken (not known, not banned,
@@ -207,7 +201,6 @@ impl PeerBook {
             return false;
         }
         if self.filter.as_ref().is_some_and(|f| f.check(addr.ip())) {
-            self.blocked += 1;
             return false;
         }
         let from_pex = *source == PeerSource::Pex;
@@ -495,15 +488,17 @@ mod tests {
         SocketAddr::from((std::net::Ipv4Addr::from(0x7f00_0000 | i), port))
     }
 
-    /// Whatever the source, an address the filter blocks is not taken, and counted.
+    /// Whatever the source, an address the filter blocks is not taken, and counted
+    /// once however often it is offered.
     #[test]
     fn blocked_addresses_are_never_taken() {
         let t = Instant::now();
-        let f = Arc::new(IpFilter::from_ranges(
+        let f = std::sync::Arc::new(crate::ipfilter::IpFilter::from_ranges(
             vec![(0x7f00_0001, 0x7f00_0001)],
             vec![(1, 1)],
         ));
-        let mut b = PeerBook::with_filter(Some(f.clone()));
+        let scope = FilterScope::new(f.clone());
+        let mut b = PeerBook::with_filter(Some(scope.clone()));
         for source in [
             PeerSource::Manual,
             PeerSource::Dht,
@@ -520,8 +515,9 @@ mod tests {
         ));
         assert!(!b.offer("[::1]:10".parse().unwrap(), &PeerSource::Dht, t));
         assert_eq!(b.offer_pex(a(9, 1).ip(), &[a(1, 11), a(2, 11)], t), 1);
-        assert_eq!(b.blocked_count(), 7);
-        assert_eq!(f.blocked(), 7);
+        // 127.0.0.1 (however offered, mapped too) and ::1.
+        assert_eq!(scope.blocked(), 2);
+        assert_eq!(f.blocked(), 2);
         assert_eq!(b.next_to_dial(t, 1, |_| 0), Some(a(2, 11)));
         assert_eq!(b.next_to_dial(t, 1, |_| 0), None);
     }

@@ -30,9 +30,9 @@ pub(super) struct Connections {
 }
 
 impl Connections {
-    pub(super) fn new(opts: &Options) -> Self {
+    pub(super) fn new(opts: &Options, filter: Option<crate::ipfilter::FilterScope>) -> Self {
         Connections {
-            book: PeerBook::with_filter(opts.ip_filter.clone()),
+            book: PeerBook::with_filter(filter),
             per_ip: opts.max_connections_per_ip.max(1),
             max_peers: opts.max_peers,
             next_key: 1,

@@ -23,6 +23,7 @@
 mod candidates;
 mod connections;
 mod peer;
+mod pipeline;
 mod webseed;
 
 pub use candidates::{IpKey, MAX_CANDIDATES, MAX_PEX_ADDED};
@@ -196,8 +197,9 @@ pub struct Stats {
     pub seeds: usize,
     pub hash_failures: u32,
     pub banned: usize,
-    /// Peer addresses, connections and web seed addresses turned away by the IP filter
-    /// ([`Options::ip_filter`]) for this torrent.
+    /// Distinct IP addresses the IP filter ([`Options::ip_filter`]) turned away for
+    /// this torrent: offered peers, inbound connections, web seed addresses. Each counts
+    /// once however often it comes back; at most [`crate::ipfilter::MAX_BLOCKED_TRACKED`].
     pub blocked: u64,
     /// Bytes of pieces received from web seeds (also counted in `downloaded`).
     pub web_seed_bytes: u64,
@@ -377,6 +379,9 @@ struct State {
     downloaded: u64,
     uploaded: u64,
     wasted: u64,
+    /// Under a download limit: blocks kept in flight over all peers (see
+    /// [`pipeline`]).
+    request_budget: Option<usize>,
 }
 
 enum Event {
@@ -409,10 +414,9 @@ struct Shared {
     storage: Arc<dyn Storage>,
     upload_limit: Option<Arc<crate::ratelimit::RateLimiter>>,
     download_limit: Option<Arc<crate::ratelimit::RateLimiter>>,
-    ip_filter: Option<Arc<crate::ipfilter::IpFilter>>,
-    /// Turned away by the IP filter outside the peer book (dials, inbound connections,
-    /// web seed addresses).
-    blocked: Arc<std::sync::atomic::AtomicU64>,
+    /// The IP filter as this torrent applies it (its own set of blocked addresses,
+    /// shared with the peer book and the web seeds' resolver).
+    ip_filter: Option<crate::ipfilter::FilterScope>,
     state: Mutex<State>,
     events: mpsc::UnboundedSender<Event>,
     hashers: Arc<Semaphore>,
@@ -441,14 +445,16 @@ impl Shared {
         self.meta.info.pieces[i as usize]
     }
 
-    /// Whether the IP filter blocks `ip` (counted as blocked for this torrent).
+    /// Whether the IP filter blocks `ip` (remembered as blocked for this torrent).
     fn blocks(&self, ip: IpAddr) -> bool {
-        let blocked = self.ip_filter.as_ref().is_some_and(|f| f.check(ip));
-        if blocked {
-            self.blocked
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        blocked
+        self.ip_filter.as_ref().is_some_and(|f| f.check(ip))
+    }
+
+    /// Distinct addresses the IP filter turned away for this torrent.
+    fn blocked_count(&self) -> u64 {
+        self.ip_filter
+            .as_ref()
+            .map_or(0, crate::ipfilter::FilterScope::blocked)
     }
 
     fn backlogged(&self) -> bool {
@@ -486,11 +492,6 @@ pub struct Summary {
     /// Why the download stopped before completion, when it stopped by itself.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
-}
-
-/// What the IP filter turned away for this torrent.
-fn blocked_count(shared: &Shared, conns: &Connections) -> u64 {
-    conns.book.blocked_count() + shared.blocked.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Connections with `ip` (its /64 for IPv6) established now.
@@ -636,7 +637,9 @@ fn spawn_acceptor(
     })
 }
 
-/// One worker per web seed in use (BEP 19), sharing one HTTP client.
+/// One worker per web seed in use (BEP 19), sharing one HTTP client. With an IP
+/// filter the client uses no proxy, even one set in the environment: a proxy would
+/// resolve and dial the seed's host itself, past the filter.
 fn start_webseeds(
     shared: &Arc<Shared>,
     opts: &Options,
@@ -650,15 +653,13 @@ fn start_webseeds(
         .user_agent(opts.tracker.user_agent.clone())
         .connect_timeout(opts.webseed_timeout)
         .read_timeout(opts.webseed_timeout)
-        .redirect(webseed::redirect_policy(
-            opts.ip_filter.clone(),
-            shared.blocked.clone(),
-        ));
-    let client = match &opts.ip_filter {
-        Some(filter) => client.dns_resolver(Arc::new(webseed::FilteredResolver {
-            filter: filter.clone(),
-            blocked: shared.blocked.clone(),
-        })),
+        .redirect(webseed::redirect_policy(shared.ip_filter.clone()));
+    let client = match &shared.ip_filter {
+        Some(filter) => client
+            .no_proxy()
+            .dns_resolver(Arc::new(webseed::FilteredResolver {
+                filter: filter.clone(),
+            })),
         None => client,
     };
     let client = client
@@ -735,8 +736,10 @@ pub async fn run(
         storage: storage.clone(),
         upload_limit: opts.upload_limit.clone(),
         download_limit: opts.download_limit.clone(),
-        ip_filter: opts.ip_filter.clone(),
-        blocked: Arc::default(),
+        ip_filter: opts
+            .ip_filter
+            .clone()
+            .map(crate::ipfilter::FilterScope::new),
         state: Mutex::new(State {
             picker,
             buffers: HashMap::new(),
@@ -754,6 +757,10 @@ pub async fn run(
             downloaded: 0,
             uploaded: 0,
             wasted: 0,
+            request_budget: opts
+                .download_limit
+                .as_ref()
+                .map(|l| pipeline::budget(l.rate())),
         }),
         events: events_tx.clone(),
         hashers: Arc::new(Semaphore::new(
@@ -832,7 +839,7 @@ pub async fn run(
     drop(sink);
 
     // Addresses to dial (failed ones come back after a back-off), bans, rate limits.
-    let mut conns = Connections::new(&opts);
+    let mut conns = Connections::new(&opts, shared.ip_filter.clone());
     let mut hash_failures = 0u32;
     let mut resume_dirty = false;
     let mut last_resume = Instant::now();
@@ -971,8 +978,9 @@ pub async fn run(
                         break;
                     }
                 }
-                update_rates(&mut st, dt, shared.download_limit.as_ref().map(|l| l.rate()));
-                expire_requests(&mut st, now);
+                update_rates(&mut st, dt);
+                let limit = shared.download_limit.as_ref().map(|l| (l.rate(), l.backlog()));
+                expire_requests(&mut st, now, limit);
                 if !shared.backlogged() {
                     fill_all_requests(&mut st, now);
                 }
@@ -993,7 +1001,7 @@ pub async fn run(
                     s.listen_port = listen_port;
                     s.hash_failures = hash_failures;
                     s.banned = conns.book.banned_count();
-                    s.blocked = blocked_count(&shared, &conns);
+                    s.blocked = shared.blocked_count();
                     s.elapsed = started.elapsed().as_secs_f64();
                     if want_detail {
                         s.detail = Some(detail(&st, tracker_board.as_ref()));
@@ -1051,7 +1059,7 @@ pub async fn run(
             s.listen_port = listen_port;
             s.hash_failures = hash_failures;
             s.banned = conns.book.banned_count();
-            s.blocked = blocked_count(&shared, &conns);
+            s.blocked = shared.blocked_count();
             s.elapsed = started.elapsed().as_secs_f64();
             if want_detail {
                 s.detail = Some(detail(&st, tracker_board.as_ref()));
@@ -1180,12 +1188,9 @@ fn nothing_left(st: &State, book: &PeerBook) -> Option<String> {
     })
 }
 
-/// Each peer's rates over the last `dt` seconds, and its pipeline depth: under a
-/// download limit of `limit` bytes/s, no deeper than a few seconds of the limit shared
-/// among the peers, so requests do not wait in line long enough to time out.
-fn update_rates(st: &mut State, dt: f64, limit: Option<u64>) {
-    let peers = st.peers.len().max(1) as u64;
-    let cap = limit.map(|r| (r * 3 / u64::from(wire::BLOCK_SIZE) / peers).max(4) as usize);
+/// Each peer's rates over the last `dt` seconds, and its pipeline depth (capped where
+/// requests are filled under a download limit: see [`pipeline`]).
+fn update_rates(st: &mut State, dt: f64) {
     for p in st.peers.values_mut() {
         p.down_rate = p.down_rate * 0.5 + (p.down_bytes as f64 / dt) * 0.5;
         p.up_rate = p.up_rate * 0.5 + (p.up_bytes as f64 / dt) * 0.5;
@@ -1195,15 +1200,18 @@ fn update_rates(st: &mut State, dt: f64, limit: Option<u64>) {
         // answer still fills the pipe, so the rate can grow.
         let want = (p.down_rate * 3.0 / f64::from(wire::BLOCK_SIZE)) as usize;
         p.depth = want.clamp(64, p.reqq.clamp(64, 1000));
-        if let Some(cap) = cap {
-            p.depth = p.depth.min(cap);
-        }
     }
 }
 
-/// Requests that took too long are cancelled and go to other peers.
-fn expire_requests(st: &mut State, now: Instant) {
-    for (key, block) in st.picker.expire(now, Duration::from_secs(30)) {
+/// Requests that took too long are cancelled and go to other peers; under a download
+/// limit (its rate and backlog), "too long" counts the wait the limit imposes.
+fn expire_requests(st: &mut State, now: Instant, limit: Option<(u64, Duration)>) {
+    let in_flight = match limit {
+        Some(_) => st.peers.values().map(|p| p.requested.len()).sum(),
+        None => 0,
+    };
+    let expiry = pipeline::request_expiry(limit, in_flight);
+    for (key, block) in st.picker.expire(now, expiry) {
         if let Some(p) = st.peers.get_mut(&key) {
             if p.requested.remove(&block) {
                 peer::forget(p, block);

@@ -651,18 +651,40 @@ pub(super) fn forget(p: &mut PeerEntry, block: Block) {
     p.cancelled.push_back(block);
 }
 
-/// Tops up the requests in flight to this peer to its pipeline depth.
+/// Tops up the requests in flight to this peer to its pipeline depth (under a download
+/// limit, to its part of the torrent's budget: see [`super::pipeline`]).
 pub(super) fn fill_requests(st: &mut State, key: PeerKey, now: Instant) {
-    let State { picker, peers, .. } = st;
+    let State {
+        picker,
+        peers,
+        request_budget,
+        ..
+    } = st;
+    let depth = match (*request_budget, peers.get(&key)) {
+        (_, None) => return,
+        (None, Some(p)) => p.depth,
+        (Some(budget), Some(p)) => {
+            let (mut active, mut others) = (0, 0);
+            for (k, q) in peers.iter() {
+                if !q.peer_choking && q.am_interested {
+                    active += 1;
+                }
+                if *k != key {
+                    others += q.requested.len();
+                }
+            }
+            super::pipeline::limited_depth(p.depth, budget, active, others)
+        }
+    };
     let Some(p) = peers.get_mut(&key) else { return };
     if p.peer_choking || !p.am_interested {
         return;
     }
     let outstanding = p.requested.len();
-    if outstanding >= p.depth {
+    if outstanding >= depth {
         return;
     }
-    let want = p.depth - outstanding;
+    let want = depth - outstanding;
     // Batch small top-ups while plenty is in flight.
     if outstanding > 16 && want < 8 {
         return;

@@ -11,16 +11,18 @@
 //!
 //! The IP filter applies to the addresses a seed's host resolves to (blocked ones are
 //! left out; a host with none left fails) and to hosts given as literal addresses, in
-//! the URL or in a redirect: a seed with no address left is dropped, saying so. The
-//! download limit paces the body as it is read.
+//! the URL or in a redirect: a seed with no address left is dropped, saying so. With a
+//! filter, no proxy is used (one from the environment would resolve and dial hosts
+//! past the filter). The download limit paces the body as it is read, charging only
+//! the bytes used.
 
 use super::{PieceBuf, Sender, Shared, State};
-use crate::ipfilter::IpFilter;
+use crate::ipfilter::FilterScope;
 use crate::picker::PeerKey;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,15 +122,14 @@ pub(super) struct AllBlocked {
 }
 
 /// Resolves web seed hosts, leaving out the addresses the IP filter blocks (each
-/// counted in `blocked`).
+/// remembered in the torrent's blocked set).
 pub(super) struct FilteredResolver {
-    pub filter: Arc<IpFilter>,
-    pub blocked: Arc<AtomicU64>,
+    pub filter: FilterScope,
 }
 
 impl reqwest::dns::Resolve for FilteredResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let (filter, blocked) = (self.filter.clone(), self.blocked.clone());
+        let filter = self.filter.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let found: Vec<SocketAddr> =
@@ -136,13 +137,7 @@ impl reqwest::dns::Resolve for FilteredResolver {
             let allowed: Vec<SocketAddr> = found
                 .iter()
                 .copied()
-                .filter(|a| {
-                    let no = filter.check(a.ip());
-                    if no {
-                        blocked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    !no
-                })
+                .filter(|a| !filter.check(a.ip()))
                 .collect();
             if allowed.is_empty() && !found.is_empty() {
                 return Err(
@@ -164,10 +159,7 @@ fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
 }
 
 /// Follows up to [`MAX_REDIRECTS`] redirects, none to an address the filter blocks.
-pub(super) fn redirect_policy(
-    filter: Option<Arc<IpFilter>>,
-    blocked: Arc<AtomicU64>,
-) -> reqwest::redirect::Policy {
+pub(super) fn redirect_policy(filter: Option<FilterScope>) -> reqwest::redirect::Policy {
     let Some(filter) = filter else {
         return reqwest::redirect::Policy::limited(MAX_REDIRECTS);
     };
@@ -176,12 +168,9 @@ pub(super) fn redirect_policy(
             return attempt.error("too many redirects");
         }
         match literal_ip(attempt.url()) {
-            Some(ip) if filter.check(ip) => {
-                blocked.fetch_add(1, Ordering::Relaxed);
-                attempt.error(AllBlocked {
-                    host: ip.to_string(),
-                })
-            }
+            Some(ip) if filter.check(ip) => attempt.error(AllBlocked {
+                host: ip.to_string(),
+            }),
             _ => attempt.follow(),
         }
     })
@@ -409,11 +398,12 @@ async fn fetch_run(
                 Ok(None) => return Err(Failure::Transient("the body ended early".into())),
                 Err(e) => return Err(Failure::Transient(e.to_string())),
             };
-            if let Some(limit) = &sh.download_limit {
-                limit.acquire(chunk.len() as u64).await;
-            }
-            // Only what was asked for; a 200 body goes on past it and is dropped.
+            // Only what was asked for; a 200 body goes on past it and is dropped (and
+            // not charged to the download limit: the response is dropped after it).
             let mut data = &chunk[..chunk.len().min(left as usize)];
+            if let Some(limit) = &sh.download_limit {
+                limit.acquire(data.len() as u64).await;
+            }
             while !data.is_empty() {
                 let Some(&size) = sizes.get(current) else {
                     return Ok(());

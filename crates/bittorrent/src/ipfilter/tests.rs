@@ -151,19 +151,116 @@ fn ranges_merge() {
             (0, 0),
             (u32::MAX, u32::MAX),
         ],
-        vec![(u128::MAX - 1, u128::MAX), (0, u128::MAX - 5)],
+        vec![(u128::MAX - 1, u128::MAX), (7, 9), (3, 8)],
     );
     assert_eq!(f.v4, vec![(0, 0), (5, 30), (40, 50), (u32::MAX, u32::MAX)]);
-    assert_eq!(f.v6, vec![(0, u128::MAX - 5), (u128::MAX - 1, u128::MAX)]);
+    assert_eq!(f.v6, vec![(3, 9), (u128::MAX - 1, u128::MAX)]);
+}
+
+/// An IPv6 range over `::ffff:0:0/96` keeps its IPv6 parts and gives the mapped part
+/// to the IPv4 table, where lookups of mapped addresses go.
+#[test]
+fn ipv6_ranges_over_the_mapped_block_are_split() {
+    let f = IpFilter::from_ranges(vec![(10, 20)], vec![(0, u128::MAX - 5)]);
+    assert_eq!(f.v4, vec![(0, u32::MAX)]);
+    assert_eq!(
+        f.v6,
+        vec![(0, MAPPED_FIRST - 1), (MAPPED_LAST + 1, u128::MAX - 5)]
+    );
+    // Part of the block, from below and from above.
+    let g = IpFilter::from_ranges(
+        Vec::new(),
+        vec![
+            (MAPPED_FIRST - 3, MAPPED_FIRST + 9),
+            (MAPPED_LAST - 2, MAPPED_LAST + 2),
+        ],
+    );
+    assert_eq!(g.v4, vec![(0, 9), (u32::MAX - 2, u32::MAX)]);
+    assert_eq!(
+        g.v6,
+        vec![
+            (MAPPED_FIRST - 3, MAPPED_FIRST - 1),
+            (MAPPED_LAST + 1, MAPPED_LAST + 2)
+        ]
+    );
+    // Written in a list: a plain IPv6 start and a mapped end are one IPv6 range.
+    let h = p2p("all v4 and below:::0-::ffff:255.255.255.255
+");
+    assert!(h.is_blocked(ip("1.2.3.4")));
+    assert!(h.is_blocked(ip("::ffff:255.255.255.255")));
+    assert!(h.is_blocked(ip("::1")));
+    assert!(h.is_blocked(ip("::fffe:ffff:ffff")));
+    assert!(!h.is_blocked(ip("::1:0:0:0")));
+    assert!(!h.is_blocked(ip("2001:db8::1")));
+    assert_eq!(h.len(), (1, 1));
+    let d = IpFilter::parse(
+        "x.dat",
+        None,
+        "0000:0000:0000:0000:0000:0000:0000:0000 - ::ffff:10.0.0.255 , 000 , x
+"
+        .as_bytes(),
+    )
+    .unwrap();
+    assert!(d.is_blocked(ip("10.0.0.3")));
+    assert!(!d.is_blocked(ip("10.0.1.0")));
+}
+
+/// A description of thousands of colons (each followed by blanks) is read in one pass
+/// and the range after it found.
+#[test]
+fn long_descriptions_of_colons_parse() {
+    let desc = ": ".repeat(2000);
+    let f = p2p(&format!(
+        "{desc}:1.2.3.4-1.2.3.5
+{desc}::1-::2
+"
+    ));
+    assert!(f.is_blocked(ip("1.2.3.5")));
+    assert!(f.is_blocked(ip("::2")));
+    let spaced = format!(
+        "x:{}1.2.3.4 - 1.2.3.5
+",
+        " ".repeat(200)
+    );
+    assert!(p2p(&spaced).is_blocked(ip("1.2.3.4")));
+    let (_, _, reason) = line_error(
+        Some(Format::P2p),
+        &format!(
+            "{desc}-1.2.3.5
+"
+        ),
+    );
+    assert_eq!(reason, LineError::BadFirst);
 }
 
 #[test]
-fn blocked_counts_checks_that_block() {
-    let f = p2p("x:1.1.1.1-1.1.1.1\n");
+fn blocked_counts_distinct_addresses() {
+    let f = Arc::new(p2p("x:1.1.1.0-1.1.1.1\n"));
     assert!(f.check(ip("1.1.1.1")));
     assert!(!f.check(ip("1.1.1.2")));
-    assert!(f.is_blocked(ip("1.1.1.1")));
+    assert!(f.is_blocked(ip("1.1.1.0")));
     assert_eq!(f.blocked(), 1);
+    // Again, and as an IPv4-mapped address: the same address.
+    assert!(f.check(ip("1.1.1.1")));
+    assert!(f.check(ip("::ffff:1.1.1.1")));
+    assert_eq!(f.blocked(), 1);
+    // Each scope counts its own; the filter counts them all.
+    let (a, b) = (FilterScope::new(f.clone()), FilterScope::new(f.clone()));
+    assert!(a.check(ip("1.1.1.0")));
+    assert!(a.check(ip("1.1.1.0")));
+    assert!(!a.check(ip("1.1.1.9")));
+    assert!(b.check(ip("1.1.1.1")));
+    assert_eq!((a.blocked(), b.blocked(), f.blocked()), (1, 1, 2));
+}
+
+#[test]
+fn the_blocked_set_is_bounded() {
+    let set = BlockedSet::default();
+    for i in 0..MAX_BLOCKED_TRACKED as u32 + 100 {
+        set.record(IpAddr::V4(Ipv4Addr::from(i)));
+    }
+    set.record(ip("::1"));
+    assert_eq!(set.count(), MAX_BLOCKED_TRACKED as u64);
 }
 
 #[test]
@@ -227,6 +324,40 @@ proptest! {
             let want = naive(&ranges, x);
             prop_assert_eq!(fd.is_blocked(IpAddr::V4(Ipv4Addr::from(x))), want);
             prop_assert_eq!(fp.is_blocked(IpAddr::V4(Ipv4Addr::from(x))), want);
+        }
+    }
+
+    /// With IPv6 ranges around and over the mapped block: an IPv4 address is blocked
+    /// when an IPv4 range holds it or an IPv6 range holds its mapped form.
+    #[test]
+    fn mapped_lookups_equal_a_naive_scan(
+        raw4 in proptest::collection::vec((0u32..300, 0u32..50), 0..10),
+        raw6 in proptest::collection::vec((0u128..400, 0u128..200), 0..10),
+        probes in proptest::collection::vec(0u128..700, 1..60),
+    ) {
+        // IPv6 ranges near the block's start, or its end.
+        let base = |i: usize| if i.is_multiple_of(2) { MAPPED_FIRST - 200 } else { MAPPED_LAST - 200 };
+        let v4: Vec<(u32, u32)> = raw4.iter().map(|&(a, l)| (a, a + l)).collect();
+        let v6: Vec<(u128, u128)> = raw6
+            .iter()
+            .enumerate()
+            .map(|(i, &(a, l))| (base(i) + a, base(i) + a + l))
+            .collect();
+        let f = IpFilter::from_ranges(v4.clone(), v6.clone());
+        for w in f.v6.windows(2) {
+            prop_assert!(w[0].1 + 1 < w[1].0);
+        }
+        prop_assert!(f.v6.iter().all(|&(a, b)| b < MAPPED_FIRST || a > MAPPED_LAST));
+        for (i, p) in probes.iter().enumerate() {
+            let x = base(i) + p;
+            let in6 = v6.iter().any(|&(a, b)| a <= x && x <= b);
+            let mapped = (MAPPED_FIRST..=MAPPED_LAST).contains(&x);
+            let want = in6 || (mapped && naive(&v4, (x - MAPPED_FIRST) as u32));
+            prop_assert_eq!(f.is_blocked(IpAddr::V6(Ipv6Addr::from(x))), want);
+            if mapped {
+                let y = IpAddr::V4(Ipv4Addr::from((x - MAPPED_FIRST) as u32));
+                prop_assert_eq!(f.is_blocked(y), want);
+            }
         }
     }
 

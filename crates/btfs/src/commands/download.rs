@@ -293,10 +293,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         }
         Encoding::Text => {
             if s.blocked > 0 {
-                println!(
-                    "IP filter: blocked {} peer address(es) and connection(s)",
-                    s.blocked
-                );
+                println!("IP filter: blocked {} distinct address(es)", s.blocked);
             }
             if summary.complete {
                 let saved = (!working).then(|| save_path.display().to_string());

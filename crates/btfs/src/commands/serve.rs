@@ -333,6 +333,8 @@ fn remove(repo: &Repo, which: &str) -> anyhow::Result<()> {
 
 async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::Result<()> {
     let settings = super::settings::effective(&args.net)?;
+    // Before listening: a list that does not parse stops here, and the filter is set
+    // on the router right after it binds (no await between).
     let ip_filter = super::download::load_ip_filter(settings.ip_filter.as_deref())?;
     let router = Router::serve(settings.bind_listeners()?);
     if let Some(f) = &ip_filter {
@@ -479,10 +481,7 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
         }
     }
     if let Some(f) = &ip_filter {
-        eprintln!(
-            "IP filter: blocked {} connection(s) and peer address(es)",
-            f.blocked()
-        );
+        eprintln!("IP filter: blocked {} distinct address(es)", f.blocked());
     }
     if !failed.is_empty() {
         bail!("{}", failed.join("; "));
