@@ -528,6 +528,10 @@ pub struct MetainfoArgs {
     /// With -m: do not fetch anything; show what the link itself holds.
     #[arg(long)]
     pub offline: bool,
+    /// With -m: a block list of IP ranges never dialled (P2P or eMule .dat; overrides
+    /// Bittorrent.IPFilter).
+    #[arg(long, value_name = "PATH")]
+    pub ip_filter: Option<PathBuf>,
     /// With -m: give up fetching the metadata after this long.
     #[arg(long, default_value = "60s", value_parser = crate::commands::parse_duration)]
     pub timeout: std::time::Duration,

@@ -131,6 +131,115 @@ fn a_blocked_seeder_is_never_connected_while_an_allowed_one_serves() {
     );
 }
 
+/// `btfs ARGS` with the repo at `repo`, run to its end.
+fn btfs_in(repo: &Path, args: &[&str]) -> Run {
+    run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_btfs"))
+            .env("BTFS_PATH", repo)
+            .args(args),
+        DOWNLOAD,
+    )
+}
+
+/// The same with a magnet link, the filter and the download limit coming from the
+/// repo's config (`Bittorrent.IPFilter` relative to the repo, `DownloadRateLimit`):
+/// with only the blocked seeder in the link, neither `download` nor `metainfo -m` fetch
+/// the metadata (the blocked address is named); `--ip-filter` with a list that blocks
+/// nothing overrides the config for one run; with both seeders the download completes
+/// from the allowed one, never connecting the blocked one, paced by the limit.
+#[test]
+fn a_magnet_never_reaches_a_seeder_the_configured_filter_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, torrent, content) = file_torrent(tmp.path(), 3_000_001, "64KiB");
+    let (pa, pb) = (free_port(), free_port());
+    let _blocked = lt_seed_on("127.0.0.1", &torrent, &dir, pa);
+    let _allowed = lt_seed_on("127.0.0.2", &torrent, &dir, pb);
+    let repo = tmp.path().join("repo");
+    btfs_in(&repo, &["init"]).ok();
+    std::fs::write(
+        repo.join("ipfilter.p2p"),
+        "# P2P list
+this machine:127.0.0.1-127.0.0.1
+",
+    )
+    .unwrap();
+    btfs_in(&repo, &["config", "Bittorrent.IPFilter", "ipfilter.p2p"]).ok();
+    btfs_in(
+        &repo,
+        &[
+            "config",
+            "--json",
+            "Bittorrent.DownloadRateLimit",
+            "1048576",
+        ],
+    )
+    .ok();
+    let hash = btfs(&["--json", "bittorrent", "metainfo", "-t", s(&torrent)])
+        .ok()
+        .json()["InfoHash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let only_blocked = format!("magnet:?xt=urn:btih:{hash}&x.pe=127.0.0.1:{pa}");
+    let refused = format!("127.0.0.1:{pa}: blocked by the IP filter");
+
+    let (status, err) = download_error(&repo, &[only_blocked.as_str(), "--no-trackers"]);
+    assert_eq!(status, 1, "{err}");
+    let msg = err["Message"].as_str().unwrap_or_default();
+    assert!(msg.contains(&refused), "{msg}");
+    let meta = [
+        "bittorrent",
+        "metainfo",
+        "-m",
+        only_blocked.as_str(),
+        "--timeout",
+        "20s",
+    ];
+    let r = btfs_in(&repo, &meta);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(r.stderr.contains(&refused), "{}", r.stderr);
+    // A list blocking nothing, given for this run: the blocked seeder answers.
+    let none = tmp.path().join("none.p2p");
+    std::fs::write(
+        &none,
+        "# nothing blocked
+",
+    )
+    .unwrap();
+    let mut with_flag = meta.to_vec();
+    with_flag.extend(["--ip-filter", s(&none)]);
+    let r = btfs_in(&repo, &with_flag).ok();
+    assert!(r.stdout.contains("file.bin"), "{}", r.stdout);
+
+    let both = format!("{only_blocked}&x.pe=127.0.0.2:{pb}");
+    let out = tmp.path().join("out");
+    let d = btfs_download(
+        &repo,
+        &[
+            both.as_str(),
+            "-o",
+            s(&out),
+            "--no-trackers",
+            "--listen-ip",
+            "127.0.0.1",
+            "--progress-detail",
+        ],
+    );
+    let (status, lines) = d.finish(DOWNLOAD);
+    let sum = summary(&lines);
+    assert_eq!(status, Some(0), "{sum}");
+    assert_eq!(sum["Complete"], true, "{sum}");
+    assert_eq!(std::fs::read(out.join("file.bin")).unwrap(), content);
+    assert_eq!(sum["Blocked"].as_u64(), Some(1), "{sum}");
+    let seen = peers_seen(&lines);
+    assert!(
+        !seen.iter().any(|a| a.starts_with("127.0.0.1:")),
+        "a blocked address was connected: {seen:?}"
+    );
+    // The configured limit: (3 MB - the 128 KiB burst) at 1 MiB/s is over 2.7 s.
+    assert!(sum["Elapsed"].as_f64().unwrap() >= 2.0, "{sum}");
+}
+
 /// A 6 MiB download from libtorrent under a 1 MiB/s limit cannot take less than about
 /// five seconds (the limiter's burst is 128 KiB); it completes with the right bytes.
 #[test]

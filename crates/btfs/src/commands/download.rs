@@ -28,7 +28,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let settings = super::settings::effective(&args.net)?;
     // Before anything reaches the network: a list that does not parse stops here.
-    let ip_filter = load_ip_filter(settings.ip_filter.as_deref())?;
+    let ip_filter = super::settings::load_ip_filter(settings.ip_filter.as_ref())?;
     let mut extra_peers = args.peers.clone();
     // The DHT node starts for a magnet at once (it may be the only source of the
     // metadata), for a .torrent once it is known not to be private (BEP 27).
@@ -91,6 +91,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                         args.metadata_timeout,
                         dht,
                         settings.no_dht_reason(),
+                        ip_filter.clone(),
                     ))?;
                     if let Some(p) = &args.metadata_cache {
                         let tmp = p.with_extension("tmp");
@@ -196,9 +197,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         .map(|r| Arc::new(bittorrent::ratelimit::RateLimiter::new(r)));
     opts.detail = args.progress_detail;
     opts.ip_filter = ip_filter;
-    opts.download_limit = settings
-        .download_rate_limit
-        .map(|r| Arc::new(bittorrent::ratelimit::RateLimiter::new(r)));
+    opts.download_limit = super::settings::download_limiter(&settings);
     opts.dht = torrent_dht(&runtime, &meta, &settings, magnet_dht, enc, listen_port)?;
     if let (true, Some(d)) = (opts.dht.is_some(), super::magnet::dht_interval_override()) {
         opts.dht_interval = d;
@@ -569,15 +568,6 @@ fn glob(pattern: &str, text: &str) -> bool {
         }
     }
     p[pi..].iter().all(|&c| c == '*')
-}
-
-/// The block list at `path`, if one is given; a list that does not parse is an error
-/// naming the line.
-pub fn load_ip_filter(
-    path: Option<&std::path::Path>,
-) -> anyhow::Result<Option<Arc<bittorrent::ipfilter::IpFilter>>> {
-    let Some(path) = path else { return Ok(None) };
-    Ok(Some(Arc::new(bittorrent::ipfilter::IpFilter::load(path)?)))
 }
 
 fn eta(s: &Stats) -> String {

@@ -267,6 +267,7 @@ pub async fn start_dht(
     }))
 }
 
+/// Fetches the metadata a magnet names, never dialling an address `filter` blocks.
 pub async fn fetch(
     magnet: &Magnet,
     extra_peers: &[SocketAddr],
@@ -274,6 +275,7 @@ pub async fn fetch(
     timeout: Duration,
     dht: Option<Arc<DhtNode>>,
     no_dht: &str,
+    filter: Option<Arc<bittorrent::ipfilter::IpFilter>>,
 ) -> anyhow::Result<Fetched> {
     let has_trackers = use_trackers && !magnet.trackers.is_empty();
     if magnet.peers.is_empty() && extra_peers.is_empty() && !has_trackers && dht.is_none() {
@@ -319,7 +321,7 @@ pub async fn fetch(
         })
     });
     drop(sink);
-    let result = metadata::fetch(info_hash, peer_id, 0, stream, timeout).await;
+    let result = metadata::fetch_filtered(info_hash, peer_id, 0, stream, timeout, filter).await;
     if let Some(t) = dht_task {
         t.abort();
     }

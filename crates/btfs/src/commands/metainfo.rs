@@ -19,9 +19,11 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
         let flags = crate::cli::NetArgs {
             dht_bootstrap: args.dht_bootstrap.clone(),
             no_dht: args.no_dht,
+            ip_filter: args.ip_filter.clone(),
             ..Default::default()
         };
-        let settings = super::settings::resolve(&super::settings::config()?, &flags)?;
+        let settings =
+            super::settings::resolve(&super::settings::config()?, &flags, &super::btfs_path()?)?;
         let dht_usable = settings
             .dht
             .as_ref()
@@ -38,6 +40,8 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
             }
             return emit(&MagnetReport::from(&magnet), enc);
         }
+        // Before anything reaches the network: a list that does not parse stops here.
+        let filter = super::settings::load_ip_filter(settings.ip_filter.as_ref())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -52,6 +56,7 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
             args.timeout,
             node,
             settings.no_dht_reason(),
+            filter,
         ))?;
         if let Some(path) = &args.save {
             std::fs::write(path, &fetched.torrent)

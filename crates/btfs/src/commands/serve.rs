@@ -335,7 +335,7 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
     let settings = super::settings::effective(&args.net)?;
     // Before listening: a list that does not parse stops here, and the filter is set
     // on the router right after it binds (no await between).
-    let ip_filter = super::download::load_ip_filter(settings.ip_filter.as_deref())?;
+    let ip_filter = super::settings::load_ip_filter(settings.ip_filter.as_ref())?;
     let router = Router::serve(settings.bind_listeners()?);
     if let Some(f) = &ip_filter {
         let _ = router.set_ip_filter(f.clone());
@@ -358,6 +358,9 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
     let limit = settings
         .upload_rate_limit
         .map(|r| Arc::new(bittorrent::ratelimit::RateLimiter::new(r)));
+    // Shared by every torrent, as the upload limit (serve seeds: it only matters for
+    // data it may fetch).
+    let download_limit = super::settings::download_limiter(&settings);
     // Where a magnet's reader can reach us: --announce-addr, else every concrete
     // address listened on (none for 0.0.0.0 and ::).
     let reachable: Vec<SocketAddr> = match args.announce_addr {
@@ -416,6 +419,7 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
         };
         opts.upload_limit = limit.clone();
         opts.ip_filter = ip_filter.clone();
+        opts.download_limit = download_limit.clone();
         opts.max_connections_per_ip = settings.max_connections_per_ip.max(1);
         opts.max_peers = settings.max_peers.max(1);
         let (stats_tx, stats_rx) = watch::channel(Stats::default());

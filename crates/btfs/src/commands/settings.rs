@@ -5,13 +5,16 @@
 //!
 //! Policy: a flag wins over the config for this run only; nothing is written back. The
 //! DHT is off, with a one-line note, when no listen address is IPv4 (the mainline DHT is
-//! IPv4 only). No locks.
+//! IPv4 only). A relative `Bittorrent.IPFilter` is taken from `$BTFS_PATH` (the daemon's
+//! jobs run elsewhere than where the config was written), a relative `--ip-filter` from
+//! the working directory. A rate of 0 is no limit. No locks.
 
 use crate::cli::NetArgs;
 use anyhow::Context;
 use bittorrent::listen::{Listeners, MAX_PORT_FALLBACK_TRIES};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use store::config::{HostPort, MAX_BOOTSTRAP_ENTRIES};
 use store::Repo;
 
@@ -35,14 +38,64 @@ pub struct Settings {
     pub port_mapping: bool,
     /// Bytes per second over all torrents of the process.
     pub upload_rate_limit: Option<u64>,
-    /// Bytes per second. Carried, not acted on yet.
+    /// Bytes per second over all torrents of the process (peers and web seeds).
     pub download_rate_limit: Option<u64>,
     pub max_peers: usize,
     pub max_connections_per_ip: usize,
-    /// A block list of IP ranges. Carried, not read yet.
-    pub ip_filter: Option<PathBuf>,
+    /// A block list of IP ranges (see [`load_ip_filter`]).
+    pub ip_filter: Option<IpFilterPath>,
     /// Where downloads keep their files (`-o` wins).
     pub download_dir: Option<PathBuf>,
+}
+
+/// Where the block list comes from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpFilterPath {
+    pub path: PathBuf,
+    /// From `Bittorrent.IPFilter` (else `--ip-filter`).
+    pub from_config: bool,
+}
+
+/// The block list of a run: `--ip-filter` (relative to the working directory), else
+/// `Bittorrent.IPFilter` (relative to `btfs_path`; "" none).
+pub fn ip_filter_path(
+    cfg: &store::Config,
+    flag: Option<&Path>,
+    btfs_path: &Path,
+) -> Option<IpFilterPath> {
+    if let Some(p) = flag {
+        return Some(IpFilterPath {
+            path: p.to_path_buf(),
+            from_config: false,
+        });
+    }
+    let c = &cfg.bittorrent.ip_filter;
+    (!c.is_empty()).then(|| IpFilterPath {
+        path: btfs_path.join(c),
+        from_config: true,
+    })
+}
+
+/// Reads the block list, if there is one: a list that does not parse, or cannot be
+/// read, is an error naming the file, the line and its text (and the config key when
+/// the path came from it). Done before anything reaches the network.
+pub fn load_ip_filter(
+    path: Option<&IpFilterPath>,
+) -> anyhow::Result<Option<Arc<bittorrent::ipfilter::IpFilter>>> {
+    let Some(p) = path else { return Ok(None) };
+    let f = bittorrent::ipfilter::IpFilter::load(&p.path);
+    let f = if p.from_config {
+        f.context("the IP filter set in Bittorrent.IPFilter")?
+    } else {
+        f?
+    };
+    Ok(Some(Arc::new(f)))
+}
+
+/// The download limiter of a run, if there is a limit.
+pub fn download_limiter(s: &Settings) -> Option<Arc<bittorrent::ratelimit::RateLimiter>> {
+    s.download_rate_limit
+        .map(|r| Arc::new(bittorrent::ratelimit::RateLimiter::new(r)))
 }
 
 /// How the DHT node joins.
@@ -152,13 +205,13 @@ pub fn effective(flags: &NetArgs) -> anyhow::Result<Settings> {
              `btfs config --json Bittorrent.MaxConnectionsPerIP N`"
         );
     }
-    let s = resolve(&config()?, flags)?;
+    let s = resolve(&config()?, flags, &super::btfs_path()?)?;
     s.note_dht_off();
     Ok(s)
 }
 
-/// `flags` laid over `cfg`.
-pub fn resolve(cfg: &store::Config, flags: &NetArgs) -> anyhow::Result<Settings> {
+/// `flags` laid over `cfg` (of the repo at `btfs_path`).
+pub fn resolve(cfg: &store::Config, flags: &NetArgs, btfs_path: &Path) -> anyhow::Result<Settings> {
     let bt = &cfg.bittorrent;
     let listen = if flags.listen_ip.is_empty() {
         bt.listen_addresses.clone()
@@ -178,10 +231,7 @@ pub fn resolve(cfg: &store::Config, flags: &NetArgs) -> anyhow::Result<Settings>
             Some(d) => (Some(d), DhtOff::Disabled),
         };
     let rate = |flag: Option<u64>, config: u64| flag.or(Some(config)).filter(|&r| r > 0);
-    let ip_filter = flags
-        .ip_filter
-        .clone()
-        .or_else(|| (!bt.ip_filter.is_empty()).then(|| PathBuf::from(&bt.ip_filter)));
+    let ip_filter = ip_filter_path(cfg, flags.ip_filter.as_deref(), btfs_path);
     Ok(Settings {
         listen,
         port,
@@ -236,8 +286,9 @@ mod tests {
 
     #[test]
     fn flags_override_the_config() {
+        let repo = Path::new("/repo");
         let cfg = store::Config::default();
-        let s = resolve(&cfg, &NetArgs::default()).unwrap();
+        let s = resolve(&cfg, &NetArgs::default(), repo).unwrap();
         assert_eq!(s.port, 6881);
         assert_eq!(
             s.listen,
@@ -255,7 +306,7 @@ mod tests {
             max_connections_per_ip: Some(4),
             ..NetArgs::default()
         };
-        let s = resolve(&cfg, &flags).unwrap();
+        let s = resolve(&cfg, &flags, repo).unwrap();
         assert_eq!(s.port, 7000);
         assert_eq!(s.listen, [IpAddr::from([127, 0, 0, 1])]);
         assert_eq!(s.dht.unwrap().bootstrap, ["127.0.0.1:9"]);
@@ -263,41 +314,78 @@ mod tests {
         assert!(!s.port_mapping);
         assert_eq!(s.max_connections_per_ip, 4);
         let test = store::config::apply_profiles(&cfg, "test").unwrap();
-        let s = resolve(&test, &NetArgs::default()).unwrap();
+        let s = resolve(&test, &NetArgs::default(), repo).unwrap();
         assert_eq!(s.port, 0);
         assert!(s.dht.unwrap().bootstrap.is_empty());
         let off = NetArgs {
             no_dht: true,
             ..NetArgs::default()
         };
-        assert!(resolve(&cfg, &off).unwrap().dht.is_none());
+        assert!(resolve(&cfg, &off, repo).unwrap().dht.is_none());
         let bad = NetArgs {
             dht_bootstrap: vec!["nohost".into()],
             ..NetArgs::default()
         };
-        assert!(resolve(&cfg, &bad).is_err());
+        assert!(resolve(&cfg, &bad, repo).is_err());
         let many = NetArgs {
             dht_bootstrap: vec!["127.0.0.1:9".into(); MAX_BOOTSTRAP_ENTRIES + 1],
             ..NetArgs::default()
         };
-        let e = resolve(&cfg, &many).unwrap_err().to_string();
+        let e = resolve(&cfg, &many, repo).unwrap_err().to_string();
         assert!(e.starts_with("--dht-bootstrap: more than"), "{e}");
     }
 
     #[test]
     fn no_ipv4_listen_address_turns_the_dht_off() {
+        let repo = Path::new("/repo");
         let cfg = store::Config::default();
         let v6 = NetArgs {
             listen_ip: vec![IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])],
             ..NetArgs::default()
         };
-        let s = resolve(&cfg, &v6).unwrap();
+        let s = resolve(&cfg, &v6, repo).unwrap();
         assert!(s.dht.is_none());
         assert_eq!(s.dht_off, DhtOff::NoIpv4);
         assert!(s.no_dht_reason().contains("IPv4 only"));
         let test = store::config::apply_profiles(&cfg, "test").unwrap();
-        let s = resolve(&test, &NetArgs::default()).unwrap();
+        let s = resolve(&test, &NetArgs::default(), repo).unwrap();
         assert_eq!(s.dht_bind(), Ipv4Addr::LOCALHOST);
         assert!(!s.dht.unwrap().torrent_nodes);
+    }
+
+    /// The rate limits (0: none) and the block list: a flag over the config; a
+    /// relative path from the config is under the repo, one from the flag is not.
+    #[test]
+    fn limits_and_the_ip_filter() {
+        let repo = Path::new("/repo");
+        let mut cfg = store::Config::default();
+        let s = resolve(&cfg, &NetArgs::default(), repo).unwrap();
+        assert_eq!((s.download_rate_limit, s.ip_filter.clone()), (None, None));
+        assert!(download_limiter(&s).is_none());
+        cfg.bittorrent.download_rate_limit = 1 << 20;
+        cfg.bittorrent.ip_filter = "lists/block.p2p".into();
+        let s = resolve(&cfg, &NetArgs::default(), repo).unwrap();
+        assert_eq!(s.download_rate_limit, Some(1 << 20));
+        assert_eq!(download_limiter(&s).unwrap().rate(), 1 << 20);
+        let from_config = IpFilterPath {
+            path: PathBuf::from("/repo/lists/block.p2p"),
+            from_config: true,
+        };
+        assert_eq!(s.ip_filter, Some(from_config));
+        cfg.bittorrent.ip_filter = "/etc/block.dat".into();
+        let s = resolve(&cfg, &NetArgs::default(), repo).unwrap();
+        assert_eq!(s.ip_filter.unwrap().path, PathBuf::from("/etc/block.dat"));
+        let flags = NetArgs {
+            max_download_rate: Some(0),
+            ip_filter: Some(PathBuf::from("mine.p2p")),
+            ..NetArgs::default()
+        };
+        let s = resolve(&cfg, &flags, repo).unwrap();
+        assert_eq!(s.download_rate_limit, None, "0 is no limit");
+        let from_flag = IpFilterPath {
+            path: PathBuf::from("mine.p2p"),
+            from_config: false,
+        };
+        assert_eq!(s.ip_filter, Some(from_flag));
     }
 }
