@@ -6,4 +6,5 @@ pub mod dashboard;
 pub mod gateway;
 pub mod host;
 pub mod http;
+pub mod portmap;
 pub mod seed;

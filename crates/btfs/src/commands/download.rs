@@ -241,10 +241,18 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
             wait_for_signal().await;
             let _ = stop_tx.send(true);
         });
+        let mapping = args.port_mapping.then(|| {
+            let (stats, dht, stop) = (stats_rx.clone(), opts.dht.clone(), stop_rx.clone());
+            tokio::spawn(super::portmap::for_download(stats, dht, stop, enc))
+        });
         let reporter = tokio::spawn(report(stats_rx, enc, name.clone()));
         let dht = opts.dht.clone();
         let r = engine::run(meta.clone(), opts, stats_tx, stop_rx).await;
         let _ = reporter.await;
+        if let Some(m) = mapping {
+            let limit = super::portmap::STOP + Duration::from_secs(1);
+            let _ = tokio::time::timeout(limit, m).await;
+        }
         if let Some(d) = dht {
             super::magnet::save_dht(&d).await;
         }

@@ -7,6 +7,7 @@ pub(crate) mod daemon;
 pub(crate) mod download;
 mod magnet;
 mod metainfo;
+mod portmap;
 mod scrape;
 pub(crate) mod serve;
 pub mod settings;

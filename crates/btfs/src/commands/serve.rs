@@ -361,15 +361,29 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
     // Shared by every torrent, as the upload limit (serve seeds: it only matters for
     // data it may fetch).
     let download_limit = super::settings::download_limiter(&settings);
-    // Where a magnet's reader can reach us: --announce-addr, else every concrete
-    // address listened on (none for 0.0.0.0 and ::).
+    let mapper = match args.port_mapping {
+        true => Some(super::portmap::start(port, dht.as_ref()).await?),
+        false => None,
+    };
+    let mut mapped = None;
+    if let Some(m) = &mapper {
+        let s = m.settled(super::portmap::SETTLE).await;
+        super::portmap::show(&s, enc);
+        mapped = s.external_addr(node::portmap::Protocol::Tcp, port);
+    }
+    // Where a magnet's reader can reach us: --announce-addr, else the mapped external
+    // address and every concrete address listened on (none for 0.0.0.0 and ::).
     let reachable: Vec<SocketAddr> = match args.announce_addr {
         Some(a) => vec![a],
-        None => router
-            .local_addrs()
-            .iter()
-            .filter(|a| !a.ip().is_unspecified())
-            .copied()
+        None => mapped
+            .into_iter()
+            .chain(
+                router
+                    .local_addrs()
+                    .iter()
+                    .filter(|a| !a.ip().is_unspecified())
+                    .copied(),
+            )
             .collect(),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -441,6 +455,9 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
             .map(|(n, rx, _)| (n.clone(), rx.clone()))
             .collect(),
     ));
+    let follower = mapper
+        .as_ref()
+        .map(|m| tokio::spawn(super::portmap::follow(m.status(), enc)));
     match args.duration {
         Some(d) => tokio::select! {
             _ = wait_for_signal() => {}
@@ -486,6 +503,10 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
     }
     if let Some(f) = &ip_filter {
         eprintln!("IP filter: blocked {} distinct address(es)", f.blocked());
+    }
+    if let (Some(m), Some(f)) = (mapper, follower) {
+        f.abort();
+        super::portmap::show(&m.stop(super::portmap::STOP).await, enc);
     }
     if !failed.is_empty() {
         bail!("{}", failed.join("; "));
