@@ -1,0 +1,400 @@
+//! Port mapping against a real home router: Debian's miniupnpd (miniupnpd-iptables) in
+//! network namespaces this test makes — `inside` (btfs) ── `router` (NAT, miniupnpd
+//! answering UPnP IGD and/or NAT-PMP/PCP on its LAN side) ── `outside` (libtorrent, and a
+//! small STUN server that lets miniupnpd forward although its WAN address is private;
+//! see ../shared/INTEROP.md). `btfs bittorrent serve --port-mapping` runs inside; the test
+//! reads the mappings from miniupnpd's iptables chain, libtorrent downloads from outside
+//! through the router's WAN address and the mapped port (the magnet's `x.pe`), and after
+//! btfs exits on SIGINT the mappings are gone. One run per method: UPnP only, NAT-PMP only.
+//!
+//! Needs root (as the suite runs). Every address lives on veths inside the test's own
+//! namespaces, named with the test's PID; a Drop guard kills what it started (by PID) and
+//! deletes the namespaces, even on panic.
+
+mod common;
+
+use common::{data, tool, Daemon, Run};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one setup command may take.
+const CMD: Duration = Duration::from_secs(30);
+/// How long miniupnpd, the STUN server and serve may take to get ready.
+const READY: Duration = Duration::from_secs(30);
+/// How long libtorrent may take to download through the router.
+const DOWNLOAD: Duration = Duration::from_secs(120);
+/// How long serve may take to exit after SIGINT (mappings removed first).
+const STOP: Duration = Duration::from_secs(40);
+
+const WAN_IP: &str = "10.200.2.1";
+const INSIDE_IP: &str = "10.200.1.2";
+const OUTSIDE_IP: &str = "10.200.2.2";
+
+fn tools_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools")
+}
+
+fn run(args: &[&str]) -> Run {
+    let r = common::run_with_timeout(Command::new(args[0]).args(&args[1..]), CMD);
+    assert_eq!(
+        r.status, 0,
+        "{args:?} failed\nstdout:\n{}\nstderr:\n{}",
+        r.stdout, r.stderr
+    );
+    r
+}
+
+/// Three namespaces and the processes started in them; torn down on drop.
+struct Lab {
+    /// inside, router, outside
+    ns: Vec<String>,
+    procs: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        for n in &self.ns {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+impl Lab {
+    fn inside(&self) -> &str {
+        &self.ns[0]
+    }
+    fn router(&self) -> &str {
+        &self.ns[1]
+    }
+    fn outside(&self) -> &str {
+        &self.ns[2]
+    }
+
+    /// `ip netns exec NS ARGS…`, which must succeed.
+    fn exec(&self, ns: &str, args: &[&str]) -> Run {
+        let mut all = vec!["ip", "netns", "exec", ns];
+        all.extend(args);
+        run(&all)
+    }
+
+    fn iptables(&self, args: &[&str]) -> Run {
+        let mut all = vec!["iptables-legacy", "-w", "5"];
+        all.extend(args);
+        self.exec(self.router(), &all)
+    }
+
+    /// Starts `ip netns exec NS ARGS…` with its output in `log`, and waits for every
+    /// one of `ready` to appear there.
+    fn spawn(&mut self, ns: &str, args: &[&str], log: &str, ready: &[&str]) -> PathBuf {
+        let path = self.dir.path().join(log);
+        let file = std::fs::File::create(&path).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {args:?}: {e}"));
+        self.procs.push(child);
+        let deadline = Instant::now() + READY;
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if ready.iter().all(|r| text.contains(r)) {
+                return path;
+            }
+            let exited = self.procs.last_mut().unwrap().try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "{args:?} did not print {ready:?} (exited: {exited:?}); its output:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The namespaces, veths, NAT and miniupnpd's chains (as its iptables_init.sh, with
+    /// the legacy tables it uses).
+    fn new(tag: &str) -> Lab {
+        let mut lab = Lab {
+            ns: Vec::new(),
+            procs: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for part in ["in", "rt", "out"] {
+            let name = format!("btpm{}{tag}{part}", std::process::id());
+            run(&["ip", "netns", "add", &name]);
+            lab.ns.push(name.clone());
+            run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        }
+        let (i, r, o) = (
+            lab.inside().to_owned(),
+            lab.router().to_owned(),
+            lab.outside().to_owned(),
+        );
+        let lan = [
+            "link", "add", "veth-in", "type", "veth", "peer", "name", "r-lan",
+        ];
+        run(&[&["ip", "-n", &i][..], &lan, &["netns", &r]].concat());
+        let wan = [
+            "link", "add", "r-wan", "type", "veth", "peer", "name", "veth-out",
+        ];
+        run(&[&["ip", "-n", &r][..], &wan, &["netns", &o]].concat());
+        for (ns, addr, dev) in [
+            (&i, "10.200.1.2/24", "veth-in"),
+            (&r, "10.200.1.1/24", "r-lan"),
+            (&r, "10.200.2.1/24", "r-wan"),
+            (&o, "10.200.2.2/24", "veth-out"),
+            // The STUN server's second address ("changed IP").
+            (&o, "10.200.2.3/24", "veth-out"),
+        ] {
+            run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+        }
+        for (ns, dev) in [
+            (&i, "veth-in"),
+            (&r, "r-lan"),
+            (&r, "r-wan"),
+            (&o, "veth-out"),
+        ] {
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        run(&[
+            "ip",
+            "-n",
+            &i,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.200.1.1",
+        ]);
+        lab.exec(&r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        for rule in [
+            "-t nat -A POSTROUTING -o r-wan -j MASQUERADE",
+            "-P FORWARD DROP",
+            "-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            "-A FORWARD -i r-lan -o r-wan -j ACCEPT",
+            "-t nat -N MINIUPNPD",
+            "-t mangle -N MINIUPNPD",
+            "-t filter -N MINIUPNPD",
+            "-t nat -N MINIUPNPD-POSTROUTING",
+            "-t nat -I PREROUTING -i r-wan -j MINIUPNPD",
+            "-t mangle -I PREROUTING -i r-wan -j MINIUPNPD",
+            "-t filter -I FORWARD -i r-wan ! -o r-wan -j MINIUPNPD",
+            "-t nat -I POSTROUTING -o r-wan -j MINIUPNPD-POSTROUTING",
+        ] {
+            lab.iptables(&rule.split(' ').collect::<Vec<_>>());
+        }
+        lab
+    }
+
+    /// The STUN server outside, then miniupnpd on the router with the given methods.
+    fn start_router(&mut self, upnp: bool, natpmp: bool) {
+        let stund = tools_dir().join("stund.py");
+        let o = self.outside().to_owned();
+        let stund = stund.to_str().unwrap();
+        self.spawn(
+            &o,
+            &["/usr/bin/python3", stund, OUTSIDE_IP, "10.200.2.3"],
+            "stund.log",
+            &["listening"],
+        );
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        let conf = self.dir.path().join("miniupnpd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "ext_ifname=r-wan\nlistening_ip=r-lan\nhttp_port=5000\n\
+                 enable_upnp={}\nenable_natpmp={}\nsecure_mode=yes\nipv6_disable=yes\n\
+                 ext_perform_stun=yes\next_stun_host={OUTSIDE_IP}\next_stun_port=3478\n\
+                 uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\n\
+                 allow 1024-65535 10.200.1.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+                yes(upnp),
+                yes(natpmp)
+            ),
+        )
+        .unwrap();
+        let pid = self.dir.path().join("miniupnpd.pid");
+        let mut ready = vec!["Port forwarding is now enabled"];
+        if upnp {
+            ready.push("HTTP listening on port 5000");
+        }
+        if natpmp {
+            ready.push("Listening for NAT-PMP");
+        }
+        let r = self.router().to_owned();
+        let (conf, pid) = (conf.to_str().unwrap(), pid.to_str().unwrap());
+        self.spawn(
+            &r,
+            &["miniupnpd", "-f", conf, "-d", "-P", pid],
+            "miniupnpd.log",
+            &ready,
+        );
+    }
+
+    /// miniupnpd's forwarding rules: `-d INSIDE/32 -p PROTO -m PROTO --dport PORT` lines.
+    fn forwards(&self) -> Vec<String> {
+        self.iptables(&["-t", "filter", "-S", "MINIUPNPD"])
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("-A MINIUPNPD"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+}
+
+fn check_tools() {
+    for t in ["ip", "iptables-legacy", "miniupnpd", "python3"] {
+        tool(t);
+    }
+    let v = common::run_with_timeout(Command::new("miniupnpd").arg("--version"), CMD);
+    assert!(
+        format!("{}{}", v.stdout, v.stderr).contains("netfilter(iptables)"),
+        "miniupnpd is not the iptables build (Debian package miniupnpd-iptables); run scripts/install-deps"
+    );
+}
+
+/// The whole story for one method set; `methods` are the acceptable `Method`s.
+fn serve_through_the_router(tag: &str, upnp: bool, natpmp: bool, methods: &[&str]) {
+    check_tools();
+    let mut lab = Lab::new(tag);
+    lab.start_router(upnp, natpmp);
+
+    let file = lab.dir.path().join("data").join("mapped.bin");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let bytes = data(3 << 20, 15);
+    std::fs::write(&file, &bytes).unwrap();
+    let repo = lab.dir.path().join("repo");
+    let serve_err = lab.dir.path().join("serve.stderr");
+    let mut cmd = Command::new("sh");
+    // `exec` twice (sh, then ip netns exec) keeps the PID: SIGINT reaches btfs itself.
+    cmd.arg("-c")
+        .arg(r#"exec ip netns exec "$0" "$@" 2>"$SERVE_STDERR""#)
+        .arg(lab.inside())
+        .arg(env!("CARGO_BIN_EXE_btfs"))
+        .args(["--json", "bittorrent", "serve", file.to_str().unwrap()])
+        .args(["--port-mapping", "--listen-ip", "0.0.0.0", "--port", "6881"])
+        // A DHT node (its bootstrap is nobody, outside), so that its UDP port is mapped.
+        .args(["--dht-bootstrap", &format!("{OUTSIDE_IP}:6881")])
+        .env("BTFS_PATH", &repo)
+        .env("SERVE_STDERR", &serve_err);
+    let serve = Daemon::spawn("btfs bittorrent serve", &mut cmd);
+    let err = || std::fs::read_to_string(&serve_err).unwrap_or_default();
+
+    // The mapping state comes before the magnet, which carries the external address.
+    let line = serve.wait_for("a port-mapping event", READY, |l| {
+        l.contains("port-mapping")
+    });
+    let state: Value = serde_json::from_str(&line).unwrap();
+    let context = || {
+        format!(
+            "state: {state:#}\nserve stderr:\n{}\nminiupnpd:\n{}",
+            err(),
+            lab.log("miniupnpd.log")
+        )
+    };
+    eprintln!("[{tag}] {}", err().trim_end());
+    let maps = state["Mappings"].as_array().unwrap();
+    assert_eq!(maps.len(), 2, "TCP and the DHT's UDP port\n{}", context());
+    for m in maps {
+        assert_eq!(m["State"], "Mapped", "{}", context());
+        assert!(
+            methods.contains(&m["Method"].as_str().unwrap()),
+            "method {} is not one of {methods:?}\n{}",
+            m["Method"],
+            context()
+        );
+    }
+    assert_eq!(state["ExternalIp"], WAN_IP, "{}", context());
+    assert_eq!(state["Gateway"], "10.200.1.1", "{}", context());
+    let tcp = maps.iter().find(|m| m["Protocol"] == "TCP").unwrap();
+    let udp = maps.iter().find(|m| m["Protocol"] == "UDP").unwrap();
+    assert_eq!(tcp["InternalPort"], 6881);
+    let ext_tcp = tcp["ExternalPort"].as_u64().unwrap();
+    let ext_udp = udp["ExternalPort"].as_u64().unwrap();
+    let stderr_line = format!("port mapping: TCP 6881 → {WAN_IP}:{ext_tcp} via ");
+    assert!(err().contains(&stderr_line), "{}", context());
+
+    let torrent = serve.wait_for("the torrent line", READY, |l| l.contains("\"Magnet\""));
+    let torrent: Value = serde_json::from_str(&torrent).unwrap();
+    let magnet = torrent["Magnet"].as_str().unwrap().to_owned();
+    let peer = format!("{WAN_IP}:{ext_tcp}");
+    assert!(
+        magnet.contains(&format!("x.pe={peer}")),
+        "{magnet}\n{}",
+        context()
+    );
+
+    // miniupnpd's side: a forward to the inside host for each mapped port.
+    let forwards = lab.forwards();
+    for (proto, port) in [("tcp", ext_tcp), ("udp", ext_udp)] {
+        let want = format!("-d {INSIDE_IP}/32 -p {proto} -m {proto} --dport {port} -j ACCEPT");
+        assert!(
+            forwards.iter().any(|l| l.contains(&want)),
+            "no {want:?} in MINIUPNPD: {forwards:?}\n{}",
+            context()
+        );
+    }
+
+    // libtorrent outside downloads from the magnet alone: through the router's WAN
+    // address and the mapped port.
+    let save = lab.dir.path().join("lt");
+    std::fs::create_dir_all(&save).unwrap();
+    let lt = common::run_with_timeout(
+        Command::new("ip")
+            .args(["netns", "exec", lab.outside(), "env"])
+            .arg(format!("LT_BIND={OUTSIDE_IP}"))
+            .arg("/usr/bin/python3")
+            .arg(tools_dir().join("lt.py"))
+            .args(["magnet", &magnet, save.to_str().unwrap(), "0", &peer, "90"]),
+        DOWNLOAD,
+    );
+    assert!(
+        lt.stdout.contains("done"),
+        "libtorrent did not finish: {}\n{}\n{}",
+        lt.stdout,
+        lt.stderr,
+        context()
+    );
+    assert!(
+        std::fs::read(save.join("mapped.bin")).unwrap() == bytes,
+        "libtorrent's copy differs"
+    );
+
+    // SIGINT: serve removes the mappings before it exits.
+    serve.interrupt();
+    let (status, lines) = serve.finish(STOP);
+    assert_eq!(status, Some(0), "serve's exit\n{}", context());
+    let last: Value = lines
+        .iter()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["Type"] == "port-mapping")
+        .unwrap_or_else(|| panic!("no final port-mapping event in {lines:?}"));
+    for m in last["Mappings"].as_array().unwrap() {
+        assert_eq!(m["State"], "Removed", "{last:#}\n{}", context());
+    }
+    eprintln!("[{tag}] after SIGINT: {last}");
+    let left = lab.forwards();
+    assert!(left.is_empty(), "mappings left: {left:?}\n{}", context());
+}
+
+#[test]
+fn upnp_maps_the_ports_libtorrent_connects_from_outside_and_they_are_removed_on_exit() {
+    serve_through_the_router("u", true, false, &["UPnP"]);
+}
+
+#[test]
+fn natpmp_maps_the_ports_libtorrent_connects_from_outside_and_they_are_removed_on_exit() {
+    serve_through_the_router("n", false, true, &["NAT-PMP", "PCP"]);
+}
