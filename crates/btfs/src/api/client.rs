@@ -704,6 +704,11 @@ async fn jobs(
                     p["Progress"].as_f64().unwrap_or(0.0) * 100.0
                 );
             }
+            let pm =
+                serde_json::from_value::<node::portmap::PortMapStatus>(v["PortMapping"].clone());
+            for line in pm.map(|p| p.lines()).unwrap_or_default() {
+                println!("  port mapping {}", clean(&line));
+            }
             for t in v["Trackers"].as_array().into_iter().flatten() {
                 let result = match (t["Peers"].as_u64(), t["Error"].as_str()) {
                     (_, Some(e)) => format!("error: {}", clean(e)),

@@ -159,6 +159,8 @@ enum Stop {
 struct Job {
     rec: Record,
     stats: Option<Stats>,
+    /// The last `port-mapping` event of its process (`download --port-mapping`).
+    port_mapping: Option<node::portmap::PortMapStatus>,
     /// Signals the job's process (set while it runs; never a bare pid, see
     /// [`Signaller`]).
     signal: Option<Signaller>,
@@ -217,6 +219,7 @@ impl Jobs {
             .into_iter()
             .map(|rec| Job {
                 stats: None,
+                port_mapping: None,
                 rec,
                 signal: None,
                 running: false,
@@ -413,6 +416,7 @@ impl Jobs {
             jobs.push(Job {
                 rec,
                 stats: None,
+                port_mapping: None,
                 signal: None,
                 running: false,
                 stop: None,
@@ -1036,6 +1040,11 @@ impl Job {
                     self.rec.files = files;
                 }
             }
+            Some("port-mapping") => {
+                if let Ok(pm) = serde_json::from_value(v.clone()) {
+                    self.port_mapping = Some(pm);
+                }
+            }
             Some("progress") => {
                 if let Ok(stats) = serde_json::from_value::<Stats>(v.clone()) {
                     let state = match stats.phase {
@@ -1158,6 +1167,7 @@ impl Job {
             .collect::<Vec<_>>());
         v["PeerList"] = serde_json::to_value(&detail.peer_list).unwrap_or_default();
         v["Trackers"] = serde_json::to_value(&detail.trackers).unwrap_or_default();
+        v["PortMapping"] = serde_json::to_value(&self.port_mapping).unwrap_or_default();
         v["PieceCount"] = self.rec.piece_count.into();
         v["PieceMap"] = if detail.piece_map.is_empty() {
             self.rec.piece_map.clone().into()

@@ -487,6 +487,25 @@
     return [el('dt', { text: term }), el('dd', null, value)];
   }
 
+  // One part per mapping: "TCP 6881 → 10.200.2.1:6881 via UPnP", "UDP 7000 failed: …".
+  function portMapping(pm) {
+    const maps = pm && Array.isArray(pm.Mappings) ? pm.Mappings : [];
+    if (!maps.length) return 'off';
+    return maps
+      .map((m) => {
+        const head = `${str(m.Protocol)} ${num(m.InternalPort)}`;
+        const ext = pm.ExternalIp ? `${str(pm.ExternalIp)}:${num(m.ExternalPort)}` : `port ${num(m.ExternalPort)}`;
+        const via = m.Method ? ` via ${str(m.Method)}` : '';
+        switch (m.State) {
+          case 'Mapped': return `${head} → ${ext}${via}`;
+          case 'Failed': return `${head} failed${via}: ${str(m.Error)}`;
+          case 'Removed': return `${head} removed`;
+          default: return `${head} mapping…`;
+        }
+      })
+      .join(' · ');
+  }
+
   function renderDetail(d) {
     lastDetail = d;
     learnGateway(d.GatewayUrl);
@@ -504,6 +523,7 @@
       ['Source', el('code', { class: 'wrap', text: str(d.Source) })],
       ['Seed after download', d.Seed ? 'yes' : 'no'],
     ];
+    items.push(['Port mapping', portMapping(d.PortMapping)]);
     if (d.Created) items.push(['Added', new Date(num(d.Created) * 1000).toLocaleString()]);
     $('detail-summary').replaceChildren(...items.flatMap(([t, v]) => summaryItem(t, v)));
     const err = $('detail-error');
