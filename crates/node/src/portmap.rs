@@ -211,6 +211,8 @@ pub struct PortMapSpec {
     requests: Vec<PortRequest>,
     upnp: bool,
     natpmp: bool,
+    /// PCP is tried before NAT-PMP (on by default).
+    pcp: bool,
     description: String,
 }
 
@@ -240,6 +242,7 @@ impl PortMapSpec {
             requests,
             upnp: true,
             natpmp: true,
+            pcp: true,
             description: "btfs".into(),
         })
     }
@@ -252,6 +255,13 @@ impl PortMapSpec {
         self.upnp = upnp;
         self.natpmp = natpmp;
         Ok(self)
+    }
+
+    /// Whether PCP is tried before NAT-PMP (a gateway that speaks both then maps by
+    /// NAT-PMP when off).
+    pub fn pcp(mut self, on: bool) -> PortMapSpec {
+        self.pcp = on;
+        self
     }
 
     /// The name the gateway lists the mappings under (cut to [`MAX_DESCRIPTION`]).
@@ -598,7 +608,7 @@ async fn map_one(
                         .map_err(|e| e.to_string())?;
                     m
                 }
-                _ => Box::new(pmp_new(*addr, local, slot.req).await?),
+                _ => Box::new(pmp_new(*addr, local, slot.req, spec.pcp).await?),
             };
             let (method, external_ip) = match mapping.mapping_type() {
                 crab_nat::PortMappingType::NatPmp => (Method::NatPmp, None),
@@ -660,11 +670,12 @@ async fn upnp_add(
     }
 }
 
-/// A new NAT-PMP/PCP mapping: PCP first; NAT-PMP when PCP fails in any way.
+/// A new NAT-PMP/PCP mapping: PCP first (when `pcp`); NAT-PMP when PCP fails in any way.
 async fn pmp_new(
     gateway: IpAddr,
     local: IpAddr,
     req: PortRequest,
+    pcp: bool,
 ) -> Result<crab_nat::PortMapping, String> {
     let proto = match req.protocol {
         Protocol::Tcp => crab_nat::InternetProtocol::Tcp,
@@ -676,6 +687,15 @@ async fn pmp_new(
         timeout_config: Some(pmp_timeouts()),
     };
     let unanswered = || format!("no answer within {} s", REQUEST_TIMEOUT.as_secs());
+    if !pcp {
+        return timeout(
+            REQUEST_TIMEOUT,
+            crab_nat::natpmp::port_mapping(gateway.into(), proto, req.internal_port, opts),
+        )
+        .await
+        .map_err(|_| unanswered())?
+        .map_err(|e| e.to_string());
+    }
     let first = timeout(
         REQUEST_TIMEOUT,
         crab_nat::PortMapping::new(gateway.into(), local, proto, req.internal_port, opts),

@@ -18,6 +18,10 @@ pub const SETTLE: Duration = Duration::from_secs(10);
 /// How long removing the mappings may take on exit.
 pub const STOP: Duration = Duration::from_secs(10);
 
+/// `BTFS_PORT_MAPPING_PCP=0` maps by NAT-PMP without trying PCP first (for gateways
+/// whose PCP misbehaves, and to test the NAT-PMP path against a gateway that speaks both).
+pub const PCP_ENV: &str = "BTFS_PORT_MAPPING_PCP";
+
 /// Starts mapping `tcp_port` and the DHT node's UDP port.
 pub async fn start(tcp_port: u16, dht: Option<&Arc<DhtNode>>) -> anyhow::Result<PortMapper> {
     let mut ports = vec![(Protocol::Tcp, tcp_port)];
@@ -25,7 +29,9 @@ pub async fn start(tcp_port: u16, dht: Option<&Arc<DhtNode>>) -> anyhow::Result<
         ports.push((Protocol::Udp, d.local_addr().await.port()));
     }
     Ok(PortMapper::start(
-        PortMapSpec::new(ports)?.description("btfs"),
+        PortMapSpec::new(ports)?
+            .description("btfs")
+            .pcp(std::env::var(PCP_ENV).map_or(true, |v| v != "0")),
     ))
 }
 
