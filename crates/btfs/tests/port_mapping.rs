@@ -373,6 +373,44 @@ fn serve_through_the_router(tag: &str, upnp: bool, natpmp: bool, pcp: bool, meth
         "libtorrent's copy differs"
     );
 
+    // `download --port-mapping` (another repo, inside) maps its own listen port while
+    // it runs and removes it when done.
+    let got = common::run_with_timeout(
+        Command::new("ip")
+            .args(["netns", "exec", lab.inside(), env!("CARGO_BIN_EXE_btfs")])
+            .args([
+                "--json",
+                "bittorrent",
+                "download",
+                &magnet,
+                "--port-mapping",
+            ])
+            .args(["--port", "7000", "--peer", "127.0.0.1:6881", "--no-dht"])
+            .env("BTFS_PATH", lab.dir.path().join("repo2"))
+            .env("BTFS_PORT_MAPPING_PCP", if pcp { "1" } else { "0" }),
+        DOWNLOAD,
+    );
+    assert_eq!(
+        got.status, 0,
+        "download: {}
+{}",
+        got.stdout, got.stderr
+    );
+    let events: Vec<Value> = got
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["Type"] == "port-mapping")
+        .collect();
+    let first = &events.first().expect("download's port-mapping events")["Mappings"][0];
+    assert_eq!(
+        (&first["InternalPort"], &first["State"]),
+        (&7000.into(), &"Mapped".into()),
+        "{events:?}"
+    );
+    assert_eq!(events.last().unwrap()["Mappings"][0]["State"], "Removed");
+    assert!(!lab.forwards().iter().any(|l| l.contains("--dport 7000")));
+
     // SIGINT: serve removes the mappings before it exits.
     serve.interrupt();
     let (status, lines) = serve.finish(STOP);
