@@ -250,8 +250,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         let r = engine::run(meta.clone(), opts, stats_tx, stop_rx).await;
         let _ = reporter.await;
         if let Some(m) = mapping {
-            let limit = super::portmap::STOP + Duration::from_secs(1);
-            let _ = tokio::time::timeout(limit, m).await;
+            let _ = tokio::time::timeout(super::portmap::DOWNLOAD_END, m).await;
         }
         if let Some(d) = dht {
             super::magnet::save_dht(&d).await;

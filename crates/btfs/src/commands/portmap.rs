@@ -2,12 +2,15 @@
 //! peer listen port over TCP, the DHT's over UDP) and how the state is shown: one
 //! `port mapping: …` line per mapping on stderr, and with `--enc json` a
 //! `{"Type":"port-mapping", …}` event on stdout, each time the state changes.
-//! The mapping itself is [`node::portmap`]'s; every wait here is bounded.
+//! The mapping itself is [`node::portmap`]'s; every wait here is bounded, and every wait
+//! for the mappings to settle also ends on Ctrl-C/SIGTERM (or the download's end), so
+//! the mappings are removed on every way out.
 
 use crate::output::{clean, Encoding};
 use bittorrent::dht::DhtNode;
 use bittorrent::engine::Stats;
 use node::portmap::{PortMapSpec, PortMapStatus, PortMapper, Protocol};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -15,8 +18,12 @@ use tokio::sync::watch;
 /// How long `serve` waits for the first answers before printing its magnets (so they can
 /// carry the external address).
 pub const SETTLE: Duration = Duration::from_secs(10);
-/// How long removing the mappings may take on exit.
-pub const STOP: Duration = Duration::from_secs(10);
+/// How long removing the mappings may take on exit: the removals run at once, each
+/// within [`node::portmap::REQUEST_TIMEOUT`].
+pub const STOP: Duration = Duration::from_secs(node::portmap::REQUEST_TIMEOUT.as_secs() + 5);
+/// [`for_download`] ends within this after its stop or the engine's end (the removal,
+/// and a little for the rest).
+pub const DOWNLOAD_END: Duration = Duration::from_secs(STOP.as_secs() + 2);
 
 /// `BTFS_PORT_MAPPING_PCP=0` maps by NAT-PMP without trying PCP first (for gateways
 /// whose PCP misbehaves, and to test the NAT-PMP path against a gateway that speaks both).
@@ -33,6 +40,60 @@ pub async fn start(tcp_port: u16, dht: Option<&Arc<DhtNode>>) -> anyhow::Result<
             .description("btfs")
             .pcp(std::env::var(PCP_ENV).map_or(true, |v| v != "0")),
     ))
+}
+
+/// Ctrl-C/SIGTERM as a flag that turns true on the first. The handlers are installed
+/// here, at once (not at a first poll), so a signal while the mappings settle is caught
+/// and the mappings are removed.
+pub fn signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                let _ = tx.send(true);
+            });
+            return rx;
+        }
+    }
+    tokio::spawn(async move {
+        super::wait_for_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// `serve`'s wait for the first answers (at most [`SETTLE`]); shows the state. Returns
+/// the TCP port's external address when it is global (a private one, as behind a double
+/// NAT, is not what peers out there can reach), `Err(())` when a signal came first.
+pub async fn settle(
+    mapper: Option<&PortMapper>,
+    port: u16,
+    signal: &mut watch::Receiver<bool>,
+    enc: Encoding,
+) -> Result<Option<SocketAddr>, ()> {
+    let Some(m) = mapper else { return Ok(None) };
+    let s = tokio::select! {
+        s = m.settled(SETTLE) => s,
+        _ = signal.wait_for(|s| *s) => return Err(()),
+    };
+    show(&s, enc);
+    Ok(s.public_addr(Protocol::Tcp, port))
+}
+
+/// Removes the mappings (bounded by [`STOP`]) and shows the last state.
+pub async fn finish(mapper: Option<PortMapper>, enc: Encoding) {
+    if let Some(m) = mapper {
+        show(&m.stop(STOP).await, enc);
+    }
 }
 
 /// Prints the state: lines on stderr, and a JSON event on stdout with `--enc json`.
@@ -77,13 +138,24 @@ pub async fn for_download(
         Ok(m) => m,
         Err(e) => return eprintln!("port mapping: {e}"),
     };
-    let first = mapper.settled(SETTLE).await;
-    show(&first, enc);
-    let follower = tokio::spawn(follow(mapper.status(), enc));
-    tokio::select! {
-        _ = stop.wait_for(|s| *s) => {}
-        _ = async { while stats.changed().await.is_ok() {} } => {}
+    // The download ends on a stop or when the engine's stats end; the wait for the
+    // first answers ends then too.
+    let ended = async {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {}
+            _ = async { while stats.changed().await.is_ok() {} } => {}
+        }
+    };
+    tokio::pin!(ended);
+    let first = tokio::select! {
+        s = mapper.settled(SETTLE) => Some(s),
+        _ = &mut ended => None,
+    };
+    if let Some(first) = first {
+        show(&first, enc);
+        let follower = tokio::spawn(follow(mapper.status(), enc));
+        ended.await;
+        follower.abort();
     }
-    follower.abort();
     show(&mapper.stop(STOP).await, enc);
 }

@@ -1,8 +1,8 @@
 //! `btfs bittorrent serve`: seeds files, folders and content of the BTFS store, one
 //! torrent each, all on one port, until interrupted; prints a magnet link per torrent.
 
+use super::btfs_path;
 use super::store::{import_path, open_repo, parse_content_path};
-use super::{btfs_path, wait_for_signal};
 use crate::cli::ServeArgs;
 use crate::output::{clean, human_size, Encoding};
 use anyhow::{bail, Context};
@@ -361,31 +361,7 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
     // Shared by every torrent, as the upload limit (serve seeds: it only matters for
     // data it may fetch).
     let download_limit = super::settings::download_limiter(&settings);
-    let mapper = match args.port_mapping {
-        true => Some(super::portmap::start(port, dht.as_ref()).await?),
-        false => None,
-    };
-    let mut mapped = None;
-    if let Some(m) = &mapper {
-        let s = m.settled(super::portmap::SETTLE).await;
-        super::portmap::show(&s, enc);
-        mapped = s.external_addr(node::portmap::Protocol::Tcp, port);
-    }
-    // Where a magnet's reader can reach us: --announce-addr, else the mapped external
-    // address and every concrete address listened on (none for 0.0.0.0 and ::).
-    let reachable: Vec<SocketAddr> = match args.announce_addr {
-        Some(a) => vec![a],
-        None => mapped
-            .into_iter()
-            .chain(
-                router
-                    .local_addrs()
-                    .iter()
-                    .filter(|a| !a.ip().is_unspecified())
-                    .copied(),
-            )
-            .collect(),
-    };
+    let mut signal = super::portmap::signals();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut engines = Vec::new();
     let mut boards = Vec::new();
@@ -402,6 +378,30 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
         };
         ready.push((seed, storage));
     }
+    let mapper = match args.port_mapping {
+        true => Some(super::portmap::start(port, dht.as_ref()).await?),
+        false => None,
+    };
+    // From here on, every way out removes the mappings.
+    let Ok(mapped) = super::portmap::settle(mapper.as_ref(), port, &mut signal, enc).await else {
+        super::portmap::finish(mapper, enc).await;
+        return Ok(());
+    };
+    // Where a magnet's reader can reach us: --announce-addr, else the mapped external
+    // address and every concrete address listened on (none for 0.0.0.0 and ::).
+    let reachable: Vec<SocketAddr> = match args.announce_addr {
+        Some(a) => vec![a],
+        None => mapped
+            .into_iter()
+            .chain(
+                router
+                    .local_addrs()
+                    .iter()
+                    .filter(|a| !a.ip().is_unspecified())
+                    .copied(),
+            )
+            .collect(),
+    };
     for (seed, storage) in ready {
         let mut magnet = seed.meta.magnet();
         magnet.peers.extend(reachable.iter().copied());
@@ -460,10 +460,10 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
         .map(|m| tokio::spawn(super::portmap::follow(m.status(), enc)));
     match args.duration {
         Some(d) => tokio::select! {
-            _ = wait_for_signal() => {}
+            _ = signal.wait_for(|s| *s) => {}
             _ = tokio::time::sleep(d) => {}
         },
-        None => wait_for_signal().await,
+        None => drop(signal.wait_for(|s| *s).await),
     }
     let _ = stop_tx.send(true);
     status.abort();
@@ -487,7 +487,7 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
         let s = rx.borrow().clone();
         match enc {
             Encoding::Json => {
-                let mut v = serde_json::to_value(&s)?;
+                let mut v = serde_json::to_value(&s).unwrap_or_default();
                 v["Type"] = "summary".into();
                 v["Name"] = name.clone().into();
                 if let Some(st) = storage {
@@ -504,10 +504,10 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
     if let Some(f) = &ip_filter {
         eprintln!("IP filter: blocked {} distinct address(es)", f.blocked());
     }
-    if let (Some(m), Some(f)) = (mapper, follower) {
+    if let Some(f) = follower {
         f.abort();
-        super::portmap::show(&m.stop(super::portmap::STOP).await, enc);
     }
+    super::portmap::finish(mapper, enc).await;
     if !failed.is_empty() {
         bail!("{}", failed.join("; "));
     }
