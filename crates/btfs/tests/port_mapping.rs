@@ -4,13 +4,18 @@
 //! small STUN server that lets miniupnpd forward although its WAN address is private;
 //! see ../shared/INTEROP.md). `btfs bittorrent serve --port-mapping` runs inside; the test
 //! reads the mappings from miniupnpd's iptables chain, libtorrent downloads from outside
-//! through the router's WAN address and the mapped port (the magnet's `x.pe`), and after
-//! btfs exits on SIGINT the mappings are gone. One run per method: UPnP only; NAT-PMP
-//! only, asked by PCP and (PCP turned off) by NAT-PMP.
+//! through the router's WAN address and the mapped port (both from serve's port-mapping
+//! event: the router's WAN address is private, as behind a double NAT, so the magnet must
+//! not carry it), and after btfs exits on SIGINT the mappings are gone. One run per
+//! method: UPnP only; NAT-PMP only, asked by PCP and (PCP turned off) by NAT-PMP. The
+//! router caps PCP leases at [`PCP_MAX_LIFETIME`] s, so the PCP run sees a short lease
+//! renewed before it runs out.
 //!
 //! Needs root (as the suite runs). Every address lives on veths inside the test's own
 //! namespaces, named with the test's PID; a Drop guard kills what it started (by PID) and
-//! deletes the namespaces, even on panic.
+//! deletes the namespaces, even on panic. Every child gets SIGKILL when the test's thread
+//! dies (PR_SET_PDEATHSIG), even by SIGKILL; namespaces a killed run left behind (their
+//! PID gone) are deleted when the next run starts.
 
 mod common;
 
@@ -32,6 +37,48 @@ const STOP: Duration = Duration::from_secs(40);
 const WAN_IP: &str = "10.200.2.1";
 const INSIDE_IP: &str = "10.200.1.2";
 const OUTSIDE_IP: &str = "10.200.2.2";
+/// miniupnpd's cap on PCP lifetimes (its `max_lifetime`), far below btfs's MIN_RENEW.
+const PCP_MAX_LIFETIME: u64 = 20;
+/// How long a renewal of a PCP lease may take to show.
+const RENEWAL: Duration = Duration::from_secs(PCP_MAX_LIFETIME * 3);
+
+/// `cmd`'s process gets SIGKILL when the thread that started it dies, so a test binary
+/// that is killed leaves no miniupnpd, STUN server, btfs or libtorrent behind.
+fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the test is gone"));
+            }
+            Ok(())
+        })
+    };
+    cmd
+}
+
+/// Deletes `btpm<PID>…` namespaces of test runs whose process is gone.
+fn remove_leftovers() {
+    let list = run(&["ip", "netns", "list"]).stdout;
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(rest) = name.strip_prefix("btpm") else {
+            continue;
+        };
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let Ok(pid) = digits.parse::<u32>() else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("deleting {name}, left by process {pid}");
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
 
 fn tools_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools")
@@ -96,7 +143,7 @@ impl Lab {
     fn spawn(&mut self, ns: &str, args: &[&str], log: &str, ready: &[&str]) -> PathBuf {
         let path = self.dir.path().join(log);
         let file = std::fs::File::create(&path).unwrap();
-        let child = Command::new("ip")
+        let child = die_with_parent(&mut Command::new("ip"))
             .args(["netns", "exec", ns])
             .args(args)
             .stdin(Stdio::null())
@@ -123,6 +170,7 @@ impl Lab {
     /// The namespaces, veths, NAT and miniupnpd's chains (as its iptables_init.sh, with
     /// the legacy tables it uses).
     fn new(tag: &str) -> Lab {
+        remove_leftovers();
         let mut lab = Lab {
             ns: Vec::new(),
             procs: Vec::new(),
@@ -215,6 +263,7 @@ impl Lab {
                  enable_upnp={}\nenable_natpmp={}\nsecure_mode=yes\nipv6_disable=yes\n\
                  ext_perform_stun=yes\next_stun_host={OUTSIDE_IP}\next_stun_port=3478\n\
                  uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b\n\
+                 min_lifetime=5\nmax_lifetime={PCP_MAX_LIFETIME}\n\
                  allow 1024-65535 10.200.1.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
                 yes(upnp),
                 yes(natpmp)
@@ -278,6 +327,7 @@ fn serve_through_the_router(tag: &str, upnp: bool, natpmp: bool, pcp: bool, meth
     let repo = lab.dir.path().join("repo");
     let serve_err = lab.dir.path().join("serve.stderr");
     let mut cmd = Command::new("sh");
+    die_with_parent(&mut cmd);
     // `exec` twice (sh, then ip netns exec) keeps the PID: SIGINT reaches btfs itself.
     cmd.arg("-c")
         .arg(r#"exec ip netns exec "$0" "$@" 2>"$SERVE_STDERR""#)
@@ -330,12 +380,31 @@ fn serve_through_the_router(tag: &str, upnp: bool, natpmp: bool, pcp: bool, meth
     let torrent = serve.wait_for("the torrent line", READY, |l| l.contains("\"Magnet\""));
     let torrent: Value = serde_json::from_str(&torrent).unwrap();
     let magnet = torrent["Magnet"].as_str().unwrap().to_owned();
+    // The external address is private (the router is behind another NAT, as far as
+    // anyone can tell): peers out there could not reach it, so it is not in the magnet.
+    assert!(!magnet.contains(WAN_IP), "{magnet}\n{}", context());
     let peer = format!("{WAN_IP}:{ext_tcp}");
-    assert!(
-        magnet.contains(&format!("x.pe={peer}")),
-        "{magnet}\n{}",
-        context()
-    );
+
+    if maps.iter().any(|m| m["Method"] == "PCP") {
+        // The router granted a lease shorter than btfs's MIN_RENEW: it is renewed before
+        // it runs out, and the forward stays.
+        assert_eq!(tcp["LeaseSecs"], PCP_MAX_LIFETIME, "{}", context());
+        let first = tcp["Expires"].as_u64().unwrap();
+        let renewed = serve.wait_for("a renewal of the TCP mapping", RENEWAL, |l| {
+            let Ok(v) = serde_json::from_str::<Value>(l) else {
+                return false;
+            };
+            v["Type"] == "port-mapping"
+                && v["Mappings"].as_array().is_some_and(|ms| {
+                    ms.iter().any(|m| {
+                        m["Protocol"] == "TCP"
+                            && m["State"] == "Mapped"
+                            && m["Expires"].as_u64().is_some_and(|e| e > first)
+                    })
+                })
+        });
+        eprintln!("[{tag}] renewed: {renewed}");
+    }
 
     // miniupnpd's side: a forward to the inside host for each mapped port.
     let forwards = lab.forwards();
@@ -353,7 +422,7 @@ fn serve_through_the_router(tag: &str, upnp: bool, natpmp: bool, pcp: bool, meth
     let save = lab.dir.path().join("lt");
     std::fs::create_dir_all(&save).unwrap();
     let lt = common::run_with_timeout(
-        Command::new("ip")
+        die_with_parent(&mut Command::new("ip"))
             .args(["netns", "exec", lab.outside(), "env"])
             .arg(format!("LT_BIND={OUTSIDE_IP}"))
             .arg("/usr/bin/python3")
@@ -373,43 +442,65 @@ fn serve_through_the_router(tag: &str, upnp: bool, natpmp: bool, pcp: bool, meth
         "libtorrent's copy differs"
     );
 
-    // `download --port-mapping` (another repo, inside) maps its own listen port while
-    // it runs and removes it when done.
-    let got = common::run_with_timeout(
-        Command::new("ip")
-            .args(["netns", "exec", lab.inside(), env!("CARGO_BIN_EXE_btfs")])
-            .args([
-                "--json",
-                "bittorrent",
-                "download",
-                &magnet,
-                "--port-mapping",
-            ])
-            .args(["--port", "7000", "--peer", "127.0.0.1:6881", "--no-dht"])
-            .env("BTFS_PATH", lab.dir.path().join("repo2"))
-            .env("BTFS_PORT_MAPPING_PCP", if pcp { "1" } else { "0" }),
-        DOWNLOAD,
-    );
+    // `download --port-mapping --seed` (another repo, inside) maps its own listen port
+    // while it runs, and removes it when stopped by SIGINT.
+    let mut cmd = Command::new("sh");
+    die_with_parent(&mut cmd)
+        .arg("-c")
+        .arg(r#"exec ip netns exec "$0" "$@""#)
+        .arg(lab.inside())
+        .arg(env!("CARGO_BIN_EXE_btfs"))
+        .args([
+            "--json",
+            "bittorrent",
+            "download",
+            &magnet,
+            "--port-mapping",
+        ])
+        .args([
+            "--seed",
+            "--port",
+            "7000",
+            "--peer",
+            "127.0.0.1:6881",
+            "--no-dht",
+        ])
+        .env("BTFS_PATH", lab.dir.path().join("repo2"))
+        .env("BTFS_PORT_MAPPING_PCP", if pcp { "1" } else { "0" });
+    let download = Daemon::spawn("btfs bittorrent download --seed", &mut cmd);
+    let is_mapping =
+        |l: &str| serde_json::from_str::<Value>(l).is_ok_and(|v| v["Type"] == "port-mapping");
+    let first: Value =
+        serde_json::from_str(&download.wait_for("a port-mapping event", DOWNLOAD, is_mapping))
+            .unwrap();
+    let mine = &first["Mappings"][0];
     assert_eq!(
-        got.status, 0,
-        "download: {}
-{}",
-        got.stdout, got.stderr
-    );
-    let events: Vec<Value> = got
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["Type"] == "port-mapping")
-        .collect();
-    let first = &events.first().expect("download's port-mapping events")["Mappings"][0];
-    assert_eq!(
-        (&first["InternalPort"], &first["State"]),
+        (&mine["InternalPort"], &mine["State"]),
         (&7000.into(), &"Mapped".into()),
-        "{events:?}"
+        "{first}"
     );
-    assert_eq!(events.last().unwrap()["Mappings"][0]["State"], "Removed");
-    assert!(!lab.forwards().iter().any(|l| l.contains("--dport 7000")));
+    let ext_download = mine["ExternalPort"].as_u64().unwrap();
+    let forward = format!("-p tcp -m tcp --dport {ext_download} -j");
+    let now = lab.forwards();
+    assert!(
+        now.iter().any(|l| l.contains(&forward)),
+        "no {forward:?} while download runs: {now:?}"
+    );
+    download.interrupt();
+    let (status, lines) = download.finish(STOP);
+    assert_eq!(status, Some(0), "download's exit: {lines:?}");
+    let last: Value = lines
+        .iter()
+        .rev()
+        .filter(|l| is_mapping(l))
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no final port-mapping event in {lines:?}"));
+    assert_eq!(last["Mappings"][0]["State"], "Removed", "{last}");
+    let left = lab.forwards();
+    assert!(
+        !left.iter().any(|l| l.contains(&forward)),
+        "download's mapping ({forward}) left: {left:?}"
+    );
 
     // SIGINT: serve removes the mappings before it exits.
     serve.interrupt();
