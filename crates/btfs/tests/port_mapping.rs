@@ -536,3 +536,54 @@ fn pcp_maps_the_ports_libtorrent_connects_from_outside_and_they_are_removed_on_e
 fn natpmp_maps_the_ports_libtorrent_connects_from_outside_and_they_are_removed_on_exit() {
     serve_through_the_router("n", false, true, false, &["NAT-PMP"]);
 }
+
+/// Whether process `pid` catches SIGINT (its handler is installed).
+fn catches_sigint(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|m| m & (1 << (libc::SIGINT - 1)) != 0)
+}
+
+/// SIGINT while serve waits for the gateway's first answers (here no gateway answers:
+/// the router runs no miniupnpd and drops NAT-PMP/PCP) ends serve cleanly through the
+/// mappings' removal, before any magnet is printed.
+#[test]
+fn a_signal_while_the_mappings_settle_ends_serve_cleanly() {
+    check_tools();
+    let lab = Lab::new("s");
+    lab.iptables(&["-A", "INPUT", "-p", "udp", "--dport", "5351", "-j", "DROP"]);
+    let file = lab.dir.path().join("settle.bin");
+    std::fs::write(&file, data(1 << 16, 3)).unwrap();
+    let mut cmd = Command::new("sh");
+    die_with_parent(&mut cmd)
+        .arg("-c")
+        .arg(r#"exec ip netns exec "$0" "$@""#)
+        .arg(lab.inside())
+        .arg(env!("CARGO_BIN_EXE_btfs"))
+        .args(["--json", "bittorrent", "serve", file.to_str().unwrap()])
+        .args(["--port-mapping", "--listen-ip", "0.0.0.0", "--no-dht"])
+        .env("BTFS_PATH", lab.dir.path().join("repo"));
+    let serve = Daemon::spawn("btfs bittorrent serve", &mut cmd);
+    let deadline = Instant::now() + READY;
+    while !catches_sigint(serve.pid()) {
+        assert!(Instant::now() < deadline, "serve never caught SIGINT");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    serve.interrupt();
+    let (status, lines) = serve.finish(STOP);
+    assert_eq!(status, Some(0), "serve's exit: {lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("\"Magnet\"")),
+        "serve went on after the signal: {lines:?}"
+    );
+    let last: Value = lines
+        .iter()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["Type"] == "port-mapping")
+        .unwrap_or_else(|| panic!("no final port-mapping event in {lines:?}"));
+    assert_eq!(last["Mappings"][0]["InternalPort"], 6881, "{last}");
+}
