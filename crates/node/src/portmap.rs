@@ -1055,8 +1055,8 @@ async fn remove_all(
         }
     }
     // Per slot: (the held mapping's result, the first error of the stale ones).
-    let mut results: Vec<(Option<Result<(), String>>, Option<String>)> =
-        vec![(None, None); slots.len()];
+    type Outcome = (Option<Result<(), String>>, Option<String>);
+    let mut results: Vec<Outcome> = vec![(None, None); slots.len()];
     while let Some(done) = set.join_next().await {
         let Ok((i, primary, r)) = done else { continue };
         match (primary, r) {
