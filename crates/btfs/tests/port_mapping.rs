@@ -470,9 +470,18 @@ fn serve_through_the_router(tag: &str, upnp: bool, natpmp: bool, pcp: bool, meth
     let download = Daemon::spawn("btfs bittorrent download --seed", &mut cmd);
     let is_mapping =
         |l: &str| serde_json::from_str::<Value>(l).is_ok_and(|v| v["Type"] == "port-mapping");
-    let first: Value =
-        serde_json::from_str(&download.wait_for("a port-mapping event", DOWNLOAD, is_mapping))
-            .unwrap();
+    // Its first port-mapping event, and the end of the download (so that SIGINT stops
+    // a seeding download, which exits 0).
+    let first_event = std::cell::RefCell::new(None::<String>);
+    let imported = std::cell::Cell::new(false);
+    download.wait_for("a port-mapping event and the import", DOWNLOAD, |l| {
+        if is_mapping(l) && first_event.borrow().is_none() {
+            *first_event.borrow_mut() = Some(l.to_owned());
+        }
+        imported.set(imported.get() || l.contains(r#""Type":"imported""#));
+        first_event.borrow().is_some() && imported.get()
+    });
+    let first: Value = serde_json::from_str(first_event.borrow().as_ref().unwrap()).unwrap();
     let mine = &first["Mappings"][0];
     assert_eq!(
         (&mine["InternalPort"], &mine["State"]),
