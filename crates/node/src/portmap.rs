@@ -793,8 +793,8 @@ async fn upnp_map(
         Err(UpnpAdd::Other(e)) => return Err(e),
     }
     // `want` is mapped to another host, or, renewing, to us (some gateways refuse to
-    // re-add a mapping they have): ours is removed, never left behind.
-    slot.held = None;
+    // re-add a mapping they have): ours is removed, never left behind. It stays
+    // recorded until the gateway said it is gone (or never was ours).
     let mut ports = Vec::with_capacity(MAX_PORT_TRIES);
     if renewing.is_some() {
         let proto = igd_protocol(slot.req.protocol);
@@ -805,9 +805,13 @@ async fn upnp_map(
                 | igd_next::RemovePortError::ActionNotAuthorized,
             )) => {}
             // Unknown: removed on stop.
-            _ => slot.keep_stale(Held::upnp(want)),
+            _ => {
+                slot.held = None;
+                slot.keep_stale(Held::upnp(want));
+            }
         }
     }
+    slot.held = None;
     while ports.len() < MAX_PORT_TRIES {
         let p = rand::random_range(1024..=u16::MAX);
         if p != want {
