@@ -244,7 +244,8 @@ pub struct NetArgs {
     /// A block list of IP ranges (P2P or eMule .dat; Bittorrent.IPFilter).
     #[arg(long, value_name = "PATH")]
     pub ip_filter: Option<PathBuf>,
-    /// Do not map the listen port on the router (Bittorrent.PortMapping).
+    /// Do not map the listen port (and the DHT's) on the LAN's gateway by UPnP IGD or
+    /// NAT-PMP/PCP (Bittorrent.PortMapping).
     #[arg(long)]
     pub no_port_mapping: bool,
 }
@@ -443,10 +444,6 @@ pub struct DownloadArgs {
     /// A peer to connect to, as IP:PORT or [IPv6]:PORT; repeatable.
     #[arg(long = "peer")]
     pub peers: Vec<std::net::SocketAddr>,
-    /// Map the listen port (and the DHT's) on the LAN's gateway by UPnP IGD or
-    /// NAT-PMP/PCP while the download runs.
-    #[arg(long)]
-    pub port_mapping: bool,
     /// Only these files: comma-separated indices (from 0, as `metainfo` lists them) or
     /// glob patterns on the path inside the torrent (`*` any text, `?` one character).
     #[arg(long, value_delimiter = ',')]
@@ -608,10 +605,6 @@ pub struct ServeArgs {
     /// Stop serving a torrent (by infohash or name) and exit.
     #[arg(long)]
     pub remove: Option<String>,
-    /// Map the listen port (and the DHT's) on the LAN's gateway by UPnP IGD or
-    /// NAT-PMP/PCP, and put the external address in the printed magnets.
-    #[arg(long)]
-    pub port_mapping: bool,
     /// Seed for this long, then stop (e.g. 30s, 2h); until interrupted by default.
     #[arg(long, value_parser = crate::commands::parse_duration)]
     pub duration: Option<std::time::Duration>,

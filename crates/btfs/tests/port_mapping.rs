@@ -2,14 +2,20 @@
 //! network namespaces this test makes — `inside` (btfs) ── `router` (NAT, miniupnpd
 //! answering UPnP IGD and/or NAT-PMP/PCP on its LAN side) ── `outside` (libtorrent, and a
 //! small STUN server that lets miniupnpd forward although its WAN address is private;
-//! see ../shared/INTEROP.md). `btfs bittorrent serve --port-mapping` runs inside; the test
+//! see ../shared/INTEROP.md). btfs runs inside with a repo made as the suite makes them
+//! (`BTFS_PROFILE=test`: no port mapping) and then set up by `btfs config` as a user
+//! behind a home router would (`Bittorrent.PortMapping` true, listening on 0.0.0.0);
+//! `btfs bittorrent serve` maps its ports; the test
 //! reads the mappings from miniupnpd's iptables chain, libtorrent downloads from outside
 //! through the router's WAN address and the mapped port (both from serve's port-mapping
 //! event: the router's WAN address is private, as behind a double NAT, so the magnet must
 //! not carry it), and after btfs exits on SIGINT the mappings are gone. One run per
 //! method: UPnP only; NAT-PMP only, asked by PCP and (PCP turned off) by NAT-PMP. The
 //! router caps PCP leases at [`PCP_MAX_LIFETIME`] s, so the PCP run sees a short lease
-//! renewed before it runs out.
+//! renewed before it runs out. And the other way: with the test profile as it is, or
+//! with `--no-port-mapping`, serve and download send nothing to the gateway's UPnP
+//! (SSDP, UDP 1900) or NAT-PMP/PCP (UDP 5351) ports (counted by iptables in the inside
+//! namespace; the same counters see the requests once the config turns mapping on).
 //!
 //! Needs root (as the suite runs). Every address lives on veths inside the test's own
 //! namespaces, named with the test's PID; a Drop guard kills what it started (by PID) and
@@ -92,6 +98,57 @@ fn run(args: &[&str]) -> Run {
         r.stdout, r.stderr
     );
     r
+}
+
+/// `btfs ARGS` on the repo at `repo`, outside the namespaces (config only); must succeed.
+fn btfs_at(repo: &Path, args: &[&str]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_btfs"));
+    cmd.env("BTFS_PATH", repo).args(args);
+    let r = common::run_with_timeout(&mut cmd, CMD);
+    assert_eq!(r.status, 0, "btfs {args:?} failed\n{}", r.stderr);
+    r
+}
+
+/// The repo at `repo` is made on first use with the suite's `test` profile (port mapping
+/// off), then turned into one for a LAN behind a home router with `btfs config`: port
+/// mapping on, listening on 0.0.0.0 at `port`.
+fn mapping_repo(repo: &Path, port: u16) {
+    assert_eq!(
+        std::env::var("BTFS_PROFILE").as_deref(),
+        Ok("test"),
+        "the suite runs with BTFS_PROFILE=test (.cargo/config.toml)"
+    );
+    let mapping = btfs_at(repo, &["config", "Bittorrent.PortMapping"]);
+    assert_eq!(
+        mapping.stdout.trim(),
+        "false",
+        "the test profile maps nothing"
+    );
+    let port = port.to_string();
+    for (key, value) in [
+        ("Bittorrent.PortMapping", "true"),
+        ("Bittorrent.ListenAddresses", r#"["0.0.0.0"]"#),
+        ("Bittorrent.RandomPort", "false"),
+        ("Bittorrent.Port", &port),
+    ] {
+        btfs_at(repo, &["config", key, value, "--json"]);
+    }
+    let mapping = btfs_at(repo, &["config", "Bittorrent.PortMapping"]);
+    assert_eq!(mapping.stdout.trim(), "true");
+}
+
+/// `btfs ARGS` inside `ns` with the repo at `repo`; `exec` twice (sh, then ip netns exec)
+/// keeps the PID, so SIGINT reaches btfs itself.
+fn btfs_in(ns: &str, repo: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("sh");
+    die_with_parent(&mut cmd)
+        .arg("-c")
+        .arg(r#"exec ip netns exec "$0" "$@""#)
+        .arg(ns)
+        .arg(env!("CARGO_BIN_EXE_btfs"))
+        .args(args)
+        .env("BTFS_PATH", repo);
+    cmd
 }
 
 /// Three namespaces and the processes started in them; torn down on drop.
@@ -298,6 +355,39 @@ impl Lab {
             .collect()
     }
 
+    /// Has iptables in the inside namespace count every packet sent to a UPnP (SSDP, UDP
+    /// 1900) or NAT-PMP/PCP (UDP 5351) port, wherever it goes.
+    fn count_mapping_requests(&self) {
+        for port in ["1900", "5351"] {
+            let rule = ["-A", "OUTPUT", "-p", "udp", "--dport", port];
+            let mut all = vec!["iptables-legacy", "-w", "5"];
+            all.extend(rule);
+            self.exec(self.inside(), &all);
+        }
+    }
+
+    /// The packets [`Lab::count_mapping_requests`] counted so far.
+    fn mapping_requests(&self) -> u64 {
+        let list = [
+            "iptables-legacy",
+            "-w",
+            "5",
+            "-L",
+            "OUTPUT",
+            "-n",
+            "-v",
+            "-x",
+        ];
+        let out = self.exec(self.inside(), &list).stdout;
+        let rules: Vec<u64> = out
+            .lines()
+            .skip(2)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        assert_eq!(rules.len(), 2, "the counting rules:\n{out}");
+        rules.iter().sum()
+    }
+
     fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
@@ -325,6 +415,7 @@ fn serve_through_the_router(tag: &str, upnp: bool, natpmp: bool, pcp: bool, meth
     let bytes = data(3 << 20, 15);
     std::fs::write(&file, &bytes).unwrap();
     let repo = lab.dir.path().join("repo");
+    mapping_repo(&repo, 6881);
     let serve_err = lab.dir.path().join("serve.stderr");
     let mut cmd = Command::new("sh");
     die_with_parent(&mut cmd);
@@ -334,7 +425,6 @@ fn serve_through_the_router(tag: &str, upnp: bool, natpmp: bool, pcp: bool, meth
         .arg(lab.inside())
         .arg(env!("CARGO_BIN_EXE_btfs"))
         .args(["--json", "bittorrent", "serve", file.to_str().unwrap()])
-        .args(["--port-mapping", "--listen-ip", "0.0.0.0", "--port", "6881"])
         // A DHT node (its bootstrap is nobody, outside), so that its UDP port is mapped.
         .args(["--dht-bootstrap", &format!("{OUTSIDE_IP}:6881")])
         .env("BTFS_PATH", &repo)
@@ -442,30 +532,16 @@ fn serve_through_the_router(tag: &str, upnp: bool, natpmp: bool, pcp: bool, meth
         "libtorrent's copy differs"
     );
 
-    // `download --port-mapping --seed` (another repo, inside) maps its own listen port
-    // while it runs, and removes it when stopped by SIGINT.
-    let mut cmd = Command::new("sh");
-    die_with_parent(&mut cmd)
-        .arg("-c")
-        .arg(r#"exec ip netns exec "$0" "$@""#)
-        .arg(lab.inside())
-        .arg(env!("CARGO_BIN_EXE_btfs"))
-        .args([
-            "--json",
-            "bittorrent",
-            "download",
-            &magnet,
-            "--port-mapping",
-        ])
-        .args([
-            "--seed",
-            "--port",
-            "7000",
-            "--peer",
-            "127.0.0.1:6881",
-            "--no-dht",
-        ])
-        .env("BTFS_PATH", lab.dir.path().join("repo2"))
+    // `download --seed` (another repo, inside, mapping on by its config) maps its own
+    // listen port while it runs, and removes it when stopped by SIGINT.
+    let repo2 = lab.dir.path().join("repo2");
+    mapping_repo(&repo2, 7000);
+    let mut cmd = btfs_in(
+        lab.inside(),
+        &repo2,
+        &["--json", "bittorrent", "download", &magnet, "--seed"],
+    );
+    cmd.args(["--peer", "127.0.0.1:6881", "--no-dht"])
         .env("BTFS_PORT_MAPPING_PCP", if pcp { "1" } else { "0" });
     let download = Daemon::spawn("btfs bittorrent download --seed", &mut cmd);
     let is_mapping =
@@ -566,15 +642,11 @@ fn a_signal_while_the_mappings_settle_ends_serve_cleanly() {
     lab.iptables(&["-A", "INPUT", "-p", "udp", "--dport", "5351", "-j", "DROP"]);
     let file = lab.dir.path().join("settle.bin");
     std::fs::write(&file, data(1 << 16, 3)).unwrap();
-    let mut cmd = Command::new("sh");
-    die_with_parent(&mut cmd)
-        .arg("-c")
-        .arg(r#"exec ip netns exec "$0" "$@""#)
-        .arg(lab.inside())
-        .arg(env!("CARGO_BIN_EXE_btfs"))
-        .args(["--json", "bittorrent", "serve", file.to_str().unwrap()])
-        .args(["--port-mapping", "--listen-ip", "0.0.0.0", "--no-dht"])
-        .env("BTFS_PATH", lab.dir.path().join("repo"));
+    let repo = lab.dir.path().join("repo");
+    mapping_repo(&repo, 6881);
+    let args = ["--json", "bittorrent", "serve", file.to_str().unwrap()];
+    let mut cmd = btfs_in(lab.inside(), &repo, &args);
+    cmd.arg("--no-dht");
     let serve = Daemon::spawn("btfs bittorrent serve", &mut cmd);
     let deadline = Instant::now() + READY;
     while !catches_sigint(serve.pid()) {
@@ -595,4 +667,103 @@ fn a_signal_while_the_mappings_settle_ends_serve_cleanly() {
         .filter(|v| v["Type"] == "port-mapping")
         .unwrap_or_else(|| panic!("no final port-mapping event in {lines:?}"));
     assert_eq!(last["Mappings"][0]["InternalPort"], 6881, "{last}");
+}
+
+/// Runs serve inside until its magnet is printed (any mapping is settled before that),
+/// then stops it by SIGINT; returns its output lines.
+fn serve_until_magnet(lab: &Lab, repo: &Path, file: &str, extra: &[&str]) -> Vec<String> {
+    let mut cmd = btfs_in(lab.inside(), repo, &["--json", "bittorrent", "serve", file]);
+    let serve = Daemon::spawn("btfs bittorrent serve", cmd.args(extra));
+    let seen = std::cell::RefCell::new(Vec::new());
+    serve.wait_for("the torrent line", READY, |l| {
+        seen.borrow_mut().push(l.to_owned());
+        l.contains("\"Magnet\"")
+    });
+    serve.interrupt();
+    let (status, rest) = serve.finish(STOP);
+    let mut lines = seen.into_inner();
+    lines.extend(rest);
+    assert_eq!(status, Some(0), "serve's exit: {lines:?}");
+    lines
+}
+
+/// Port mapping follows the config: the test profile as the suite's repos get it (serve
+/// and download), and `--no-port-mapping` over a config that turns mapping on, send
+/// nothing to any UPnP or NAT-PMP/PCP port although a gateway answering both is there;
+/// the same counters see serve's requests once the config alone turns mapping on.
+#[test]
+fn without_port_mapping_nothing_is_sent_to_the_gateway() {
+    check_tools();
+    let mut lab = Lab::new("o");
+    lab.start_router(true, true);
+    lab.count_mapping_requests();
+    let file = lab.dir.path().join("quiet.bin");
+    std::fs::write(&file, data(1 << 18, 5)).unwrap();
+    let file = file.to_str().unwrap();
+    let no_events = |who: &str, lines: &[String]| {
+        assert!(
+            !lines.iter().any(|l| l.contains("port-mapping")),
+            "{who} mapped: {lines:?}"
+        );
+    };
+
+    // The test profile (BTFS_PROFILE=test, a repo made on first use): 127.0.0.1, a
+    // random port, no mapping.
+    let repo = lab.dir.path().join("repo");
+    let mut cmd = btfs_in(
+        lab.inside(),
+        &repo,
+        &["--json", "bittorrent", "serve", file],
+    );
+    let serve = Daemon::spawn("btfs bittorrent serve", &mut cmd);
+    let line = serve.wait_for("the torrent line", READY, |l| {
+        assert!(!l.contains("port-mapping"), "serve mapped: {l}");
+        l.contains("\"Magnet\"")
+    });
+    let magnet = serde_json::from_str::<Value>(&line).unwrap()["Magnet"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(magnet.contains("127.0.0.1"), "serve's address: {magnet}");
+    let repo2 = lab.dir.path().join("repo2");
+    let args = ["--json", "bittorrent", "download", &magnet, "--no-dht"];
+    let download = common::run_with_timeout(&mut btfs_in(lab.inside(), &repo2, &args), DOWNLOAD);
+    assert_eq!(download.status, 0, "download:\n{}", download.stderr);
+    let lines: Vec<String> = download.stdout.lines().map(str::to_owned).collect();
+    assert!(
+        lines.iter().any(|l| l.contains(r#""Type":"imported""#)),
+        "download: {lines:?}"
+    );
+    no_events("download with the test profile", &lines);
+    serve.interrupt();
+    let (status, lines) = serve.finish(STOP);
+    assert_eq!(status, Some(0), "serve's exit: {lines:?}");
+    no_events("serve with the test profile", &lines);
+    let sent = lab.mapping_requests();
+    assert_eq!(
+        sent,
+        0,
+        "sent with the test profile\n{}",
+        lab.log("miniupnpd.log")
+    );
+
+    // The config turns mapping on; --no-port-mapping turns it off for one run.
+    mapping_repo(&repo, 6881);
+    let lines = serve_until_magnet(&lab, &repo, file, &["--no-port-mapping"]);
+    no_events("serve --no-port-mapping", &lines);
+    let sent = lab.mapping_requests();
+    assert_eq!(
+        sent,
+        0,
+        "sent with --no-port-mapping\n{}",
+        lab.log("miniupnpd.log")
+    );
+
+    // Without the flag, the config's mapping runs: the counters see it.
+    let lines = serve_until_magnet(&lab, &repo, file, &[]);
+    assert!(
+        lines.iter().any(|l| l.contains(r#""Type":"port-mapping""#)),
+        "serve with Bittorrent.PortMapping true: {lines:?}"
+    );
+    assert!(lab.mapping_requests() > 0, "the counters saw nothing");
 }

@@ -159,7 +159,7 @@ enum Stop {
 struct Job {
     rec: Record,
     stats: Option<Stats>,
-    /// The last `port-mapping` event of its process (`download --port-mapping`).
+    /// The last `port-mapping` event of its process (`Bittorrent.PortMapping`).
     port_mapping: Option<node::portmap::PortMapStatus>,
     /// Signals the job's process (set while it runs; never a bare pid, see
     /// [`Signaller`]).

@@ -241,7 +241,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
             wait_for_signal().await;
             let _ = stop_tx.send(true);
         });
-        let mapping = args.port_mapping.then(|| {
+        let mapping = settings.port_mapping.then(|| {
             let (stats, dht, stop) = (stats_rx.clone(), opts.dht.clone(), stop_rx.clone());
             tokio::spawn(super::portmap::for_download(stats, dht, stop, enc))
         });

@@ -1,10 +1,17 @@
-//! The commands' side of port mapping (`serve`, `download`): which ports are mapped (the
-//! peer listen port over TCP, the DHT's over UDP) and how the state is shown: one
-//! `port mapping: …` line per mapping on stderr, and with `--enc json` a
-//! `{"Type":"port-mapping", …}` event on stdout, each time the state changes.
+//! The commands' side of port mapping (`serve`, `download`, and so the daemon's jobs):
+//! which ports are mapped (the peer listen port over TCP, the DHT's over UDP) and how the
+//! state is shown: one `port mapping: …` line per mapping on stderr, and with `--enc json`
+//! a `{"Type":"port-mapping", …}` event on stdout, each time the state changes.
+//!
+//! Policy: mapping runs when the run's settings say so (`Bittorrent.PortMapping`, on by
+//! default, off in the `test` profile; `--no-port-mapping` turns it off for one run).
 //! The mapping itself is [`node::portmap`]'s; every wait here is bounded, and every wait
 //! for the mappings to settle also ends on Ctrl-C/SIGTERM (or the download's end), so
-//! the mappings are removed on every way out.
+//! the mappings are removed on every way out. No locks.
+//!
+//! Test/diagnostic knob, not a setting: `BTFS_PORT_MAPPING_PCP=0` ([`PCP_ENV`]) asks by
+//! NAT-PMP without trying PCP first, so the NAT-PMP path can be tested on its own against
+//! a gateway that speaks both, or a gateway whose PCP misbehaves can be told apart.
 
 use crate::output::{clean, Encoding};
 use bittorrent::dht::DhtNode;
@@ -25,8 +32,8 @@ pub const STOP: Duration = Duration::from_secs(node::portmap::REQUEST_TIMEOUT.as
 /// and a little for the rest).
 pub const DOWNLOAD_END: Duration = Duration::from_secs(STOP.as_secs() + 2);
 
-/// `BTFS_PORT_MAPPING_PCP=0` maps by NAT-PMP without trying PCP first (for gateways
-/// whose PCP misbehaves, and to test the NAT-PMP path against a gateway that speaks both).
+/// `BTFS_PORT_MAPPING_PCP=0` maps by NAT-PMP without trying PCP first (a test and
+/// diagnostic knob; see the module doc).
 pub const PCP_ENV: &str = "BTFS_PORT_MAPPING_PCP";
 
 /// Starts mapping `tcp_port` and the DHT node's UDP port.

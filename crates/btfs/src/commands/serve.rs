@@ -378,7 +378,7 @@ async fn seed_all(args: ServeArgs, seeds: Vec<Seed>, enc: Encoding) -> anyhow::R
         };
         ready.push((seed, storage));
     }
-    let mapper = match args.port_mapping {
+    let mapper = match settings.port_mapping {
         true => Some(super::portmap::start(port, dht.as_ref()).await?),
         false => None,
     };

@@ -34,7 +34,8 @@ pub struct Settings {
     pub dht: Option<DhtSettings>,
     /// Why `dht` is `None`.
     pub dht_off: DhtOff,
-    /// UPnP IGD / NAT-PMP for the listen port. Carried, not acted on yet.
+    /// Map the listen port and the DHT's on the LAN's gateway (UPnP IGD, NAT-PMP/PCP;
+    /// see `commands::portmap`).
     pub port_mapping: bool,
     /// Bytes per second over all torrents of the process.
     pub upload_rate_limit: Option<u64>,
