@@ -514,7 +514,7 @@ fn serve_through_the_router(tag: &str, upnp: bool, natpmp: bool, pcp: bool, meth
     let lt = common::run_with_timeout(
         die_with_parent(&mut Command::new("ip"))
             .args(["netns", "exec", lab.outside(), "env"])
-            .arg(format!("LT_BIND={OUTSIDE_IP}"))
+            .arg(format!("LT_LISTEN={OUTSIDE_IP}"))
             .arg("/usr/bin/python3")
             .arg(tools_dir().join("lt.py"))
             .args(["magnet", &magnet, save.to_str().unwrap(), "0", &peer, "90"]),
