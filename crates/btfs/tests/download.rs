@@ -182,7 +182,7 @@ fn from_three_seeders_at_once() {
 #[test]
 fn a_libtorrent_leecher_downloads_from_btfs_while_btfs_downloads() {
     let tmp = tempfile::tempdir().unwrap();
-    let (file, torrent, seed_port, _seeder) = slow_swarm(tmp.path(), 4_000_000, 22, 1_000_000);
+    let (file, torrent, seed_port, seeder) = slow_swarm(tmp.path(), 4_000_000, 22, 1_000_000);
     let btfs_port = free_port();
     let out = tmp.path().join("out");
     let d = btfs_download(
@@ -202,6 +202,14 @@ fn a_libtorrent_leecher_downloads_from_btfs_while_btfs_downloads() {
             "--seed",
         ],
     );
+    // Once btfs has part of the file, the seeder pauses: btfs cannot finish before the
+    // leecher has been served, however slowly the leecher starts.
+    let have = |v: &serde_json::Value, key: &str| v[key].as_u64().unwrap_or(0);
+    d.wait_for("part of the file", Duration::from_secs(60), |l| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .is_ok_and(|v| have(&v, "BytesHave") > 0 && have(&v, "BytesHave") < 4_000_000)
+    });
+    let paused = seeder.pause();
     let leech_dir = tmp.path().join("leech");
     std::fs::create_dir_all(&leech_dir).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/lt.py");
@@ -223,11 +231,11 @@ fn a_libtorrent_leecher_downloads_from_btfs_while_btfs_downloads() {
         Duration::from_secs(60),
         |l| {
             serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| {
-                v["Uploaded"].as_u64().unwrap_or(0) > 0
-                    && v["BytesHave"].as_u64().unwrap_or(0) < v["BytesWanted"].as_u64().unwrap_or(0)
+                have(&v, "Uploaded") > 0 && have(&v, "BytesHave") < have(&v, "BytesWanted")
             })
         },
     );
+    drop(paused);
     leecher.wait_for_line("done", Duration::from_secs(100));
     assert_same_tree(&file, &leech_dir.join("big.bin"));
     d.interrupt();

@@ -91,8 +91,13 @@ pub fn run(api: Api, matches: &ArgMatches, cli: &Cli, enc: Encoding) -> anyhow::
                 Bittorrent::Download(_) => download(&conn, &path, query, enc).await,
                 Bittorrent::Jobs(j) => jobs(&conn, &path, query, j, enc).await,
                 Bittorrent::Serve(_) => {
-                    let query = absolute(query, &["output"])?;
+                    let query = absolute(query, &["output", "ip-filter"])?;
                     let query = absolute_serve_paths(query)?;
+                    generic(&conn, &path, query, enc, None).await
+                }
+                Bittorrent::Metainfo(_) => {
+                    // A relative block list names a file here, not in the daemon's folder.
+                    let query = absolute(query, &["ip-filter"])?;
                     generic(&conn, &path, query, enc, None).await
                 }
                 _ => generic(&conn, &path, query, enc, None).await,
@@ -475,7 +480,7 @@ async fn download(
             "arg" if !v.trim_start().to_ascii_lowercase().starts_with("magnet:") => {
                 torrent = Some(PathBuf::from(v))
             }
-            "output" => q.push((k, cwd_join(&v)?)),
+            "output" | "ip-filter" => q.push((k, cwd_join(&v)?)),
             _ => q.push((k, v)),
         }
     }

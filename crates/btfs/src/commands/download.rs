@@ -77,12 +77,16 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                     peers: Vec::new(),
                 },
                 None => {
-                    let listen_port = match settings.dht {
-                        Some(_) => Some(bound_port(&mut listeners, &settings, &runtime)?),
-                        None => None,
-                    };
-                    let dht =
-                        super::magnet::magnet_dht(&runtime, &settings, dht_only, enc, listen_port)?;
+                    // Bound before the fetch: the trackers and the peers asked for the
+                    // metadata learn the real port, and the DHT's UDP socket takes it too.
+                    let listen_port = bound_port(&mut listeners, &settings, &runtime)?;
+                    let dht = super::magnet::magnet_dht(
+                        &runtime,
+                        &settings,
+                        dht_only,
+                        enc,
+                        Some(listen_port),
+                    )?;
                     magnet_dht = Some(dht.clone());
                     let fetched = runtime.block_on(super::magnet::fetch(
                         &magnet,
@@ -92,6 +96,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                         dht,
                         settings.no_dht_reason(),
                         ip_filter.clone(),
+                        Some(listen_port),
                     ))?;
                     if let Some(p) = &args.metadata_cache {
                         let tmp = p.with_extension("tmp");

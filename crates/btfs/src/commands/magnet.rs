@@ -222,8 +222,13 @@ pub async fn start_dht(
             Err(why) => tried.push((host.clone(), why)),
         }
     }
+    // A node bound to loopback (the test profile) can reach only loopback nodes: a table
+    // saved by a run with the default config is not even tried.
     let saved = if settings.saved_nodes {
         saved_nodes()
+            .into_iter()
+            .filter(|a| !bind.is_loopback() || a.ip().is_loopback())
+            .collect()
     } else {
         Vec::new()
     };
@@ -268,6 +273,10 @@ pub async fn start_dht(
 }
 
 /// Fetches the metadata a magnet names, never dialling an address `filter` blocks.
+/// `listen_port` is the port of this run's peer listeners, announced to the trackers and
+/// offered in the BEP 10 handshake; without listeners (`metainfo -m`) the trackers are
+/// told 6881 (they need a port) and peers none.
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch(
     magnet: &Magnet,
     extra_peers: &[SocketAddr],
@@ -276,6 +285,7 @@ pub async fn fetch(
     dht: Option<Arc<DhtNode>>,
     no_dht: &str,
     filter: Option<Arc<bittorrent::ipfilter::IpFilter>>,
+    listen_port: Option<u16>,
 ) -> anyhow::Result<Fetched> {
     let has_trackers = use_trackers && !magnet.trackers.is_empty();
     if magnet.peers.is_empty() && extra_peers.is_empty() && !has_trackers && dht.is_none() {
@@ -305,7 +315,7 @@ pub async fn fetch(
             tiers,
             info_hash,
             peer_id,
-            6881,
+            listen_port.unwrap_or(6881),
             progress_rx,
             sink.clone(),
         );
@@ -321,7 +331,15 @@ pub async fn fetch(
         })
     });
     drop(sink);
-    let result = metadata::fetch_filtered(info_hash, peer_id, 0, stream, timeout, filter).await;
+    let result = metadata::fetch_filtered(
+        info_hash,
+        peer_id,
+        listen_port.unwrap_or(0),
+        stream,
+        timeout,
+        filter,
+    )
+    .await;
     if let Some(t) = dht_task {
         t.abort();
     }

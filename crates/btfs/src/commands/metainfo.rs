@@ -57,6 +57,7 @@ pub fn run(args: MetainfoArgs, enc: Encoding) -> anyhow::Result<()> {
             node,
             settings.no_dht_reason(),
             filter,
+            None,
         ))?;
         if let Some(path) = &args.save {
             std::fs::write(path, &fetched.torrent)

@@ -175,6 +175,18 @@ pub struct Daemon {
     pub name: String,
 }
 
+/// A process stopped by [`Daemon::pause`]; dropping this continues it.
+pub struct Paused {
+    pid: libc::pid_t,
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: as in `Daemon::pause`.
+        unsafe { libc::kill(self.pid, libc::SIGCONT) };
+    }
+}
+
 impl Daemon {
     pub fn spawn(name: &str, cmd: &mut Command) -> Daemon {
         let mut child = cmd
@@ -216,6 +228,19 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stops the process (SIGSTOP) until the returned guard is dropped (SIGCONT): its
+    /// sockets stay open, and it sends nothing meanwhile.
+    pub fn pause(&self) -> Paused {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: signals a child of ours by its PID; it is not reaped while `self` lives.
+        assert_eq!(
+            unsafe { libc::kill(pid, libc::SIGSTOP) },
+            0,
+            "SIGSTOP {pid}"
+        );
+        Paused { pid }
     }
 
     /// Waits until something accepts connections on 127.0.0.1:`port`; a process that
