@@ -8,6 +8,13 @@
 //! as `btfs add -r` builds the same files (names sorted by bytes, every file included —
 //! `--hidden` in `add` terms).
 //!
+//! Two modes ([`ImportMode`], `Bittorrent.ImportMode`). With the filestore (the default)
+//! every byte is written once: the downloaded files are the store's copy, each leaf is
+//! hashed and recorded as a reference into its file ([`store::filestore`]), and only the
+//! small DAG-PB inner nodes are written as blocks; the references, the pin and the
+//! torrent record are committed in one transaction after the files are synced. With
+//! `copy` each leaf is written as a block, and the files may go once the import is done.
+//!
 //! Files are read through the download's own [`FileStorage`] handles, never reopened by
 //! path, so a link or another file swapped in below the download folder is never read.
 //! The import's state grows with what is verified (one entry per imported chunk, one
@@ -18,7 +25,9 @@ use bittorrent::Metainfo;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use store::importer::{ImportOptions, Node};
+use store::config::ImportMode;
+use store::filestore::{FileRef, LeafFormat};
+use store::importer::{Discard, ImportOptions, Node};
 use store::repo::TorrentRecord;
 use store::{PinKind, Repo};
 use tokio::sync::mpsc;
@@ -83,6 +92,7 @@ pub struct Bridge {
     piece_len: u64,
     verified: Vec<bool>,
     whole_torrent: bool,
+    mode: ImportMode,
 }
 
 /// Largest torrent imported (its declared total size).
@@ -112,6 +122,7 @@ impl Bridge {
         meta: Arc<Metainfo>,
         storage: Arc<FileStorage>,
         selected: Option<&[bool]>,
+        mode: ImportMode,
     ) -> Result<Bridge, BridgeError> {
         Bridge::check_size(&meta)?;
         let opts = ImportOptions::default();
@@ -148,6 +159,7 @@ impl Bridge {
             piece_len: geometry.map_or(1, |g| u64::from(g.piece_length())),
             verified: vec![false; geometry.map_or(0, |g| g.piece_count() as usize)],
             whole_torrent: whole,
+            mode,
             meta,
         })
     }
@@ -222,12 +234,13 @@ impl Bridge {
                 let chunk = self.opts.chunk_size as u64;
                 let at = k * chunk;
                 let len = (f.len - at).min(chunk) as usize;
-                let (index, storage, repo, opts, tx) = (
+                let (index, storage, repo, opts, tx, mode) = (
                     f.index,
                     self.storage.clone(),
                     self.repo.clone(),
                     self.opts,
                     done_tx.clone(),
+                    self.mode,
                 );
                 tokio::task::spawn_blocking(move || {
                     // Buffers stay with the blocking thread, reused chunk after chunk.
@@ -242,7 +255,13 @@ impl Bridge {
                                 source,
                             }
                         })?;
-                        Ok((fi, k, opts.put_leaf_with(buf, &repo.blocks, scratch)?))
+                        // With the filestore the leaf is only hashed: its bytes stay
+                        // in the file, and `finish` records where.
+                        let sink: &dyn store::importer::BlockSink = match mode {
+                            ImportMode::Filestore => &Discard,
+                            ImportMode::Copy => &repo.blocks,
+                        };
+                        Ok((fi, k, opts.put_leaf_with(buf, sink, scratch)?))
                     });
                     let _ = tx.send(r);
                 });
@@ -279,12 +298,17 @@ impl Bridge {
         Ok(imported)
     }
 
-    /// Builds file roots and directories, pins the root and records the torrent.
+    /// Builds file roots and directories, pins the root and records the torrent (with
+    /// the filestore: after syncing the files, with the references, in one transaction).
     fn finish(self) -> Result<Imported, BridgeError> {
         let sink = &self.repo.blocks;
         let name = self.meta.info.stored_name.clone();
         let mut tree = Tree::default();
         let mut single = None;
+        let refs = match self.mode {
+            ImportMode::Filestore => self.file_refs()?,
+            ImportMode::Copy => Vec::new(),
+        };
         for f in self.files {
             if !f.done() {
                 return Err(BridgeError::Incomplete);
@@ -310,15 +334,20 @@ impl Bridge {
                 root
             }
         };
-        self.repo.pin(&root.cid, PinKind::Recursive)?;
-        if self.whole_torrent {
-            self.repo.set_torrent(
-                &self.meta.wire_info_hash().0,
-                &TorrentRecord {
-                    name,
-                    root: root.cid.to_string(),
-                },
-            )?;
+        let record = TorrentRecord {
+            name,
+            root: root.cid.to_string(),
+        };
+        let info_hash = self.meta.wire_info_hash().0;
+        let torrent = self.whole_torrent.then_some((&info_hash, &record));
+        match self.mode {
+            ImportMode::Filestore => self.repo.commit_import(&refs, Some(&root.cid), torrent)?,
+            ImportMode::Copy => {
+                self.repo.pin(&root.cid, PinKind::Recursive)?;
+                if let Some((ih, record)) = torrent {
+                    self.repo.set_torrent(ih, record)?;
+                }
+            }
         }
         Ok(Imported {
             added,
@@ -326,6 +355,40 @@ impl Bridge {
             whole_torrent: self.whole_torrent,
             after_last_piece: std::time::Duration::ZERO,
         })
+    }
+
+    /// The filestore references of every imported leaf, after the files are synced (so
+    /// that what the references name is on disk before they are committed).
+    fn file_refs(&self) -> Result<Vec<(store::Cid, FileRef)>, BridgeError> {
+        use bittorrent::storage::Storage;
+        self.storage.sync()?;
+        let chunk = self.opts.chunk_size as u64;
+        let mut refs = Vec::new();
+        for f in &self.files {
+            let path = &self.storage.paths()[f.index];
+            let meta = std::fs::metadata(path).map_err(|source| BridgeError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let mtime_ns = store::filestore::mtime_ns(&meta);
+            for (&k, node) in &f.leaves {
+                refs.push((
+                    node.cid,
+                    FileRef {
+                        path: path.clone(),
+                        offset: k * chunk,
+                        size: node.size,
+                        format: if self.opts.raw_leaves {
+                            LeafFormat::Raw
+                        } else {
+                            LeafFormat::UnixFsFile
+                        },
+                        mtime_ns,
+                    },
+                ));
+            }
+        }
+        Ok(refs)
     }
 }
 

@@ -3,8 +3,13 @@
 //! renamed into place, so a block file under its name always holds the whole block;
 //! [`Blockstore::sync`] makes everything written so far durable before the caller records
 //! pins or indexes that point at it.
+//!
+//! Leaves kept in the filestore ([`crate::filestore`]) are read through the same calls:
+//! a block not found as a file is looked up there (and its bytes hash-checked), so every
+//! reader — DAG walks, the gateway, seeding from the store — sees one store.
 
 use crate::cid::{Cid, DAG_PB};
+use crate::filestore::{FileRef, Filestore};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -19,6 +24,7 @@ pub struct Blockstore {
     root: PathBuf,
     temp: PathBuf,
     counter: AtomicU64,
+    filestore: Option<Filestore>,
 }
 
 /// A block file found under `blocks/`.
@@ -50,7 +56,47 @@ impl Blockstore {
             root: root.to_path_buf(),
             temp,
             counter: AtomicU64::new(0),
+            filestore: None,
         })
+    }
+
+    /// Reads leaves missing from `blocks/` from `filestore` too.
+    pub fn with_filestore(mut self, filestore: Filestore) -> Blockstore {
+        self.filestore = Some(filestore);
+        self
+    }
+
+    pub fn filestore(&self) -> Option<&Filestore> {
+        self.filestore.as_ref()
+    }
+
+    /// The filestore's reference for `cid` (`None` without a filestore).
+    pub fn file_ref(&self, cid: &Cid) -> io::Result<Option<FileRef>> {
+        match &self.filestore {
+            Some(f) => f.get(cid),
+            None => Ok(None),
+        }
+    }
+
+    /// Looks up the filestore references of `cids` at once (the children of a node about
+    /// to be read), so that reading them costs no lookup each.
+    pub fn prefetch(&self, cids: &[Cid]) -> io::Result<()> {
+        match &self.filestore {
+            Some(f) => {
+                let missing: Vec<[u8; 32]> = cids
+                    .iter()
+                    .filter(|c| !self.has_file(c))
+                    .map(|c| *c.digest())
+                    .collect();
+                f.prefetch(&missing)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the block is here as a file of `blocks/` (not counting the filestore).
+    pub fn has_file(&self, cid: &Cid) -> bool {
+        self.path_of(cid).is_file()
     }
 
     pub fn root(&self) -> &Path {
@@ -68,15 +114,18 @@ impl Blockstore {
         self.root.join(shard).join(format!("{key}.data"))
     }
 
+    /// Whether the block is here, as a file or in the filestore (its file not read).
     pub fn has(&self, cid: &Cid) -> bool {
-        self.path_of(cid).is_file()
+        self.has_file(cid) || self.file_ref(cid).is_ok_and(|r| r.is_some())
     }
 
-    /// The length of the block's file; `None` when it is not here.
+    /// The length of the block; `None` when it is not here.
     pub fn len_of(&self, cid: &Cid) -> io::Result<Option<u64>> {
         match fs::metadata(self.path_of(cid)) {
             Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Ok(self.file_ref(cid)?.map(|r| r.block_len()))
+            }
             Err(e) => Err(e),
         }
     }
@@ -93,7 +142,12 @@ impl Blockstore {
         let path = self.path_of(cid);
         let mut f = match fs::File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return match self.file_ref(cid)? {
+                    Some(r) => r.read_block(cid, buf).map(|()| true).map_err(Into::into),
+                    None => Ok(false),
+                };
+            }
             Err(e) => return Err(e),
         };
         let len = f.metadata()?.len();

@@ -109,8 +109,24 @@ pub struct Bittorrent {
     /// A block list (P2P plaintext or eMule .dat); empty: none.
     #[serde(rename = "IPFilter")]
     pub ip_filter: String,
-    /// Default folder for `download -o`; empty: the files stay only in the store.
+    /// Default folder for `download -o`; empty: a folder of the repo
+    /// ([`crate::repo::DOWNLOADS_DIR`]).
     pub download_dir: String,
+    /// How downloads enter the store: `filestore` (the downloaded files are the store's
+    /// copy; leaves are references into them) or `copy` (every byte copied into blocks,
+    /// a download without `-o` then removes its files).
+    pub import_mode: ImportMode,
+}
+
+/// `Bittorrent.ImportMode`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportMode {
+    /// Every byte written once: leaves stay in the downloaded files.
+    #[default]
+    Filestore,
+    /// A self-contained store: leaves copied into blocks.
+    Copy,
 }
 
 /// The well-known mainline DHT routers mainstream clients bootstrap from.
@@ -141,6 +157,7 @@ impl Default for Bittorrent {
             max_connections_per_ip: 1,
             ip_filter: String::new(),
             download_dir: String::new(),
+            import_mode: ImportMode::Filestore,
         }
     }
 }
@@ -571,7 +588,7 @@ pub fn set_key(
 }
 
 /// The profiles `apply_profiles` knows.
-pub const PROFILES: &[&str] = &["test", "default-networking"];
+pub const PROFILES: &[&str] = &["test", "default-networking", "copy-import", "filestore"];
 
 /// Applies one profile.
 fn apply_profile(cfg: &mut Config, name: &str) -> Result<(), ConfigError> {
@@ -596,6 +613,10 @@ fn apply_profile(cfg: &mut Config, name: &str) -> Result<(), ConfigError> {
             bt.port_mapping = d.port_mapping;
             bt.max_connections_per_ip = d.max_connections_per_ip;
         }
+        // A self-contained store: downloads copy every byte into blocks.
+        "copy-import" => bt.import_mode = ImportMode::Copy,
+        // Back to the default: downloads keep their files as the store's copy.
+        "filestore" => bt.import_mode = ImportMode::Filestore,
         other => return Err(ConfigError::UnknownProfile(other.into())),
     }
     Ok(())

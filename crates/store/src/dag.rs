@@ -184,6 +184,8 @@ impl RangeReader {
             if seg.end > offset {
                 return Err(DagError::Inconsistent(seg.cid));
             }
+            dag.blocks
+                .prefetch(&children.iter().map(|c| c.cid).collect::<Vec<_>>())?;
             self.stack
                 .extend(children.into_iter().rev().map(|c| (c, depth + 1)));
             if seg.start < own {
@@ -343,6 +345,8 @@ impl Dag<'_> {
             {
                 return Err(DagError::Inconsistent(cid));
             }
+            self.blocks
+                .prefetch(&node.links.iter().map(|l| l.cid).collect::<Vec<_>>())?;
             let mut at = offset;
             let mut children = Vec::with_capacity(node.links.len());
             for (l, &bs) in node.links.iter().zip(&u.blocksizes) {
@@ -413,6 +417,10 @@ impl Dag<'_> {
                 }
                 _ => Vec::new(),
             };
+            if !sizes.is_empty() {
+                self.blocks
+                    .prefetch(&node.links.iter().map(|l| l.cid).collect::<Vec<_>>())?;
+            }
             for (i, l) in node.links.iter().enumerate().rev() {
                 let leaf = sizes
                     .get(i)

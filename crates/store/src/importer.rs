@@ -302,22 +302,35 @@ fn file_leaf_block(chunk: &[u8]) -> Vec<u8> {
     block
 }
 
-/// `PbNode { Data: UnixFs { Type: File, Data: chunk, filesize } }` written in one pass.
-fn file_leaf_block_into(chunk: &[u8], block: &mut Vec<u8>) {
-    let n = chunk.len() as u64;
+/// The bytes around an `n`-byte chunk in its UnixFS file leaf block:
+/// `PbNode { Data: UnixFs { Type: File, Data: chunk, filesize } }` is `head ++ chunk ++ tail`.
+pub(crate) fn file_leaf_frame(n: u64) -> (Vec<u8>, Vec<u8>) {
     let mut inner_head = Vec::with_capacity(16);
     inner_head.extend_from_slice(&[0x08, 0x02]);
-    if !chunk.is_empty() {
+    if n > 0 {
         inner_head.push(0x12);
         put_varint(&mut inner_head, n);
     }
     let mut tail = vec![0x18];
     put_varint(&mut tail, n);
-    let inner_len = inner_head.len() + chunk.len() + tail.len();
-    block.reserve(inner_len + 8);
-    block.push(0x0a);
-    put_varint(block, inner_len as u64);
-    block.extend_from_slice(&inner_head);
+    let inner_len = inner_head.len() as u64 + n + tail.len() as u64;
+    let mut head = vec![0x0a];
+    put_varint(&mut head, inner_len);
+    head.extend_from_slice(&inner_head);
+    (head, tail)
+}
+
+/// The length of the UnixFS file leaf block of an `n`-byte chunk.
+pub(crate) fn file_leaf_block_len(n: u64) -> u64 {
+    let (head, tail) = file_leaf_frame(n);
+    head.len() as u64 + n + tail.len() as u64
+}
+
+/// The UnixFS file leaf block of `chunk`, written in one pass.
+pub(crate) fn file_leaf_block_into(chunk: &[u8], block: &mut Vec<u8>) {
+    let (head, tail) = file_leaf_frame(chunk.len() as u64);
+    block.reserve(head.len() + chunk.len() + tail.len());
+    block.extend_from_slice(&head);
     block.extend_from_slice(chunk);
     block.extend_from_slice(&tail);
 }

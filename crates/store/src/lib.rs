@@ -6,6 +6,7 @@ pub mod cid;
 pub mod config;
 pub mod dag;
 pub mod dagpb;
+pub mod filestore;
 pub mod hamt;
 pub mod importer;
 pub mod repo;

@@ -1,5 +1,12 @@
 //! The BTFS repo at `$BTFS_PATH`: `config`, `blocks/` (flatfs layout) and `datastore.redb`
-//! (pins and the torrent ↔ CID index), guarded by `repo.lock`.
+//! (pins, the torrent ↔ CID index and the filestore's references), guarded by `repo.lock`.
+//!
+//! Filestore: an import that keeps its leaves in files ([`crate::filestore`]) commits its
+//! references, its pin and its torrent record in one database transaction, after the
+//! inner blocks and the files are synced, so a crash leaves either all of them or none.
+//! `gc` drops references no pin keeps, and deletes a download's folder under
+//! [`DOWNLOADS_DIR`] (the store's own copy of downloaded files) once nothing pinned is
+//! read from it; it never deletes any other referenced file.
 //!
 //! Locking: commands that write (add, downloads, pin changes) hold a shared lock, so
 //! several of them run at once — block writes are atomic renames and metadata changes
@@ -22,6 +29,7 @@ use crate::blockstore::Blockstore;
 use crate::cid::Cid;
 pub use crate::config::{parse_listen_addr, Addresses, Config, ConfigError, DatastoreConfig};
 use crate::dag::{Dag, DagError};
+use crate::filestore::{FileRef, Filestore, RefLookup};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -36,6 +44,17 @@ const PINS: TableDefinition<&[u8], u8> = TableDefinition::new("pins");
 const TORRENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("torrents");
 /// v1 infohash (20 bytes) → what `bittorrent serve` seeds (JSON).
 const SERVED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("served");
+/// sha2-256 digest of a leaf block (32 bytes) → [`FileRef`] (its own encoding).
+const FILESTORE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("filestore");
+
+/// A filestore entry: the block's digest and its reference (`None`: damaged).
+pub type RefEntry = ([u8; 32], Option<FileRef>);
+
+/// Where downloads without an output folder keep their files, inside the repo: the
+/// store's copy of them when they are imported into the filestore.
+pub const DOWNLOADS_DIR: &str = "bittorrent/downloads";
+/// The database file inside the repo.
+const DB_FILE: &str = "datastore.redb";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -225,6 +244,11 @@ pub struct GcReport {
     pub removed: u64,
     pub bytes: u64,
     pub kept: u64,
+    /// Filestore references dropped and kept.
+    pub refs_removed: u64,
+    pub refs_kept: u64,
+    /// Download folders of the repo deleted with the last references into them.
+    pub folders_removed: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -329,7 +353,7 @@ impl Repo {
         fs::create_dir_all(&owners).map_err(io_err(&owners))?;
         let owner = owners.join(std::process::id().to_string());
         let _ = fs::write(&owner, owner_label());
-        let blocks = Blockstore::open(&path.join("blocks")).map_err(io_err(path))?;
+        let blocks = Self::blockstore_at(path).map_err(io_err(path))?;
         Ok((
             Repo {
                 path: path.to_path_buf(),
@@ -346,37 +370,30 @@ impl Repo {
         &self.path
     }
 
+    /// The blocks of the repo at `path`, with its filestore, as a handle of its own (for
+    /// a server that shares it between tasks).
+    pub fn blockstore_at(path: &Path) -> io::Result<Blockstore> {
+        Ok(
+            Blockstore::open(&path.join("blocks"))?.with_filestore(Filestore::new(Box::new(
+                DbRefs {
+                    db: path.join(DB_FILE),
+                },
+            ))),
+        )
+    }
+
     pub fn dag(&self) -> Dag<'_> {
         Dag {
             blocks: &self.blocks,
         }
     }
 
-    /// Runs `f` on the metadata database. redb admits one process at a time, so the
-    /// database is opened per operation, waiting up to 30 s for another process. A
-    /// damaged file (a panic inside redb, or an error that says so) is
-    /// [`RepoError::Damaged`] with the file's path.
+    /// Runs `f` on the metadata database (see [`with_db_at`]).
     fn with_db<T>(
         &self,
         f: impl FnOnce(&redb::Database) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
-        let path = self.path.join("datastore.redb");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let r = contain(|| loop {
-            match redb::Database::create(&path) {
-                Ok(db) => return f(&db),
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => return Err(db_err(e)),
-            }
-        });
-        match r {
-            Err(detail) | Ok(Err(RepoError::Damaged { detail, .. })) => {
-                Err(RepoError::Damaged { path, detail })
-            }
-            Ok(other) => other,
-        }
+        with_db_at(&self.path.join(DB_FILE), f)
     }
 
     /// Makes written blocks durable (when the config asks for it).
@@ -419,18 +436,95 @@ impl Repo {
     /// Pins `cid` (after syncing the blocks it refers to).
     pub fn pin(&self, cid: &Cid, kind: PinKind) -> Result<(), RepoError> {
         self.sync()?;
+        self.write(|tx| pin_in(tx, cid, kind))
+    }
+
+    /// Records an import whose leaves stay in files: the filestore `refs`, the recursive
+    /// pin of `root` (when given) and the torrent record, in one transaction, after the
+    /// inner blocks are synced. The referenced files must be synced by the caller.
+    pub fn commit_import(
+        &self,
+        refs: &[(Cid, FileRef)],
+        root: Option<&Cid>,
+        torrent: Option<(&[u8; 20], &TorrentRecord)>,
+    ) -> Result<(), RepoError> {
+        self.sync()?;
         self.write(|tx| {
-            let mut t = tx.open_table(PINS).map_err(db_err)?;
-            let key = cid.to_bytes();
-            let old = t.get(key.as_slice()).map_err(db_err)?.map(|v| v.value());
-            // A recursive pin is never weakened to a direct one.
-            let new = match (old, kind) {
-                (Some(1), _) | (_, PinKind::Recursive) => 1,
-                _ => 2,
-            };
-            t.insert(key.as_slice(), new).map_err(db_err)?;
+            {
+                let mut t = tx.open_table(FILESTORE).map_err(db_err)?;
+                for (cid, r) in refs {
+                    t.insert(cid.digest().as_slice(), r.encode().as_slice())
+                        .map_err(db_err)?;
+                }
+            }
+            if let Some(root) = root {
+                pin_in(tx, root, PinKind::Recursive)?;
+            }
+            if let Some((ih, record)) = torrent {
+                let value = serde_json::to_vec(record).expect("record serialises");
+                let mut t = tx.open_table(TORRENTS).map_err(db_err)?;
+                t.insert(ih.as_slice(), value.as_slice()).map_err(db_err)?;
+            }
             Ok(())
-        })
+        })?;
+        if let Some(f) = self.blocks.filestore() {
+            f.invalidate();
+        }
+        Ok(())
+    }
+
+    /// Every filestore reference, by block digest (`None`: an entry that is damaged).
+    pub fn file_refs(&self) -> Result<Vec<RefEntry>, RepoError> {
+        let all = self.read(FILESTORE, |t| {
+            let mut out = Vec::new();
+            for item in t.iter().map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                let Ok(digest) = <[u8; 32]>::try_from(k.value()) else {
+                    continue;
+                };
+                out.push((digest, FileRef::decode(v.value())));
+            }
+            Ok(out)
+        })?;
+        Ok(all.unwrap_or_default())
+    }
+
+    /// Drops the filestore references of these digests (the files are left alone).
+    pub fn remove_refs(&self, digests: &[[u8; 32]]) -> Result<u64, RepoError> {
+        let n = self.write(|tx| {
+            let mut t = tx.open_table(FILESTORE).map_err(db_err)?;
+            let mut n = 0;
+            for d in digests {
+                n += u64::from(t.remove(d.as_slice()).map_err(db_err)?.is_some());
+            }
+            Ok(n)
+        })?;
+        if let Some(f) = self.blocks.filestore() {
+            f.invalidate();
+        }
+        Ok(n)
+    }
+
+    /// Drops the filestore references into any of `paths` (files, or folders and
+    /// everything below them); the number dropped.
+    pub fn remove_refs_under(&self, paths: &[PathBuf]) -> Result<u64, RepoError> {
+        let digests: Vec<[u8; 32]> = self
+            .file_refs()?
+            .into_iter()
+            .filter_map(|(d, r)| {
+                let r = r?;
+                paths.iter().any(|p| r.path.starts_with(p)).then_some(d)
+            })
+            .collect();
+        if digests.is_empty() {
+            return Ok(0);
+        }
+        self.remove_refs(&digests)
+    }
+
+    /// The folder where downloads without an output folder keep their files.
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.path.join(DOWNLOADS_DIR)
     }
 
     /// Removes a pin; `false` when `cid` was not pinned.
@@ -543,9 +637,31 @@ impl Repo {
         self.remove_key(SERVED, info_hash)
     }
 
-    /// Whether every block of the DAG under `root` is here.
+    /// Whether every block of the DAG under `root` is here, and every file holding
+    /// filestore leaves of it is still there with the size and modification time it had
+    /// when it was imported (a quick check: reads hash every block).
     pub fn is_complete(&self, root: &Cid) -> bool {
-        self.dag().walk(root, &mut |_| {}).is_ok()
+        let mut leaves = Vec::new();
+        if self.dag().walk(root, &mut |c| leaves.push(*c)).is_err() {
+            return false;
+        }
+        let mut checked: HashSet<(PathBuf, u64)> = HashSet::new();
+        leaves
+            .iter()
+            .filter(|c| !self.blocks.has_file(c))
+            .all(|c| match self.blocks.file_ref(c) {
+                Ok(Some(r)) => {
+                    checked.contains(&(r.path.clone(), r.mtime_ns)) || {
+                        let ok = r.file_unchanged();
+                        if ok {
+                            checked.insert((r.path.clone(), r.mtime_ns));
+                        }
+                        ok
+                    }
+                }
+                Ok(None) => true,
+                Err(_) => false,
+            })
     }
 
     /// The digests of every block a pin keeps.
@@ -565,7 +681,9 @@ impl Repo {
         Ok(live)
     }
 
-    /// Removes every block no pin keeps. Needs the exclusive lock.
+    /// Removes every block no pin keeps, the filestore references no pin keeps, and the
+    /// download folders of the repo that only those references used. Needs the
+    /// exclusive lock.
     pub fn gc(&self) -> Result<GcReport, RepoError> {
         let live = self.live_set()?;
         let mut report = GcReport::default();
@@ -582,11 +700,45 @@ impl Repo {
                 }
             }
         }
+        let (dead, kept): (Vec<_>, Vec<_>) = self
+            .file_refs()?
+            .into_iter()
+            .partition(|(d, _)| !live.contains(d));
+        report.refs_kept = kept.len() as u64;
+        if !dead.is_empty() {
+            let digests: Vec<[u8; 32]> = dead.iter().map(|(d, _)| *d).collect();
+            report.refs_removed = self.remove_refs(&digests)?;
+        }
+        // The repo's own download folders that nothing pinned reads from any more.
+        let Ok(downloads) = self.downloads_dir().canonicalize() else {
+            return Ok(report);
+        };
+        let folder = |r: &FileRef| {
+            let rest = r.path.strip_prefix(&downloads).ok()?;
+            Some(downloads.join(rest.components().next()?))
+        };
+        let used: HashSet<PathBuf> = kept
+            .iter()
+            .filter_map(|(_, r)| folder(r.as_ref()?))
+            .collect();
+        let unused: HashSet<PathBuf> = dead
+            .iter()
+            .filter_map(|(_, r)| folder(r.as_ref()?))
+            .filter(|f| !used.contains(f))
+            .collect();
+        for f in unused {
+            match fs::remove_dir_all(&f) {
+                Ok(()) => report.folders_removed.push(f.display().to_string()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&f)(e)),
+            }
+            let _ = fs::remove_file(f.with_extension("lock"));
+        }
         Ok(report)
     }
 
-    /// Rehashes every block, and checks that every pinned DAG is complete (and so that
-    /// the metadata database can be read).
+    /// Rehashes every block and every filestore leaf (reading its file), and checks that
+    /// every pinned DAG is complete (and so that the metadata database can be read).
     pub fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, RepoError> {
         use sha2::Digest;
         let mut report = VerifyReport::default();
@@ -599,6 +751,30 @@ impl Repo {
             };
             if !ok {
                 report.corrupt.push(f.path.display().to_string());
+            }
+        }
+        let refs = match self.file_refs() {
+            Ok(r) => r,
+            Err(e @ RepoError::Damaged { .. }) => {
+                report.database = Some(e.to_string());
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        let mut buf = Vec::new();
+        for (digest, r) in refs {
+            report.checked += 1;
+            progress(report.checked);
+            let cid = Blockstore::cid_of_digest(digest);
+            match r {
+                Some(r) => {
+                    if let Err(e) = r.read_block(&cid, &mut buf) {
+                        report.corrupt.push(e.to_string());
+                    }
+                }
+                None => report
+                    .corrupt
+                    .push(format!("{cid}: a filestore entry that cannot be read")),
             }
         }
         let dag = self.dag();
@@ -625,6 +801,86 @@ impl Repo {
             }
         }
         Ok(report)
+    }
+}
+
+fn pin_in(tx: &redb::WriteTransaction, cid: &Cid, kind: PinKind) -> Result<(), RepoError> {
+    let mut t = tx.open_table(PINS).map_err(db_err)?;
+    let key = cid.to_bytes();
+    let old = t.get(key.as_slice()).map_err(db_err)?.map(|v| v.value());
+    // A recursive pin is never weakened to a direct one.
+    let new = match (old, kind) {
+        (Some(1), _) | (_, PinKind::Recursive) => 1,
+        _ => 2,
+    };
+    t.insert(key.as_slice(), new).map_err(db_err)?;
+    Ok(())
+}
+
+/// Runs `f` on the metadata database at `path`. redb admits one process at a time, so
+/// the database is opened per operation, waiting up to 30 s for another process. A
+/// damaged file (a panic inside redb, or an error that says so) is
+/// [`RepoError::Damaged`] with the file's path.
+fn with_db_at<T>(
+    path: &Path,
+    f: impl FnOnce(&redb::Database) -> Result<T, RepoError>,
+) -> Result<T, RepoError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = contain(|| loop {
+        match redb::Database::create(path) {
+            Ok(db) => return f(&db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => return Err(db_err(e)),
+        }
+    });
+    match r {
+        Err(detail) | Ok(Err(RepoError::Damaged { detail, .. })) => Err(RepoError::Damaged {
+            path: path.to_path_buf(),
+            detail,
+        }),
+        Ok(other) => other,
+    }
+}
+
+/// The filestore's references in the repo's database, for [`Blockstore`] reads.
+#[derive(Debug)]
+struct DbRefs {
+    db: PathBuf,
+}
+
+impl RefLookup for DbRefs {
+    fn lookup(&self, digests: &[[u8; 32]]) -> io::Result<Vec<Option<FileRef>>> {
+        if !self.db.exists() {
+            return Ok(vec![None; digests.len()]);
+        }
+        let r = with_db_at(&self.db, |db| {
+            let tx = db.begin_read().map_err(db_err)?;
+            let t = match tx.open_table(FILESTORE) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => {
+                    return Ok(vec![None; digests.len()])
+                }
+                Err(e) => return Err(db_err(e)),
+            };
+            digests
+                .iter()
+                .map(|d| {
+                    let v = t.get(d.as_slice()).map_err(db_err)?;
+                    Ok(v.and_then(|v| FileRef::decode(v.value())))
+                })
+                .collect()
+        });
+        r.map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    fn version(&self) -> u64 {
+        fs::metadata(&self.db).map_or(0, |m| {
+            crate::filestore::mtime_ns(&m)
+                .wrapping_mul(31)
+                .wrapping_add(m.len())
+        })
     }
 }
 

@@ -834,6 +834,23 @@ impl Jobs {
             _ => {}
         };
         let bt = self.program.btfs_path.join("bittorrent");
+        // What goes, as the filestore names it (canonical paths, known before deleting).
+        let mut doomed: Vec<PathBuf> = Vec::new();
+        let mut doom = |p: &std::path::Path| doomed.extend(p.canonicalize().ok());
+        if let Some(ih) = &rec.info_hash {
+            if ih.len() == 40 && ih.bytes().all(|b| b.is_ascii_hexdigit()) {
+                doom(&bt.join("downloads").join(ih));
+            }
+        }
+        match (&rec.output, rec.own_output) {
+            (Some(o), true) => doom(o.parent().unwrap_or(o)),
+            (Some(o), false) => rec
+                .files
+                .iter()
+                .filter(|f| f.selected != Some(false) && !keep.contains(&f.added_name))
+                .for_each(|f| doom(&o.join(&f.added_name))),
+            _ => {}
+        }
         if let Some(ih) = &rec.info_hash {
             if ih.len() == 40 && ih.bytes().all(|b| b.is_ascii_hexdigit()) {
                 let resume = bt.join("resume").join(format!("{ih}.resume"));
@@ -869,6 +886,14 @@ impl Jobs {
                 .and_then(|(repo, _)| repo.unpin(&cid));
             if let Err(e) = unpinned {
                 errors.push(format!("unpinning {cid}: {e}"));
+            }
+        }
+        // The filestore's references into the deleted files go with them.
+        if !doomed.is_empty() {
+            let dropped = store::Repo::open(&self.program.btfs_path, store::LockMode::Shared)
+                .and_then(|(repo, _)| repo.remove_refs_under(&doomed));
+            if let Err(e) = dropped {
+                errors.push(format!("dropping filestore references: {e}"));
             }
         }
         errors

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::repo::parse_listen_addr;
-use store::{Blockstore, LockMode, Repo};
+use store::{LockMode, Repo};
 use tokio::sync::watch;
 
 /// The file that names the running daemon's API.
@@ -92,8 +92,7 @@ pub fn run(args: DaemonArgs, enc: Encoding) -> anyhow::Result<()> {
     // `repo gc` (exclusive) cannot delete blocks under a response being streamed; gc
     // through the API lets go of it for the time it runs.
     let (repo, _) = Repo::open(&path, LockMode::Shared)?;
-    let blocks =
-        Arc::new(Blockstore::open(&path.join("blocks")).context("opening the blockstore")?);
+    let blocks = Arc::new(Repo::blockstore_at(&path).context("opening the blockstore")?);
     let exe = std::env::current_exe().context("finding the btfs executable")?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -144,14 +144,12 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     }
     // Too large to import: refused before any folder or file is created.
     Bridge::check_size(&meta)?;
-    // Without -o the files live in a working folder of the repo until they are imported.
+    // Without -o the files live in a folder of the repo: the store's copy with the
+    // filestore, a working copy until they are imported with `copy`.
     let working = output.is_none();
     let save_path = match &output {
         Some(o) => o.clone(),
-        None => super::btfs_path()?
-            .join("bittorrent")
-            .join("downloads")
-            .join(meta.wire_info_hash().to_hex()),
+        None => repo.downloads_dir().join(meta.wire_info_hash().to_hex()),
     };
     std::fs::create_dir_all(&save_path)
         .with_context(|| format!("creating {}", save_path.display()))?;
@@ -225,7 +223,13 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
             .with_context(|| format!("preparing the files in {}", save_path.display()))?,
     );
     opts.storage = Some(storage.clone());
-    let bridge = Bridge::new(repo.clone(), meta.clone(), storage, selected.as_deref())?;
+    let bridge = Bridge::new(
+        repo.clone(),
+        meta.clone(),
+        storage,
+        selected.as_deref(),
+        settings.import_mode,
+    )?;
     if args.progress_detail && enc == Encoding::Json {
         println!("{}", torrent_event(&meta, selected.as_deref()));
     }
@@ -270,8 +274,11 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
         Ok(Err(e)) => return Err(e).context("importing into the BTFS store"),
         Err(e) => bail!("the import task failed: {e}"),
     };
-    if let (true, Some(_)) = (working, &imported) {
-        // The import is durable (blocks synced, pin committed): the working copy can go.
+    // With the filestore the files are the store's copy (and the resume data lets a run
+    // of the same torrent find and repair a file changed since); with `copy` the import
+    // is durable (blocks synced, pin committed) and the working copy can go.
+    let copied = settings.import_mode == store::config::ImportMode::Copy;
+    if let (true, true, Some(_)) = (working, copied, &imported) {
         if let Err(e) = std::fs::remove_dir_all(&save_path) {
             eprintln!(
                 "could not remove the working folder {}: {e}",

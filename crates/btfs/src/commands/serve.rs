@@ -108,7 +108,7 @@ pub fn run(args: ServeArgs, enc: Encoding) -> anyhow::Result<()> {
         return remove(&repo, which);
     }
     let blocks =
-        Arc::new(Blockstore::open(&repo.path().join("blocks")).context("opening the blockstore")?);
+        Arc::new(store::Repo::blockstore_at(repo.path()).context("opening the blockstore")?);
     let mut paths: Vec<PathBuf> = args.paths.clone();
     if let Some(f) = &args.files {
         paths.extend(split_files(f).into_iter().map(PathBuf::from));

@@ -47,6 +47,8 @@ pub struct Settings {
     pub ip_filter: Option<IpFilterPath>,
     /// Where downloads keep their files (`-o` wins).
     pub download_dir: Option<PathBuf>,
+    /// Whether downloads keep their files as the store's copy (see `node::bridge`).
+    pub import_mode: store::config::ImportMode,
 }
 
 /// Where the block list comes from, for messages.
@@ -247,6 +249,7 @@ pub fn resolve(cfg: &store::Config, flags: &NetArgs, btfs_path: &Path) -> anyhow
             .unwrap_or(bt.max_connections_per_ip) as usize,
         ip_filter,
         download_dir: (!bt.download_dir.is_empty()).then(|| PathBuf::from(&bt.download_dir)),
+        import_mode: bt.import_mode,
     })
 }
 
