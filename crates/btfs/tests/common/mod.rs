@@ -908,3 +908,10 @@ pub fn ndjson(body: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
 }
+
+/// Whether this run's repos copy downloads into blocks (`scripts/test` runs the import
+/// tests a second time with the `copy-import` profile) rather than keeping the files as
+/// the store's copy (the filestore, the default).
+pub fn copy_import() -> bool {
+    std::env::var("BTFS_PROFILE").is_ok_and(|p| p.split(',').any(|n| n.trim() == "copy-import"))
+}
