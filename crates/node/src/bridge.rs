@@ -366,6 +366,11 @@ impl Bridge {
         let mut refs = Vec::new();
         for f in &self.files {
             let path = &self.storage.paths()[f.index];
+            if path.as_os_str().len() > store::filestore::MAX_REF_PATH {
+                // Too long a path for a reference: this file's leaves become blocks.
+                self.copy_leaves(f)?;
+                continue;
+            }
             let meta = std::fs::metadata(path).map_err(|source| BridgeError::Read {
                 path: path.clone(),
                 source,
@@ -389,6 +394,32 @@ impl Bridge {
             }
         }
         Ok(refs)
+    }
+
+    /// Writes the leaves of `f` as blocks (read again through the download's handles).
+    fn copy_leaves(&self, f: &FilePlan) -> Result<(), BridgeError> {
+        let chunk = self.opts.chunk_size as u64;
+        let mut buf = Vec::new();
+        let mut scratch = Vec::new();
+        for (&k, node) in &f.leaves {
+            buf.resize(node.size as usize, 0);
+            self.storage
+                .read_file_at(f.index, k * chunk, &mut buf)
+                .map_err(|source| BridgeError::Read {
+                    path: self.storage.paths()[f.index].clone(),
+                    source,
+                })?;
+            let stored = self
+                .opts
+                .put_leaf_with(&buf, &self.repo.blocks, &mut scratch)?;
+            if stored.cid != node.cid {
+                return Err(BridgeError::Read {
+                    path: self.storage.paths()[f.index].clone(),
+                    source: std::io::Error::other("the file changed while it was imported"),
+                });
+            }
+        }
+        Ok(())
     }
 }
 

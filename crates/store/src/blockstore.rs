@@ -70,11 +70,11 @@ impl Blockstore {
         self.filestore.as_ref()
     }
 
-    /// The filestore's reference for `cid` (`None` without a filestore).
-    pub fn file_ref(&self, cid: &Cid) -> io::Result<Option<FileRef>> {
+    /// The filestore's references for `cid` (none without a filestore).
+    pub fn file_refs(&self, cid: &Cid) -> io::Result<Vec<FileRef>> {
         match &self.filestore {
             Some(f) => f.get(cid),
-            None => Ok(None),
+            None => Ok(Vec::new()),
         }
     }
 
@@ -116,7 +116,7 @@ impl Blockstore {
 
     /// Whether the block is here, as a file or in the filestore (its file not read).
     pub fn has(&self, cid: &Cid) -> bool {
-        self.has_file(cid) || self.file_ref(cid).is_ok_and(|r| r.is_some())
+        self.has_file(cid) || self.file_refs(cid).is_ok_and(|r| !r.is_empty())
     }
 
     /// The length of the block; `None` when it is not here.
@@ -124,7 +124,7 @@ impl Blockstore {
         match fs::metadata(self.path_of(cid)) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Ok(self.file_ref(cid)?.map(|r| r.block_len()))
+                Ok(self.file_refs(cid)?.first().map(FileRef::block_len))
             }
             Err(e) => Err(e),
         }
@@ -143,10 +143,13 @@ impl Blockstore {
         let mut f = match fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return match self.file_ref(cid)? {
-                    Some(r) => r.read_block(cid, buf).map(|()| true).map_err(Into::into),
-                    None => Ok(false),
-                };
+                let refs = self.file_refs(cid)?;
+                if refs.is_empty() {
+                    return Ok(false);
+                }
+                return crate::filestore::read_any(&refs, cid, buf)
+                    .map(|()| true)
+                    .map_err(Into::into);
             }
             Err(e) => return Err(e),
         };

@@ -417,10 +417,9 @@ impl Dag<'_> {
                 }
                 _ => Vec::new(),
             };
-            if !sizes.is_empty() {
-                self.blocks
-                    .prefetch(&node.links.iter().map(|l| l.cid).collect::<Vec<_>>())?;
-            }
+            // Children found in one lookup: a file's leaves, or a folder's small files.
+            self.blocks
+                .prefetch(&node.links.iter().map(|l| l.cid).collect::<Vec<_>>())?;
             for (i, l) in node.links.iter().enumerate().rev() {
                 let leaf = sizes
                     .get(i)

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
@@ -129,12 +129,15 @@ impl FileRef {
             || offset.checked_add(size).is_none()
             || path.is_empty()
             || path.len() > MAX_REF_PATH
-            || path[0] != b'/'
         {
             return None;
         }
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(path));
+        if !is_plain_absolute(&path) {
+            return None;
+        }
         Some(FileRef {
-            path: PathBuf::from(std::ffi::OsStr::from_bytes(path)),
+            path,
             offset,
             size,
             format,
@@ -148,8 +151,20 @@ impl FileRef {
             path: self.path.clone(),
             source,
         };
-        let f = match fs::File::open(&self.path) {
-            Ok(f) => f,
+        // Never through a link, never blocking on a FIFO or opening a device: the path
+        // came from the database, and only a regular file is read.
+        let f = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.path)
+        {
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
+            Ok(_) => {
+                return Err(io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a regular file",
+                )))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(FilestoreError::NoFile {
                     path: self.path.clone(),
@@ -193,16 +208,18 @@ impl FileRef {
 
 /// Where references are looked up (the repo's database).
 pub trait RefLookup: Send + Sync + std::fmt::Debug {
-    /// The references of these digests, in order (`None`: not in the filestore).
-    fn lookup(&self, digests: &[[u8; 32]]) -> io::Result<Vec<Option<FileRef>>>;
-    /// Changes whenever the references may have changed (e.g. the database's mtime).
+    /// The references of each of these digests, in order (empty: not in the filestore).
+    /// One block may be held by several files (the same chunk in two downloads).
+    fn lookup(&self, digests: &[[u8; 32]]) -> io::Result<Vec<Vec<FileRef>>>;
+    /// Changes whenever the references may have changed (a generation the writers bump
+    /// after each commit).
     fn version(&self) -> u64;
 }
 
 #[derive(Debug, Default)]
 struct Cache {
     version: u64,
-    refs: HashMap<[u8; 32], Option<FileRef>>,
+    refs: HashMap<[u8; 32], Vec<FileRef>>,
 }
 
 /// The references of one repo, with a cache.
@@ -249,11 +266,11 @@ impl Filestore {
         Ok(())
     }
 
-    /// The reference for `cid`, if the filestore holds it.
-    pub fn get(&self, cid: &Cid) -> io::Result<Option<FileRef>> {
+    /// The references for `cid` (empty when the filestore does not hold it).
+    pub fn get(&self, cid: &Cid) -> io::Result<Vec<FileRef>> {
         self.prefetch(std::slice::from_ref(cid.digest()))?;
         let cache = self.cache.lock().expect("filestore cache");
-        Ok(cache.refs.get(cid.digest()).cloned().flatten())
+        Ok(cache.refs.get(cid.digest()).cloned().unwrap_or_default())
     }
 
     /// Forgets everything cached (after this process changed the references).
@@ -261,6 +278,33 @@ impl Filestore {
         let mut cache = self.cache.lock().expect("filestore cache");
         cache.refs.clear();
     }
+}
+
+/// An absolute path of plain names only (no `.`, `..` or empty names).
+pub fn is_plain_absolute(path: &Path) -> bool {
+    use std::path::Component;
+    let mut parts = path.components();
+    parts.next() == Some(Component::RootDir)
+        && parts.clone().next().is_some()
+        && parts.all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// Reads the block `cid` names from the first of `refs` that holds it; the first error
+/// when none does.
+pub fn read_any(refs: &[FileRef], cid: &Cid, buf: &mut Vec<u8>) -> Result<(), FilestoreError> {
+    let mut first = None;
+    for r in refs {
+        match r.read_block(cid, buf) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(first.unwrap_or(FilestoreError::NoFile {
+        path: PathBuf::new(),
+        cid: *cid,
+    }))
 }
 
 /// Canonical absolute path of a file being referenced.
@@ -346,5 +390,12 @@ mod tests {
             mtime_ns: 0,
         };
         assert_eq!(FileRef::decode(&relative.encode()), None);
+        for bad in ["/a/../b", "/", "/.."] {
+            let r = FileRef {
+                path: bad.into(),
+                ..relative.clone()
+            };
+            assert_eq!(FileRef::decode(&r.encode()), None, "{bad}");
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod dagpb;
 pub mod filestore;
 pub mod hamt;
 pub mod importer;
+pub mod refs;
 pub mod repo;
 
 pub use blockstore::Blockstore;

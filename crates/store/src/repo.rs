@@ -29,7 +29,6 @@ use crate::blockstore::Blockstore;
 use crate::cid::Cid;
 pub use crate::config::{parse_listen_addr, Addresses, Config, ConfigError, DatastoreConfig};
 use crate::dag::{Dag, DagError};
-use crate::filestore::{FileRef, Filestore, RefLookup};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -39,22 +38,16 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const PINS: TableDefinition<&[u8], u8> = TableDefinition::new("pins");
+pub(crate) const PINS: TableDefinition<&[u8], u8> = TableDefinition::new("pins");
 /// v1 infohash (20 bytes) → torrent record (JSON).
-const TORRENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("torrents");
+pub(crate) const TORRENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("torrents");
 /// v1 infohash (20 bytes) → what `bittorrent serve` seeds (JSON).
 const SERVED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("served");
-/// sha2-256 digest of a leaf block (32 bytes) → [`FileRef`] (its own encoding).
-const FILESTORE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("filestore");
-
-/// A filestore entry: the block's digest and its reference (`None`: damaged).
-pub type RefEntry = ([u8; 32], Option<FileRef>);
-
 /// Where downloads without an output folder keep their files, inside the repo: the
 /// store's copy of them when they are imported into the filestore.
 pub const DOWNLOADS_DIR: &str = "bittorrent/downloads";
 /// The database file inside the repo.
-const DB_FILE: &str = "datastore.redb";
+pub(crate) const DB_FILE: &str = "datastore.redb";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -82,7 +75,7 @@ pub enum RepoError {
     Dag(#[from] DagError),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
     move |source| RepoError::Io {
         path: path.to_path_buf(),
         source,
@@ -91,7 +84,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RepoError + '_ {
 
 /// A redb error: [`RepoError::Damaged`] (its path filled in by [`Repo::with_db`]) when
 /// the file is not a sound database, else [`RepoError::Db`].
-fn db_err(e: impl Into<redb::Error>) -> RepoError {
+pub(crate) fn db_err(e: impl Into<redb::Error>) -> RepoError {
     let e: redb::Error = e.into();
     let damaged = match &e {
         redb::Error::Corrupted(_) => true,
@@ -219,7 +212,7 @@ pub struct ServedRecord {
 }
 
 pub struct Repo {
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     pub config: Config,
     pub blocks: Blockstore,
     _lock: fs::File,
@@ -370,18 +363,6 @@ impl Repo {
         &self.path
     }
 
-    /// The blocks of the repo at `path`, with its filestore, as a handle of its own (for
-    /// a server that shares it between tasks).
-    pub fn blockstore_at(path: &Path) -> io::Result<Blockstore> {
-        Ok(
-            Blockstore::open(&path.join("blocks"))?.with_filestore(Filestore::new(Box::new(
-                DbRefs {
-                    db: path.join(DB_FILE),
-                },
-            ))),
-        )
-    }
-
     pub fn dag(&self) -> Dag<'_> {
         Dag {
             blocks: &self.blocks,
@@ -389,7 +370,7 @@ impl Repo {
     }
 
     /// Runs `f` on the metadata database (see [`with_db_at`]).
-    fn with_db<T>(
+    pub(crate) fn with_db<T>(
         &self,
         f: impl FnOnce(&redb::Database) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
@@ -405,7 +386,7 @@ impl Repo {
     }
 
     /// A write transaction on the metadata database, committed when `f` succeeds.
-    fn write<T>(
+    pub(crate) fn write<T>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
@@ -418,7 +399,7 @@ impl Repo {
     }
 
     /// Reads `table`; `None` when it was never written.
-    fn read<K: redb::Key + 'static, V: redb::Value + 'static, T>(
+    pub(crate) fn read<K: redb::Key + 'static, V: redb::Value + 'static, T>(
         &self,
         table: TableDefinition<K, V>,
         f: impl FnOnce(&redb::ReadOnlyTable<K, V>) -> Result<T, RepoError>,
@@ -437,89 +418,6 @@ impl Repo {
     pub fn pin(&self, cid: &Cid, kind: PinKind) -> Result<(), RepoError> {
         self.sync()?;
         self.write(|tx| pin_in(tx, cid, kind))
-    }
-
-    /// Records an import whose leaves stay in files: the filestore `refs`, the recursive
-    /// pin of `root` (when given) and the torrent record, in one transaction, after the
-    /// inner blocks are synced. The referenced files must be synced by the caller.
-    pub fn commit_import(
-        &self,
-        refs: &[(Cid, FileRef)],
-        root: Option<&Cid>,
-        torrent: Option<(&[u8; 20], &TorrentRecord)>,
-    ) -> Result<(), RepoError> {
-        self.sync()?;
-        self.write(|tx| {
-            {
-                let mut t = tx.open_table(FILESTORE).map_err(db_err)?;
-                for (cid, r) in refs {
-                    t.insert(cid.digest().as_slice(), r.encode().as_slice())
-                        .map_err(db_err)?;
-                }
-            }
-            if let Some(root) = root {
-                pin_in(tx, root, PinKind::Recursive)?;
-            }
-            if let Some((ih, record)) = torrent {
-                let value = serde_json::to_vec(record).expect("record serialises");
-                let mut t = tx.open_table(TORRENTS).map_err(db_err)?;
-                t.insert(ih.as_slice(), value.as_slice()).map_err(db_err)?;
-            }
-            Ok(())
-        })?;
-        if let Some(f) = self.blocks.filestore() {
-            f.invalidate();
-        }
-        Ok(())
-    }
-
-    /// Every filestore reference, by block digest (`None`: an entry that is damaged).
-    pub fn file_refs(&self) -> Result<Vec<RefEntry>, RepoError> {
-        let all = self.read(FILESTORE, |t| {
-            let mut out = Vec::new();
-            for item in t.iter().map_err(db_err)? {
-                let (k, v) = item.map_err(db_err)?;
-                let Ok(digest) = <[u8; 32]>::try_from(k.value()) else {
-                    continue;
-                };
-                out.push((digest, FileRef::decode(v.value())));
-            }
-            Ok(out)
-        })?;
-        Ok(all.unwrap_or_default())
-    }
-
-    /// Drops the filestore references of these digests (the files are left alone).
-    pub fn remove_refs(&self, digests: &[[u8; 32]]) -> Result<u64, RepoError> {
-        let n = self.write(|tx| {
-            let mut t = tx.open_table(FILESTORE).map_err(db_err)?;
-            let mut n = 0;
-            for d in digests {
-                n += u64::from(t.remove(d.as_slice()).map_err(db_err)?.is_some());
-            }
-            Ok(n)
-        })?;
-        if let Some(f) = self.blocks.filestore() {
-            f.invalidate();
-        }
-        Ok(n)
-    }
-
-    /// Drops the filestore references into any of `paths` (files, or folders and
-    /// everything below them); the number dropped.
-    pub fn remove_refs_under(&self, paths: &[PathBuf]) -> Result<u64, RepoError> {
-        let digests: Vec<[u8; 32]> = self
-            .file_refs()?
-            .into_iter()
-            .filter_map(|(d, r)| {
-                let r = r?;
-                paths.iter().any(|p| r.path.starts_with(p)).then_some(d)
-            })
-            .collect();
-        if digests.is_empty() {
-            return Ok(0);
-        }
-        self.remove_refs(&digests)
     }
 
     /// The folder where downloads without an output folder keep their files.
@@ -641,31 +539,12 @@ impl Repo {
     /// filestore leaves of it is still there with the size and modification time it had
     /// when it was imported (a quick check: reads hash every block).
     pub fn is_complete(&self, root: &Cid) -> bool {
-        let mut leaves = Vec::new();
-        if self.dag().walk(root, &mut |c| leaves.push(*c)).is_err() {
-            return false;
-        }
-        let mut checked: HashSet<(PathBuf, u64)> = HashSet::new();
-        leaves
-            .iter()
-            .filter(|c| !self.blocks.has_file(c))
-            .all(|c| match self.blocks.file_ref(c) {
-                Ok(Some(r)) => {
-                    checked.contains(&(r.path.clone(), r.mtime_ns)) || {
-                        let ok = r.file_unchanged();
-                        if ok {
-                            checked.insert((r.path.clone(), r.mtime_ns));
-                        }
-                        ok
-                    }
-                }
-                Ok(None) => true,
-                Err(_) => false,
-            })
+        let mut blocks = Vec::new();
+        self.dag().walk(root, &mut |c| blocks.push(*c)).is_ok() && self.files_unchanged(&blocks)
     }
 
     /// The digests of every block a pin keeps.
-    fn live_set(&self) -> Result<HashSet<[u8; 32]>, RepoError> {
+    pub(crate) fn live_set(&self) -> Result<HashSet<[u8; 32]>, RepoError> {
         let mut live = HashSet::new();
         let dag = self.dag();
         for (cid, kind) in self.pins()? {
@@ -700,40 +579,7 @@ impl Repo {
                 }
             }
         }
-        let (dead, kept): (Vec<_>, Vec<_>) = self
-            .file_refs()?
-            .into_iter()
-            .partition(|(d, _)| !live.contains(d));
-        report.refs_kept = kept.len() as u64;
-        if !dead.is_empty() {
-            let digests: Vec<[u8; 32]> = dead.iter().map(|(d, _)| *d).collect();
-            report.refs_removed = self.remove_refs(&digests)?;
-        }
-        // The repo's own download folders that nothing pinned reads from any more.
-        let Ok(downloads) = self.downloads_dir().canonicalize() else {
-            return Ok(report);
-        };
-        let folder = |r: &FileRef| {
-            let rest = r.path.strip_prefix(&downloads).ok()?;
-            Some(downloads.join(rest.components().next()?))
-        };
-        let used: HashSet<PathBuf> = kept
-            .iter()
-            .filter_map(|(_, r)| folder(r.as_ref()?))
-            .collect();
-        let unused: HashSet<PathBuf> = dead
-            .iter()
-            .filter_map(|(_, r)| folder(r.as_ref()?))
-            .filter(|f| !used.contains(f))
-            .collect();
-        for f in unused {
-            match fs::remove_dir_all(&f) {
-                Ok(()) => report.folders_removed.push(f.display().to_string()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(&f)(e)),
-            }
-            let _ = fs::remove_file(f.with_extension("lock"));
-        }
+        self.gc_refs(&live, &mut report)?;
         Ok(report)
     }
 
@@ -753,30 +599,7 @@ impl Repo {
                 report.corrupt.push(f.path.display().to_string());
             }
         }
-        let refs = match self.file_refs() {
-            Ok(r) => r,
-            Err(e @ RepoError::Damaged { .. }) => {
-                report.database = Some(e.to_string());
-                Vec::new()
-            }
-            Err(e) => return Err(e),
-        };
-        let mut buf = Vec::new();
-        for (digest, r) in refs {
-            report.checked += 1;
-            progress(report.checked);
-            let cid = Blockstore::cid_of_digest(digest);
-            match r {
-                Some(r) => {
-                    if let Err(e) = r.read_block(&cid, &mut buf) {
-                        report.corrupt.push(e.to_string());
-                    }
-                }
-                None => report
-                    .corrupt
-                    .push(format!("{cid}: a filestore entry that cannot be read")),
-            }
-        }
+        self.verify_refs(&mut report, progress)?;
         let dag = self.dag();
         let pins = match self.pins() {
             Ok(p) => p,
@@ -804,7 +627,11 @@ impl Repo {
     }
 }
 
-fn pin_in(tx: &redb::WriteTransaction, cid: &Cid, kind: PinKind) -> Result<(), RepoError> {
+pub(crate) fn pin_in(
+    tx: &redb::WriteTransaction,
+    cid: &Cid,
+    kind: PinKind,
+) -> Result<(), RepoError> {
     let mut t = tx.open_table(PINS).map_err(db_err)?;
     let key = cid.to_bytes();
     let old = t.get(key.as_slice()).map_err(db_err)?.map(|v| v.value());
@@ -821,7 +648,7 @@ fn pin_in(tx: &redb::WriteTransaction, cid: &Cid, kind: PinKind) -> Result<(), R
 /// the database is opened per operation, waiting up to 30 s for another process. A
 /// damaged file (a panic inside redb, or an error that says so) is
 /// [`RepoError::Damaged`] with the file's path.
-fn with_db_at<T>(
+pub(crate) fn with_db_at<T>(
     path: &Path,
     f: impl FnOnce(&redb::Database) -> Result<T, RepoError>,
 ) -> Result<T, RepoError> {
@@ -841,46 +668,6 @@ fn with_db_at<T>(
             detail,
         }),
         Ok(other) => other,
-    }
-}
-
-/// The filestore's references in the repo's database, for [`Blockstore`] reads.
-#[derive(Debug)]
-struct DbRefs {
-    db: PathBuf,
-}
-
-impl RefLookup for DbRefs {
-    fn lookup(&self, digests: &[[u8; 32]]) -> io::Result<Vec<Option<FileRef>>> {
-        if !self.db.exists() {
-            return Ok(vec![None; digests.len()]);
-        }
-        let r = with_db_at(&self.db, |db| {
-            let tx = db.begin_read().map_err(db_err)?;
-            let t = match tx.open_table(FILESTORE) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => {
-                    return Ok(vec![None; digests.len()])
-                }
-                Err(e) => return Err(db_err(e)),
-            };
-            digests
-                .iter()
-                .map(|d| {
-                    let v = t.get(d.as_slice()).map_err(db_err)?;
-                    Ok(v.and_then(|v| FileRef::decode(v.value())))
-                })
-                .collect()
-        });
-        r.map_err(|e| io::Error::other(e.to_string()))
-    }
-
-    fn version(&self) -> u64 {
-        fs::metadata(&self.db).map_or(0, |m| {
-            crate::filestore::mtime_ns(&m)
-                .wrapping_mul(31)
-                .wrapping_add(m.len())
-        })
     }
 }
 

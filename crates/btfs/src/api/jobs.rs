@@ -761,7 +761,8 @@ impl Jobs {
             if others.same_torrent {
                 kept = Some("another job has the same torrent: its data stays".to_string());
             } else {
-                let errors = self.delete_data(&rec, &others.paths);
+                let (errors, note) = self.delete_data(&rec, &others.paths);
+                kept = note;
                 if !errors.is_empty() {
                     let mut jobs = self.lock();
                     if let Some(job) = jobs.iter_mut().find(|j| j.rec.id == id) {
@@ -824,79 +825,93 @@ impl Jobs {
     }
 
     /// Deletes a removed job's data, skipping `keep` (paths below its `-o` folder that
-    /// other jobs list); every step is tried and the pin always goes. What failed.
-    fn delete_data(&self, rec: &Record, keep: &HashSet<String>) -> Vec<String> {
+    /// other jobs list). The pin and the filestore's references into the files go first,
+    /// in the repo, so a crash never leaves them naming deleted files; a file that other
+    /// pinned content still reads blocks from stays (named in the second value). Every
+    /// other step is tried; the first value lists what failed.
+    fn delete_data(&self, rec: &Record, keep: &HashSet<String>) -> (Vec<String>, Option<String>) {
         let mut errors = Vec::new();
+        let bt = self.program.btfs_path.join("bittorrent");
+        let ih = rec
+            .info_hash
+            .as_deref()
+            .filter(|ih| ih.len() == 40 && ih.bytes().all(|b| b.is_ascii_hexdigit()));
+        // The repo's own folder for the download is the job's only when it had no -o.
+        let working = ih
+            .filter(|_| rec.output.is_none())
+            .map(|ih| bt.join("downloads").join(ih));
+        let own = match (&rec.output, rec.own_output) {
+            (Some(o), true) => Some(o.parent().unwrap_or(o).to_path_buf()),
+            _ => None,
+        };
+        let listed: Vec<&str> = match (&rec.output, rec.own_output) {
+            (Some(_), false) => rec
+                .files
+                .iter()
+                .filter(|f| f.selected != Some(false) && !keep.contains(&f.added_name))
+                .map(|f| f.added_name.as_str())
+                .collect(),
+            _ => Vec::new(),
+        };
+        // What goes, as the filestore names it (canonical paths, known before deleting).
+        let mut doomed: Vec<PathBuf> = Vec::new();
+        doomed.extend(
+            working
+                .iter()
+                .chain(&own)
+                .filter_map(|p| p.canonicalize().ok()),
+        );
+        if let Some(o) = &rec.output {
+            doomed.extend(listed.iter().filter_map(|n| o.join(n).canonicalize().ok()));
+        }
+        let cid = rec
+            .cid
+            .as_deref()
+            .and_then(|c| c.parse::<store::Cid>().ok());
+        let released = store::Repo::open(&self.program.btfs_path, store::LockMode::Shared)
+            .and_then(|(repo, _)| repo.release_files(cid.as_ref(), &doomed));
+        let needed = match released {
+            Ok(r) => r.needed,
+            Err(e) => {
+                errors.push(format!("releasing the content in the store: {e}"));
+                return (errors, None);
+            }
+        };
+        let is_needed = |p: &std::path::Path| {
+            p.canonicalize()
+                .is_ok_and(|c| needed.iter().any(|n| n.starts_with(&c)))
+        };
         let mut gone = |p: &std::path::Path, r: std::io::Result<()>| match r {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 errors.push(format!("removing {}: {e}", p.display()))
             }
             _ => {}
         };
-        let bt = self.program.btfs_path.join("bittorrent");
-        // What goes, as the filestore names it (canonical paths, known before deleting).
-        let mut doomed: Vec<PathBuf> = Vec::new();
-        let mut doom = |p: &std::path::Path| doomed.extend(p.canonicalize().ok());
-        if let Some(ih) = &rec.info_hash {
-            if ih.len() == 40 && ih.bytes().all(|b| b.is_ascii_hexdigit()) {
-                doom(&bt.join("downloads").join(ih));
+        if let Some(ih) = ih {
+            let resume = bt.join("resume").join(format!("{ih}.resume"));
+            gone(&resume, std::fs::remove_file(&resume));
+        }
+        for folder in working.iter().chain(&own) {
+            if !is_needed(folder) {
+                gone(folder, std::fs::remove_dir_all(folder));
             }
         }
-        match (&rec.output, rec.own_output) {
-            (Some(o), true) => doom(o.parent().unwrap_or(o)),
-            (Some(o), false) => rec
-                .files
-                .iter()
-                .filter(|f| f.selected != Some(false) && !keep.contains(&f.added_name))
-                .for_each(|f| doom(&o.join(&f.added_name))),
-            _ => {}
+        if let (Some(ih), Some(_)) = (ih, &working) {
+            let lock = bt.join("downloads").join(format!("{ih}.lock"));
+            gone(&lock, std::fs::remove_file(&lock));
         }
-        if let Some(ih) = &rec.info_hash {
-            if ih.len() == 40 && ih.bytes().all(|b| b.is_ascii_hexdigit()) {
-                let resume = bt.join("resume").join(format!("{ih}.resume"));
-                gone(&resume, std::fs::remove_file(&resume));
-                let working = bt.join("downloads").join(ih);
-                gone(&working, std::fs::remove_dir_all(&working));
-                let lock = bt.join("downloads").join(format!("{ih}.lock"));
-                gone(&lock, std::fs::remove_file(&lock));
-            }
+        if let Some(o) = &rec.output {
+            let names = listed.iter().copied().filter(|n| !is_needed(&o.join(n)));
+            errors.extend(super::delete::remove_files(o, names));
         }
-        match (&rec.output, rec.own_output) {
-            // The job's own folder in the repo.
-            (Some(o), true) => {
-                let own = o.parent().unwrap_or(o);
-                gone(own, std::fs::remove_dir_all(own));
-            }
-            (Some(o), false) => {
-                let names = rec
-                    .files
-                    .iter()
-                    .filter(|f| f.selected != Some(false) && !keep.contains(&f.added_name))
-                    .map(|f| f.added_name.as_str());
-                errors.extend(super::delete::remove_files(o, names));
-            }
-            _ => {}
-        }
-        if let Some(cid) = rec
-            .cid
-            .as_deref()
-            .and_then(|c| c.parse::<store::Cid>().ok())
-        {
-            let unpinned = store::Repo::open(&self.program.btfs_path, store::LockMode::Shared)
-                .and_then(|(repo, _)| repo.unpin(&cid));
-            if let Err(e) = unpinned {
-                errors.push(format!("unpinning {cid}: {e}"));
-            }
-        }
-        // The filestore's references into the deleted files go with them.
-        if !doomed.is_empty() {
-            let dropped = store::Repo::open(&self.program.btfs_path, store::LockMode::Shared)
-                .and_then(|(repo, _)| repo.remove_refs_under(&doomed));
-            if let Err(e) = dropped {
-                errors.push(format!("dropping filestore references: {e}"));
-            }
-        }
-        errors
+        let kept = (!needed.is_empty()).then(|| {
+            let names: Vec<String> = needed.iter().map(|p| p.display().to_string()).collect();
+            format!(
+                "kept {}: other pinned content reads from them",
+                names.join(", ")
+            )
+        });
+        (errors, kept)
     }
 
     /// Stops every job's process for a daemon shutdown; their states stay as they were

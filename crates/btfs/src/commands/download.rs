@@ -278,7 +278,17 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     // of the same torrent find and repair a file changed since); with `copy` the import
     // is durable (blocks synced, pin committed) and the working copy can go.
     let copied = settings.import_mode == store::config::ImportMode::Copy;
-    if let (true, true, Some(_)) = (working, copied, &imported) {
+    // An earlier import of this torrent in filestore mode may read from the same folder.
+    let referenced = || {
+        repo.file_refs().map_or(true, |refs| {
+            refs.iter().any(|e| {
+                e.file
+                    .as_ref()
+                    .is_some_and(|f| f.path.starts_with(&save_path))
+            })
+        })
+    };
+    if working && copied && imported.is_some() && !referenced() {
         if let Err(e) = std::fs::remove_dir_all(&save_path) {
             eprintln!(
                 "could not remove the working folder {}: {e}",
@@ -297,7 +307,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
             v["Complete"] = summary.complete.into();
             v["Name"] = meta.info.stored_name.as_str().into();
             v["InfoHash"] = meta.wire_info_hash().to_hex().into();
-            if !working {
+            if !working || !copied {
                 v["SavePath"] = save_path.display().to_string().into();
             }
             if let Some(i) = &imported {
@@ -314,7 +324,7 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
                 println!("IP filter: blocked {} distinct address(es)", s.blocked);
             }
             if summary.complete {
-                let saved = (!working).then(|| save_path.display().to_string());
+                let saved = (!working || !copied).then(|| save_path.display().to_string());
                 println!(
                     "{}",
                     done_line(
