@@ -185,6 +185,25 @@ impl Repo {
         root: Option<&Cid>,
         torrent: Option<(&[u8; 20], &TorrentRecord)>,
     ) -> Result<(), RepoError> {
+        self.commit(
+            refs,
+            root.map(std::slice::from_ref).unwrap_or_default(),
+            torrent,
+        )
+    }
+
+    /// [`Repo::commit_import`] of an `add --nocopy`: the references and the recursive
+    /// pins of `roots` (none: `--pin=false`, or a batch of references before the last).
+    pub fn commit_refs(&self, refs: &[(Cid, FileRef)], roots: &[Cid]) -> Result<(), RepoError> {
+        self.commit(refs, roots, None)
+    }
+
+    fn commit(
+        &self,
+        refs: &[(Cid, FileRef)],
+        roots: &[Cid],
+        torrent: Option<(&[u8; 20], &TorrentRecord)>,
+    ) -> Result<(), RepoError> {
         self.sync()?;
         self.write(|tx| {
             {
@@ -195,7 +214,7 @@ impl Repo {
                         .map_err(db_err)?;
                 }
             }
-            if let Some(root) = root {
+            for root in roots {
                 pin_in(tx, root, PinKind::Recursive)?;
             }
             if let Some((ih, record)) = torrent {
@@ -231,6 +250,29 @@ impl Repo {
             Ok(out)
         })?;
         Ok(all.unwrap_or_default())
+    }
+
+    /// The references of each of these digests, in order (empty: not in the filestore).
+    pub fn file_refs_of(&self, digests: &[[u8; 32]]) -> Result<Vec<Vec<RefEntry>>, RepoError> {
+        let found = self.read(FILESTORE, |t| {
+            digests
+                .iter()
+                .map(|d| {
+                    let (lo, hi) = range_of(d);
+                    let mut out = Vec::new();
+                    for item in t.range(lo.as_slice()..=hi.as_slice()).map_err(db_err)? {
+                        let (k, v) = item.map_err(db_err)?;
+                        out.push(RefEntry {
+                            key: k.value().to_vec(),
+                            digest: *d,
+                            file: FileRef::decode(v.value()),
+                        });
+                    }
+                    Ok(out)
+                })
+                .collect()
+        })?;
+        Ok(found.unwrap_or_else(|| vec![Vec::new(); digests.len()]))
     }
 
     /// Drops these references (the files are left alone); the number dropped.
@@ -400,6 +442,7 @@ impl Repo {
         let mut good: HashSet<[u8; 32]> = HashSet::new();
         for e in &refs {
             report.checked += 1;
+            report.refs_checked += 1;
             progress(report.checked);
             let cid = Blockstore::cid_of_digest(e.digest);
             match &e.file {

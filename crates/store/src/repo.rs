@@ -248,6 +248,8 @@ pub struct GcReport {
 #[serde(rename_all = "PascalCase")]
 pub struct VerifyReport {
     pub checked: u64,
+    /// How many of the blocks checked are filestore references (their files read).
+    pub refs_checked: u64,
     /// Block files whose bytes do not hash to their name.
     pub corrupt: Vec<String>,
     /// Blocks that pinned DAGs need but the store lacks.
