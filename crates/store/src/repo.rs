@@ -506,19 +506,47 @@ impl Repo {
     }
 
     /// Drops the filestore references into any of `paths` (files, or folders and
-    /// everything below them); the number dropped.
+    /// everything below them, about to be deleted); the number dropped.
+    ///
+    /// A leaf has one reference, into the files of whichever import recorded it last, so
+    /// a leaf that another pinned DAG shares (the same file in two torrents) may point
+    /// into files that go. Such a leaf is first stored as a block (read through its
+    /// reference, so hash-checked; synced before the reference is dropped), and the other
+    /// DAG stays whole. Call this after unpinning what goes and before deleting the
+    /// files. A pinned DAG that cannot be walked (incomplete, damaged) keeps nothing.
     pub fn remove_refs_under(&self, paths: &[PathBuf]) -> Result<u64, RepoError> {
-        let digests: Vec<[u8; 32]> = self
+        let doomed: Vec<([u8; 32], FileRef)> = self
             .file_refs()?
             .into_iter()
             .filter_map(|(d, r)| {
                 let r = r?;
-                paths.iter().any(|p| r.path.starts_with(p)).then_some(d)
+                paths
+                    .iter()
+                    .any(|p| r.path.starts_with(p))
+                    .then_some((d, r))
             })
             .collect();
-        if digests.is_empty() {
+        if doomed.is_empty() {
             return Ok(0);
         }
+        let live = self.live_set().unwrap_or_default();
+        let mut buf = Vec::new();
+        let mut stored = false;
+        for (d, r) in doomed.iter().filter(|(d, _)| live.contains(d)) {
+            let cid = Blockstore::cid_of_digest(*d);
+            if self.blocks.has_file(&cid) || r.read_block(&cid, &mut buf).is_err() {
+                // Already a block, or its bytes are gone already: nothing to keep.
+                continue;
+            }
+            self.blocks
+                .put(&cid, &buf)
+                .map_err(io_err(self.blocks.root()))?;
+            stored = true;
+        }
+        if stored {
+            self.sync()?;
+        }
+        let digests: Vec<[u8; 32]> = doomed.iter().map(|(d, _)| *d).collect();
         self.remove_refs(&digests)
     }
 

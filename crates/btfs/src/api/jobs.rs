@@ -824,15 +824,10 @@ impl Jobs {
     }
 
     /// Deletes a removed job's data, skipping `keep` (paths below its `-o` folder that
-    /// other jobs list); every step is tried and the pin always goes. What failed.
+    /// other jobs list): the pin, the filestore references into the files, then the
+    /// files. Every step is tried and the pin always goes. What failed.
     fn delete_data(&self, rec: &Record, keep: &HashSet<String>) -> Vec<String> {
         let mut errors = Vec::new();
-        let mut gone = |p: &std::path::Path, r: std::io::Result<()>| match r {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                errors.push(format!("removing {}: {e}", p.display()))
-            }
-            _ => {}
-        };
         let bt = self.program.btfs_path.join("bittorrent");
         // What goes, as the filestore names it (canonical paths, known before deleting).
         let mut doomed: Vec<PathBuf> = Vec::new();
@@ -851,6 +846,33 @@ impl Jobs {
                 .for_each(|f| doom(&o.join(&f.added_name))),
             _ => {}
         }
+        // The pin goes first, then the filestore's references into the files (a leaf
+        // another pin shares is kept as a block while its file is still there), then
+        // the files.
+        if let Some(cid) = rec
+            .cid
+            .as_deref()
+            .and_then(|c| c.parse::<store::Cid>().ok())
+        {
+            let unpinned = store::Repo::open(&self.program.btfs_path, store::LockMode::Shared)
+                .and_then(|(repo, _)| repo.unpin(&cid));
+            if let Err(e) = unpinned {
+                errors.push(format!("unpinning {cid}: {e}"));
+            }
+        }
+        if !doomed.is_empty() {
+            let dropped = store::Repo::open(&self.program.btfs_path, store::LockMode::Shared)
+                .and_then(|(repo, _)| repo.remove_refs_under(&doomed));
+            if let Err(e) = dropped {
+                errors.push(format!("dropping filestore references: {e}"));
+            }
+        }
+        let mut gone = |p: &std::path::Path, r: std::io::Result<()>| match r {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                errors.push(format!("removing {}: {e}", p.display()))
+            }
+            _ => {}
+        };
         if let Some(ih) = &rec.info_hash {
             if ih.len() == 40 && ih.bytes().all(|b| b.is_ascii_hexdigit()) {
                 let resume = bt.join("resume").join(format!("{ih}.resume"));
@@ -876,25 +898,6 @@ impl Jobs {
                 errors.extend(super::delete::remove_files(o, names));
             }
             _ => {}
-        }
-        if let Some(cid) = rec
-            .cid
-            .as_deref()
-            .and_then(|c| c.parse::<store::Cid>().ok())
-        {
-            let unpinned = store::Repo::open(&self.program.btfs_path, store::LockMode::Shared)
-                .and_then(|(repo, _)| repo.unpin(&cid));
-            if let Err(e) = unpinned {
-                errors.push(format!("unpinning {cid}: {e}"));
-            }
-        }
-        // The filestore's references into the deleted files go with them.
-        if !doomed.is_empty() {
-            let dropped = store::Repo::open(&self.program.btfs_path, store::LockMode::Shared)
-                .and_then(|(repo, _)| repo.remove_refs_under(&doomed));
-            if let Err(e) = dropped {
-                errors.push(format!("dropping filestore references: {e}"));
-            }
         }
         errors
     }
@@ -1533,20 +1536,24 @@ mod tests {
         a.state = State::Paused;
         let b = record("b", &t.path().join("other"), &[], None);
         let (jobs, repo) = jobs_with(t.path(), &[a, b]);
-        // The unpin, the last step of the deletion, waits while the repo's database is
-        // open here: the removal is held inside its window.
+        // The unpin, the first step of the deletion, waits while the repo's database is
+        // open here: the removal is held inside its window, the file not deleted yet.
         let db = redb::Database::create(repo.join("datastore.redb")).unwrap();
         let removal = {
             let jobs = jobs.clone();
             std::thread::spawn(move || block_on(jobs.remove("a", true)))
         };
         for waited in 0.. {
-            if !out.join("set/a.bin").exists() {
+            if jobs.lock().iter().any(|j| j.rec.id == "a" && j.removing) {
                 break;
             }
-            assert!(waited < 2000, "the removal did not delete the file");
+            assert!(waited < 2000, "the removal did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
+        assert!(
+            out.join("set/a.bin").exists(),
+            "the file went before the pin"
+        );
         let saved = || std::fs::read_to_string(repo.join("bittorrent/jobs/jobs.json")).unwrap();
         // Another change saves the list meanwhile.
         assert_eq!(jobs.stop("b", Stop::Pause), Ok(false));
@@ -1569,6 +1576,7 @@ mod tests {
 
         drop(db);
         assert_eq!(removal.join().unwrap().unwrap(), None);
+        assert!(!out.join("set/a.bin").exists(), "the file stayed");
         assert!(jobs.summary("a").is_none());
         assert!(!saved().contains("\"Id\": \"a\""), "{}", saved());
         assert!(!pinned(&repo), "the pin stayed");
