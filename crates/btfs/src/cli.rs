@@ -111,9 +111,17 @@ pub enum Command {
             node, UnixFS file leaves. Prints `added <cid> <path>` for every file and \
             directory, the root last. Names starting with '.' are skipped unless --hidden; \
             symbolic links are added as UnixFS symlinks, not followed. Without paths, \
-            standard input is added.",
+            standard input is added.\n\n\
+            --nocopy leaves the bytes in the files: their leaves are recorded in the \
+            filestore (see `btfs filestore`), read and hash-checked from the files on every \
+            read, and only the upper nodes and folders are stored as blocks. Like kubo's, it \
+            implies --raw-leaves (different CIDs for files over 256 KiB); with \
+            --raw-leaves=false the CIDs are exactly a plain `add`'s (kubo refuses that \
+            combination). Standard input cannot be added with --nocopy. With a daemon \
+            running, the daemon reads the files where they are (given as absolute paths).",
         after_help = "Examples:\n  btfs add hello.txt\n  btfs add -r ./photos\n  \
-            btfs add -Q --cid-version 1 video.mp4\n  echo hi | btfs add -n -Q"
+            btfs add -Q --cid-version 1 video.mp4\n  echo hi | btfs add -n -Q\n  \
+            btfs add --nocopy -r ./videos"
     )]
     Add(AddArgs),
     /// Print the content of a file in BTFS.
@@ -136,6 +144,17 @@ pub enum Command {
     /// Maintain the repository: garbage collection and verification.
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// The filestore: blocks kept as references into files (`add --nocopy`, downloads).
+    #[command(
+        subcommand,
+        long_about = "The filestore: leaf blocks kept as references (path, offset, length) \
+            into files instead of block files — files added with `btfs add --nocopy`, and \
+            downloads in the default import mode. Every read hashes the bytes, so a file \
+            changed or removed since gives an error naming it, never wrong bytes.",
+        after_help = "Examples:\n  btfs add --nocopy big.iso\n  btfs filestore ls\n  \
+            btfs filestore verify --file-order\n  btfs filestore dups"
+    )]
+    Filestore(FilestoreCommand),
     /// Run the node: the HTTP API and dashboard on 127.0.0.1:5001, the gateway on 127.0.0.1:8080.
     #[command(
         long_about = "Run the node until interrupted: the HTTP API (every command as \
@@ -285,6 +304,12 @@ pub struct AddArgs {
     /// Include files and directories whose names start with '.'.
     #[arg(short = 'H', long)]
     pub hidden: bool,
+    /// Leave the files' bytes where they are: their leaves are recorded in the filestore
+    /// as references (path, offset, length) into the files, hash-checked on every read;
+    /// only the upper nodes and folders are written as blocks. Implies --raw-leaves
+    /// unless --raw-leaves=false (then the CIDs are exactly those of a plain `add`).
+    #[arg(long)]
+    pub nocopy: bool,
 }
 
 #[derive(Args, Debug)]
@@ -335,6 +360,46 @@ pub enum RepoCommand {
     Gc,
     /// Rehash every block and check that every pinned DAG is complete.
     Verify,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FilestoreCommand {
+    /// List the filestore's references: `<cid> <size> <path> <offset>`.
+    #[command(long_about = "List the filestore's references, one line each:\n\n  \
+            <cid> <size> <path> <offset>\n\n\
+            (kubo's format: the bytes offset..offset+size of the file at path make the block \
+            cid). Raw leaves are shown as CIDv1 raw, UnixFS leaves as CIDv0. With CIDs, only \
+            those; a CID the filestore does not hold is an error line on stderr and the exit \
+            status is 1. --enc json: one object per line with kubo's fields (Status, \
+            ErrorMsg, Key {\"/\": cid}, FilePath, Offset, Size).")]
+    Ls(FilestoreArgs),
+    /// Read and hash-check every reference: `<status> <cid> <size> <path> <offset>`.
+    #[command(
+        long_about = "Read every reference and check its hash, one line each:\n\n  \
+            <status> <cid> <size> <path> <offset>\n\n\
+            where status is (kubo's statuses, with their codes as --enc json gives them):\n  \
+            ok       (0)   the block can be read from its file\n  \
+            changed  (12)  the bytes in the file are not the block's any more\n  \
+            no-file  (11)  the file is gone\n  \
+            error    (10)  the file cannot be read (permissions, I/O)\n  \
+            ERROR    (20)  the database entry is damaged\n  \
+            missing  (30)  a CID given is not in the filestore\n\n\
+            Exit status: 0 when every block is ok, 1 otherwise (so a script can use it). \
+            Re-add a changed file with `btfs add --nocopy`; `pin rm` and `repo gc` drop \
+            references no pin keeps."
+    )]
+    Verify(FilestoreArgs),
+    /// List the CIDs held both in the filestore and as block files.
+    Dups,
+}
+
+#[derive(Args, Debug)]
+pub struct FilestoreArgs {
+    /// Only these CIDs (default: every reference).
+    pub cids: Vec<String>,
+    /// Sort by file path and offset (reads each file in order).
+    #[arg(long)]
+    pub file_order: bool,
 }
 
 #[derive(Args, Debug)]

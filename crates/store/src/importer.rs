@@ -1,5 +1,10 @@
 //! UnixFS import with `btfs add`'s defaults: fixed-size chunks (256 KiB), a balanced DAG
 //! of at most 174 links per node, DAG-PB leaves and CIDv0 — the same CIDs kubo gives.
+//!
+//! Leaves and inner nodes may go to different sinks ([`ImportOptions::import_file_split`]):
+//! `btfs add --nocopy` drops the leaf blocks (they stay in the file, recorded by offset
+//! in the filestore) and writes only the inner nodes. Chunks are hashed on all cores
+//! either way.
 
 use crate::cid::{put_varint, Cid, DAG_PB, RAW};
 use crate::dagpb::{Link, PbNode, UnixFs};
@@ -37,6 +42,13 @@ pub struct Node {
     pub size: u64,
     /// Cumulative size of the blocks (what a parent's link records).
     pub tsize: u64,
+}
+
+/// A leaf of an imported file: its node and where its bytes start in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leaf {
+    pub node: Node,
+    pub offset: u64,
 }
 
 /// Where new blocks go.
@@ -189,10 +201,21 @@ impl ImportOptions {
     /// file. `progress` gets the bytes read so far.
     pub fn import_reader(
         &self,
-        mut reader: impl Read,
+        reader: impl Read,
         sink: &dyn BlockSink,
         progress: &mut dyn FnMut(u64),
     ) -> io::Result<Node> {
+        let leaves = self.import_leaves(reader, sink, progress)?;
+        self.file_root(leaves, sink)
+    }
+
+    /// The leaves of a stream, in order: chunks hashed (and put into `sink`) on all cores.
+    fn import_leaves(
+        &self,
+        mut reader: impl Read,
+        sink: &dyn BlockSink,
+        progress: &mut dyn FnMut(u64),
+    ) -> io::Result<Vec<Node>> {
         let chunk = self.chunk_size;
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
@@ -251,7 +274,7 @@ impl ImportOptions {
         }
         let mut leaves = results.into_inner().expect("results");
         leaves.sort_unstable_by_key(|(i, _)| *i);
-        self.file_root(leaves.into_iter().map(|(_, n)| n).collect(), sink)
+        Ok(leaves.into_iter().map(|(_, n)| n).collect())
     }
 
     pub fn import_file(
@@ -260,9 +283,25 @@ impl ImportOptions {
         sink: &dyn BlockSink,
         progress: &mut dyn FnMut(u64),
     ) -> io::Result<Node> {
+        Ok(self.import_file_split(path, sink, sink, progress)?.0)
+    }
+
+    /// Imports a file with its leaf blocks put into `leaves` and its inner nodes into
+    /// `nodes`; returns the root and the leaves in file order with their offsets (for
+    /// `add --nocopy`: `leaves` is [`Discard`] and the leaves become filestore
+    /// references). The empty file has no leaf to refer to: its one block (which holds
+    /// no bytes of the file) goes to `nodes`. A single-chunk file's root is its leaf.
+    pub fn import_file_split(
+        &self,
+        path: &Path,
+        leaves: &dyn BlockSink,
+        nodes: &dyn BlockSink,
+        progress: &mut dyn FnMut(u64),
+    ) -> io::Result<(Node, Vec<Leaf>)> {
         // Chunk-sized reads go straight into the chunk buffers; no BufReader copy.
         let mut f = std::fs::File::open(path)?;
         let len = f.metadata()?.len();
+        let mut found = None;
         if len <= self.chunk_size as u64 {
             // One chunk: no hashing threads for it (folders of many small files).
             let mut buf = Vec::new();
@@ -270,12 +309,31 @@ impl ImportOptions {
             progress(buf.len() as u64);
             let mut rest = [0u8; 1];
             if f.read(&mut rest)? == 0 {
-                return self.file_root(vec![self.put_leaf(&buf, sink)?], sink);
+                found = Some(if buf.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![self.put_leaf(&buf, leaves)?]
+                });
+            } else {
+                // It grew while being read: import it the general way from the start.
+                f = std::fs::File::open(path)?;
             }
-            // It grew while being read: import it the general way from the start.
-            f = std::fs::File::open(path)?;
         }
-        self.import_reader(f, sink, progress)
+        let found = match found {
+            Some(l) => l,
+            None => self.import_leaves(f, leaves, progress)?,
+        };
+        let mut offset = 0u64;
+        let placed: Vec<Leaf> = found
+            .iter()
+            .map(|n| {
+                let l = Leaf { node: *n, offset };
+                offset += n.size;
+                l
+            })
+            .collect();
+        let root = self.file_root(found, nodes)?;
+        Ok((root, placed))
     }
 }
 
@@ -365,6 +423,55 @@ mod tests {
             cid_of(&vec![0u8; 64 << 20], o),
             "QmfKyrN38oa8CrSYirAYZq4X4Hvq73JtVkgSgeVzHCkAuT"
         );
+    }
+
+    /// Counts what a sink is given.
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl BlockSink for Count {
+        fn put(&self, _: &Cid, _: &[u8]) -> io::Result<()> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn split_import_gives_the_same_root_and_the_leaves_by_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        for (len, raw) in [(0usize, false), (5, true), (1000, false), (700_001, true)] {
+            let path = dir.path().join(format!("f{len}"));
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            std::fs::write(&path, &data).unwrap();
+            let o = ImportOptions {
+                raw_leaves: raw,
+                chunk_size: 262_144,
+                ..ImportOptions::default()
+            };
+            let whole = o.import_file(&path, &Discard, &mut |_| {}).unwrap();
+            let (leaves, nodes) = (Count::default(), Count::default());
+            let (root, placed) = o
+                .import_file_split(&path, &leaves, &nodes, &mut |_| {})
+                .unwrap();
+            assert_eq!(root, whole, "{len}");
+            assert_eq!(placed.len(), len.div_ceil(262_144), "{len}");
+            assert_eq!(leaves.0.into_inner(), placed.len());
+            // Inner nodes only (the empty file's one block too); a one-leaf file has none.
+            let inner = match len {
+                0 => 1,
+                l if l <= 262_144 => 0,
+                _ => 1,
+            };
+            assert_eq!(nodes.0.into_inner(), inner, "{len}");
+            for l in &placed {
+                let bytes = &data[l.offset as usize..(l.offset + l.node.size) as usize];
+                let again = o.put_leaf(bytes, &Discard).unwrap();
+                assert_eq!(again, l.node);
+            }
+            if len > 0 && len <= 262_144 {
+                assert_eq!(placed[0].node, root);
+            }
+        }
     }
 
     #[test]

@@ -255,6 +255,8 @@ pub struct GcReport {
 #[serde(rename_all = "PascalCase")]
 pub struct VerifyReport {
     pub checked: u64,
+    /// How many of the blocks checked are filestore references (their files read).
+    pub refs_checked: u64,
     /// Block files whose bytes do not hash to their name.
     pub corrupt: Vec<String>,
     /// Blocks that pinned DAGs need but the store lacks.
@@ -448,6 +450,25 @@ impl Repo {
         root: Option<&Cid>,
         torrent: Option<(&[u8; 20], &TorrentRecord)>,
     ) -> Result<(), RepoError> {
+        self.commit(
+            refs,
+            root.map(std::slice::from_ref).unwrap_or_default(),
+            torrent,
+        )
+    }
+
+    /// [`Repo::commit_import`] of an `add --nocopy`: the references and the recursive
+    /// pins of `roots` (none: `--pin=false`, or a batch of references before the last).
+    pub fn commit_refs(&self, refs: &[(Cid, FileRef)], roots: &[Cid]) -> Result<(), RepoError> {
+        self.commit(refs, roots, None)
+    }
+
+    fn commit(
+        &self,
+        refs: &[(Cid, FileRef)],
+        roots: &[Cid],
+        torrent: Option<(&[u8; 20], &TorrentRecord)>,
+    ) -> Result<(), RepoError> {
         self.sync()?;
         self.write(|tx| {
             {
@@ -457,7 +478,7 @@ impl Repo {
                         .map_err(db_err)?;
                 }
             }
-            if let Some(root) = root {
+            for root in roots {
                 pin_in(tx, root, PinKind::Recursive)?;
             }
             if let Some((ih, record)) = torrent {
@@ -487,6 +508,20 @@ impl Repo {
             Ok(out)
         })?;
         Ok(all.unwrap_or_default())
+    }
+
+    /// The filestore entries of these digests, in order (`None`: not in the filestore).
+    pub fn file_refs_of(&self, digests: &[[u8; 32]]) -> Result<Vec<Option<RefEntry>>, RepoError> {
+        let found = self.read(FILESTORE, |t| {
+            digests
+                .iter()
+                .map(|d| {
+                    let v = t.get(d.as_slice()).map_err(db_err)?;
+                    Ok(v.map(|v| (*d, FileRef::decode(v.value()))))
+                })
+                .collect()
+        })?;
+        Ok(found.unwrap_or_else(|| vec![None; digests.len()]))
     }
 
     /// Drops the filestore references of these digests (the files are left alone).
@@ -792,6 +827,7 @@ impl Repo {
         let mut buf = Vec::new();
         for (digest, r) in refs {
             report.checked += 1;
+            report.refs_checked += 1;
             progress(report.checked);
             let cid = Blockstore::cid_of_digest(digest);
             match r {

@@ -3,7 +3,8 @@
 //! instead of opening the repo here. The request is made from the parsed command line
 //! by [`mapping::query_from_matches`]; the output (stdout, stderr and the exit code, as
 //! frames) is printed as the command would print it here. Files to add and .torrent
-//! files are uploaded; other paths are made absolute (the daemon runs on this machine).
+//! files are uploaded; other paths are made absolute (the daemon runs on this machine),
+//! among them those of `add --nocopy`, whose files the daemon refers to where they are.
 
 use super::mapping;
 use super::server::CHILD_ENV;
@@ -33,6 +34,7 @@ pub fn goes_through_daemon(c: &Command) -> bool {
         | Command::Ls(_)
         | Command::Pin(_)
         | Command::Repo(_)
+        | Command::Filestore(_)
         | Command::Config(_) => true,
         Command::Bittorrent(b) => matches!(
             **b,
@@ -102,6 +104,15 @@ pub fn run(api: Api, matches: &ArgMatches, cli: &Cli, enc: Encoding) -> anyhow::
                 }
                 _ => generic(&conn, &path, query, enc, None).await,
             },
+            // The daemon reads the files where they are (it runs on this machine, as for
+            // `serve`): an upload would leave it nothing to refer to.
+            Command::Add(a) if a.nocopy => {
+                if crate::commands::store::adds_stdin(&a.paths) {
+                    bail!("{}", crate::commands::store::NOCOPY_STDIN);
+                }
+                let query = absolute(query, &["arg"])?;
+                generic(&conn, &path, query, enc, None).await
+            }
             Command::Add(a) => {
                 let form = upload_form(&a.paths, a.recursive, a.hidden).await?;
                 generic(

@@ -952,11 +952,69 @@ fn upload_dir(d: &Daemon) -> std::io::Result<TempDir> {
     Ok(TempDir(dir))
 }
 
+/// `POST /api/v1/add?nocopy=true&arg=/abs/path…`: the files are read where they are, on
+/// the daemon's machine (as `serve` reads its paths), and their leaves recorded as
+/// filestore references. Paths must be absolute; an upload is refused (its bytes would
+/// be in a temporary folder, removed when the command ends).
+async fn add_nocopy(
+    d: Arc<Daemon>,
+    req: Request<Body>,
+    query: &[(String, String)],
+    enc: &'static str,
+    channels: bool,
+) -> Response<Body> {
+    let paths: Vec<&String> = query
+        .iter()
+        .filter(|(k, _)| k == "arg")
+        .map(|(_, v)| v)
+        .collect();
+    let upload = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/"));
+    if paths.is_empty() || upload {
+        return error(
+            StatusCode::BAD_REQUEST,
+            2,
+            "add --nocopy refers to files where they are, on the daemon's machine: give \
+             their absolute paths as arg=…, with no upload (uploaded bytes have no file to \
+             stay in)",
+        );
+    }
+    if let Some(p) = paths.iter().find(|p| !Path::new(p.as_str()).is_absolute()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            2,
+            format!("add --nocopy: {p:?} is not an absolute path"),
+        );
+    }
+    let argv = match checked_argv(&["add"], query) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let run = Run {
+        argv,
+        enc,
+        channels,
+        ..Run::default()
+    };
+    exec(&d, run, None).await
+}
+
+/// Whether an `add` request asks for `--nocopy`.
+fn wants_nocopy(query: &[(String, String)]) -> bool {
+    query
+        .iter()
+        .any(|(k, v)| k == "nocopy" && !matches!(v.as_str(), "false" | "0"))
+}
+
 /// `POST /api/v1/add`: the files come as `multipart/form-data` parts, each named by its
 /// path (`dir/a.txt`, percent-encoded as kubo sends them), folders as parts of type
 /// `application/x-directory`, symbolic links as `application/symlink` (the body is the
 /// target); a part without a file name is standard input. They are written to a folder
 /// of the repo and added from there, so names and CIDs are those of a local `btfs add`.
+/// With `nocopy=true`: [`add_nocopy`].
 async fn add(
     d: Arc<Daemon>,
     req: Request<Body>,
@@ -964,6 +1022,9 @@ async fn add(
     enc: &'static str,
     channels: bool,
 ) -> Response<Body> {
+    if wants_nocopy(query) {
+        return add_nocopy(d, req, query, enc, channels).await;
+    }
     if query.iter().any(|(k, _)| k == "arg") {
         return error(
             StatusCode::BAD_REQUEST,

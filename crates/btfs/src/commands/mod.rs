@@ -5,13 +5,14 @@ mod config;
 mod create;
 pub(crate) mod daemon;
 pub(crate) mod download;
+mod filestore;
 mod magnet;
 mod metainfo;
 mod portmap;
 mod scrape;
 pub(crate) mod serve;
 pub mod settings;
-mod store;
+pub(crate) mod store;
 
 use crate::cli::{Bittorrent, Command};
 use crate::output::Encoding;
@@ -42,6 +43,7 @@ pub fn run(command: Command, enc: Encoding) -> anyhow::Result<()> {
         Command::Ls(a) => store::ls(a, enc),
         Command::Pin(c) => store::pin(c, enc),
         Command::Repo(c) => store::repo(c, enc),
+        Command::Filestore(c) => filestore::run(c, enc),
         Command::Daemon(a) => daemon::run(a, enc),
     }
 }

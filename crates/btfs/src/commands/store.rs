@@ -1,4 +1,12 @@
 //! The store commands: `init`, `add`, `cat`, `get`, `ls`, `pin`, `repo gc|verify`.
+//!
+//! `add --nocopy` keeps the files' bytes where they are: each file is read once, its
+//! leaves hashed on all cores and recorded as filestore references (canonical path,
+//! offset, length, the file's mtime), only inner nodes and folders written as blocks.
+//! References are committed in one database transaction with the pins, after the
+//! blocks are synced; an add of more than [`MAX_PENDING_REFS`] leaves commits the
+//! earlier ones in batches first (unpinned until the last commit, which `repo gc`
+//! cannot run between: it needs the repo lock this command shares).
 
 use super::btfs_path;
 use crate::cli::{AddArgs, CatArgs, GetArgs, LsArgs, PinCommand, RepoCommand};
@@ -7,8 +15,12 @@ use anyhow::{bail, Context};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use store::dag::{Kind, RangeReader};
+use store::filestore::{mtime_ns, ref_path, FileRef, LeafFormat};
 use store::importer::{BlockSink, Discard, ImportOptions, Node, MAX_CHUNK};
 use store::{Cid, LockMode, PinKind, Repo};
+
+/// References `add --nocopy` holds before committing a batch (16 GiB of 256 KiB leaves).
+const MAX_PENDING_REFS: usize = 1 << 16;
 
 /// Opens (creating on first use) the repo at `$BTFS_PATH`.
 pub fn open_repo(mode: LockMode) -> anyhow::Result<Repo> {
@@ -127,9 +139,62 @@ fn print_added(enc: Encoding, quiet: bool, name: &str, node: &Node) {
     };
 }
 
+/// The filestore references `add --nocopy` makes, committed in batches.
+struct Refs<'a> {
+    repo: &'a Repo,
+    format: LeafFormat,
+    pending: Vec<(Cid, FileRef)>,
+}
+
+impl Refs<'_> {
+    /// Imports a file whose leaves stay in it: the inner nodes go to `nodes`, the
+    /// leaves become references. A file changed while it was read is refused.
+    fn import(
+        &mut self,
+        opts: &ImportOptions,
+        path: &Path,
+        nodes: &dyn BlockSink,
+        progress: &mut dyn FnMut(u64),
+    ) -> anyhow::Result<Node> {
+        let file = ref_path(path)?;
+        let before = std::fs::metadata(&file)?;
+        let (root, leaves) = opts.import_file_split(&file, &Discard, nodes, progress)?;
+        let after = std::fs::metadata(&file)?;
+        let mtime = mtime_ns(&before);
+        if before.len() != root.size || after.len() != root.size || mtime_ns(&after) != mtime {
+            bail!("changed while it was being added; add it again once nothing writes to it");
+        }
+        for l in leaves {
+            self.pending.push((
+                l.node.cid,
+                FileRef {
+                    path: file.clone(),
+                    offset: l.offset,
+                    size: l.node.size,
+                    format: self.format,
+                    mtime_ns: mtime,
+                },
+            ));
+        }
+        if self.pending.len() >= MAX_PENDING_REFS {
+            self.commit(&[])?;
+        }
+        Ok(root)
+    }
+
+    /// Commits the pending references with the pins of `roots` (after a sync).
+    fn commit(&mut self, roots: &[Cid]) -> anyhow::Result<()> {
+        self.repo.commit_refs(&self.pending, roots)?;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
 struct Adder<'a> {
     opts: ImportOptions,
     sink: &'a dyn BlockSink,
+    /// `--nocopy` (and not `-n`): leaves become filestore references.
+    refs: Option<Refs<'a>>,
     recursive: bool,
     hidden: bool,
     printer: AddPrinter,
@@ -184,10 +249,12 @@ impl Adder<'_> {
         }
         let progress = &mut self.progress;
         let base = progress.done;
-        let node = self
-            .opts
-            .import_file(path, self.sink, &mut |n| progress.show(base + n))
-            .with_context(|| format!("{}", path.display()))?;
+        let mut show = |n| progress.show(base + n);
+        let node = match &mut self.refs {
+            Some(refs) => refs.import(&self.opts, path, self.sink, &mut show),
+            None => Ok(self.opts.import_file(path, self.sink, &mut show)?),
+        }
+        .with_context(|| format!("{}", path.display()))?;
         progress.done = base + node.size;
         self.printer.added(display, &node);
         Ok(node)
@@ -227,12 +294,27 @@ impl Progress {
     }
 }
 
+/// Whether `add` reads standard input (no paths, or `-`).
+pub fn adds_stdin(paths: &[PathBuf]) -> bool {
+    paths.is_empty() || paths == [PathBuf::from("-")]
+}
+
+/// What `add --nocopy` says of standard input.
+pub const NOCOPY_STDIN: &str = "--nocopy keeps the bytes in the files they are in, and \
+    standard input is no file: save it to a file and add that, or add it without --nocopy";
+
 pub fn add(args: AddArgs, enc: Encoding) -> anyhow::Result<()> {
     let opts = ImportOptions {
         cid_version: args.cid_version,
-        raw_leaves: args.raw_leaves.unwrap_or(args.cid_version == 1),
+        // kubo's --nocopy implies raw leaves; --raw-leaves=false keeps `add`'s CIDs.
+        raw_leaves: args
+            .raw_leaves
+            .unwrap_or(args.cid_version == 1 || args.nocopy),
         chunk_size: parse_chunker(&args.chunker)?,
     };
+    if args.nocopy && adds_stdin(&args.paths) {
+        bail!("{NOCOPY_STDIN}");
+    }
     let repo = if args.only_hash {
         None
     } else {
@@ -242,9 +324,22 @@ pub fn add(args: AddArgs, enc: Encoding) -> anyhow::Result<()> {
         Some(r) => &r.blocks,
         None => &Discard,
     };
+    let refs = match &repo {
+        Some(repo) if args.nocopy => Some(Refs {
+            repo,
+            format: if opts.raw_leaves {
+                LeafFormat::Raw
+            } else {
+                LeafFormat::UnixFsFile
+            },
+            pending: Vec::new(),
+        }),
+        _ => None,
+    };
     let mut adder = Adder {
         opts,
         sink,
+        refs,
         recursive: args.recursive,
         hidden: args.hidden,
         printer: AddPrinter::new(enc, args.quiet, args.quieter),
@@ -252,7 +347,7 @@ pub fn add(args: AddArgs, enc: Encoding) -> anyhow::Result<()> {
         progress: Progress::new(),
     };
     let mut roots: Vec<(String, Node)> = Vec::new();
-    if args.paths.is_empty() || args.paths == [PathBuf::from("-")] {
+    if adds_stdin(&args.paths) {
         let node = opts.import_reader(std::io::stdin().lock(), sink, &mut |_| {})?;
         let name = node.cid.to_string();
         adder.printer.added(&name, &node);
@@ -295,7 +390,14 @@ pub fn add(args: AddArgs, enc: Encoding) -> anyhow::Result<()> {
         roots = vec![(String::new(), node)];
     }
     adder.printer.finish();
-    if let Some(repo) = &repo {
+    if let Some(mut refs) = adder.refs.take() {
+        let pins: Vec<Cid> = if args.pin {
+            roots.iter().map(|(_, n)| n.cid).collect()
+        } else {
+            Vec::new()
+        };
+        refs.commit(&pins)?;
+    } else if let Some(repo) = &repo {
         if args.pin {
             for (_, node) in &roots {
                 repo.pin(&node.cid, PinKind::Recursive)?;
@@ -313,6 +415,7 @@ pub fn import_path(repo: &Repo, path: &Path) -> anyhow::Result<Node> {
     let mut adder = Adder {
         opts: ImportOptions::default(),
         sink: &repo.blocks,
+        refs: None,
         recursive: true,
         hidden: true,
         printer: AddPrinter::new(Encoding::Text, true, true),
@@ -539,12 +642,25 @@ pub fn repo(cmd: RepoCommand, enc: Encoding) -> anyhow::Result<()> {
             let r = repo.gc()?;
             match enc {
                 Encoding::Json => println!("{}", serde_json::to_string(&r)?),
-                Encoding::Text => println!(
-                    "removed {} blocks ({}), kept {}",
-                    r.removed,
-                    human_size(r.bytes),
-                    r.kept
-                ),
+                Encoding::Text => {
+                    let refs = if r.refs_removed + r.refs_kept > 0 {
+                        format!(
+                            "; removed {} filestore references, kept {}",
+                            r.refs_removed, r.refs_kept
+                        )
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "removed {} blocks ({}), kept {}{refs}",
+                        r.removed,
+                        human_size(r.bytes),
+                        r.kept
+                    );
+                    for f in &r.folders_removed {
+                        println!("removed download folder {}", clean(f));
+                    }
+                }
             }
         }
         RepoCommand::Verify => {
@@ -569,7 +685,14 @@ pub fn repo(cmd: RepoCommand, enc: Encoding) -> anyhow::Result<()> {
                     }
                     // A damaged database is said once, as the error below.
                     if r.corrupt.is_empty() && r.missing.is_empty() && r.database.is_none() {
-                        println!("verified {} blocks: all good", r.checked);
+                        match r.refs_checked {
+                            0 => println!("verified {} blocks: all good", r.checked),
+                            n => println!(
+                                "verified {} blocks ({n} of them filestore references, \
+                                 their files read): all good",
+                                r.checked
+                            ),
+                        }
                     }
                 }
             }
