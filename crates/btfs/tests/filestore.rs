@@ -1,10 +1,10 @@
 //! Downloads with the filestore, against a real libtorrent seeder on loopback: the
 //! downloaded files are the store's copy (only the inner nodes become block files) with
-//! `btfs add -r`'s CIDs; a file edited afterwards is refused by `cat`, the gateway and
-//! `repo verify`, each naming it, and a download of the same torrent repairs it; a
-//! kill -9 mid-download resumes into a clean repo; `pin rm` + `repo gc` and
-//! `jobs rm --delete-data` drop the references (and only the repo's own folders); the
-//! `copy` import mode still writes every leaf as a block.
+//! `btfs add -r`'s CIDs; a file edited afterwards is refused by `cat`, the gateway,
+//! `repo verify` and `filestore verify`, each naming it, and a download of the same
+//! torrent repairs it; a kill -9 mid-download resumes into a clean repo; `pin rm` +
+//! `repo gc` and `jobs rm --delete-data` drop the references (and only the repo's own
+//! folders); the `copy` import mode still writes every leaf as a block.
 
 mod common;
 
@@ -186,9 +186,49 @@ fn verify(repo: &Path) -> (i32, String) {
     (r.status, format!("{}{}", r.stdout, r.stderr))
 }
 
+/// `repo verify` and `filestore verify` are clean.
 fn assert_verified(repo: &Path, what: &str) {
     let (status, out) = verify(repo);
     assert_eq!(status, 0, "{what}: repo verify: {out}");
+    let (status, entries) = filestore_verify(repo);
+    assert_eq!(
+        (status, not_ok(&entries)),
+        (0, Vec::new()),
+        "{what}: filestore verify"
+    );
+}
+
+/// `btfs --enc json filestore verify` in `repo`: its exit status and its entries as
+/// (status name, file path, offset).
+fn filestore_verify(repo: &Path) -> (i32, Vec<(String, PathBuf, u64)>) {
+    let r = btfs_in(repo, &["--enc", "json", "filestore", "verify"]);
+    let entries = r
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let status = match v["Status"].as_i64().unwrap() {
+                0 => "ok",
+                10 => "error",
+                11 => "no-file",
+                12 => "changed",
+                _ => panic!("filestore verify: {l}"),
+            };
+            (
+                status.to_owned(),
+                PathBuf::from(v["FilePath"].as_str().unwrap()),
+                v["Offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    (r.status, entries)
+}
+
+/// The entries of [`filestore_verify`] that are not ok.
+fn not_ok(entries: &[(String, PathBuf, u64)]) -> Vec<(String, PathBuf, u64)> {
+    let mut bad: Vec<_> = entries.iter().filter(|e| e.0 != "ok").cloned().collect();
+    bad.sort();
+    bad
 }
 
 /// `btfs daemon` on `repo` with its gateway on a free port of 127.0.0.1.
@@ -449,6 +489,17 @@ fn check_damage_is_named(repo: &Path, root: &str, seed: &Path, files: &Path, gw:
         "repo verify names both files: {out}"
     );
     assert!(!out.contains("small.txt"), "{out}");
+    // `filestore verify`: exactly the two changed leaves, by file and offset.
+    let (status, entries) = filestore_verify(repo);
+    assert_ne!(status, 0, "filestore verify passed a changed file");
+    assert_eq!(entries.len(), SET_LEAVES);
+    assert_eq!(
+        not_ok(&entries),
+        [
+            ("changed".to_owned(), big.clone(), 5 * CHUNK as u64),
+            ("changed".to_owned(), mid.clone(), 0),
+        ]
+    );
     if gw {
         check_gateway_refuses(repo, root, seed, &big, &mid);
     }
@@ -693,8 +744,24 @@ fn pin_rm_and_gc_drop_references_and_only_the_repos_own_folders() {
     assert_eq!(r.status, 0, "{}", r.stderr);
     assert_verified(&repo, "after A's gc");
 
-    // C unpinned: its references go, the user's files in -o stay as they were.
+    // A file of C's moved away: `filestore verify` says so for its leaves, and puts
+    // it back.
     let (root_c, files_c, seed_c, _) = &got[2];
+    let mid_c = files_c.join("mid.bin").canonicalize().unwrap();
+    std::fs::rename(&mid_c, files_c.join("moved")).unwrap();
+    let (status, entries) = filestore_verify(&repo);
+    assert_ne!(status, 0);
+    let gone: Vec<_> = (0..3)
+        .map(|k| ("no-file".to_owned(), mid_c.clone(), k * CHUNK as u64))
+        .collect();
+    assert_eq!(not_ok(&entries), gone);
+    let (status, out) = verify(&repo);
+    assert_ne!(status, 0);
+    assert!(out.contains(s(&mid_c)), "{out}");
+    std::fs::rename(files_c.join("moved"), &mid_c).unwrap();
+    assert_verified(&repo, "the file back");
+
+    // C unpinned: its references go, the user's files in -o stay as they were.
     let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
     let before = mtime(&files_c.join("big.bin"));
     btfs_in(&repo, &["pin", "rm", root_c]).ok();
