@@ -519,7 +519,8 @@ pub struct DownloadArgs {
     /// Keep seeding after the download until interrupted.
     #[arg(long)]
     pub seed: bool,
-    /// Hash every piece already on disk, ignoring saved resume data.
+    /// Hash every piece already on disk, ignoring saved resume data (always done for a
+    /// torrent already in the store, unless it is seeded).
     #[arg(long)]
     pub recheck: bool,
     /// Do not contact the torrent's trackers (use only --peer and web seeds).

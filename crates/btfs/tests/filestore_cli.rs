@@ -307,7 +307,7 @@ fn a_changed_or_removed_file_is_reported_and_never_read_as_data() {
     std::fs::write(&file, &bytes).unwrap();
     let r = env.fails(
         &["filestore", "verify"],
-        "1 of 3 filestore blocks are not ok",
+        "1 of 3 filestore references are not ok",
     );
     let v = parse_verify(&r.stdout);
     assert_eq!(v.len(), 3);

@@ -1,7 +1,10 @@
 //! The HTTP gateway: `GET`/`HEAD /btfs/{cid}[/path]` (and `/ipfs/…`) from the local
 //! blockstore. Files are streamed one block at a time (memory stays flat whatever the
 //! file size), with single and multiple byte ranges, the CID as ETag and immutable
-//! caching; directories get an `index.html` or a listing page.
+//! caching; directories get an `index.html` or a listing page. Blocks are checked as
+//! they are read (filestore leaves are hashed from their files): a response whose first
+//! block cannot be read is a 500 naming the file; one failing later, once the headers
+//! are out, ends short of its Content-Length. Wrong bytes are never sent.
 //!
 //! Paths are taken from the raw request URI: segments are percent-decoded one by one,
 //! and `.`/`..` segments or names with a slash in them are refused, so nothing but
@@ -358,7 +361,7 @@ async fn respond(blocks: Arc<Blockstore>, req: Request<Body>, origin: &Origin) -
         path: &path,
         origin,
     };
-    let mut resp = request.target(target);
+    let mut resp = request.target(target).await;
     if *origin == Origin::Path {
         let active = resp
             .headers()
@@ -427,19 +430,22 @@ struct Served<'a> {
 }
 
 impl Served<'_> {
-    fn target(&self, target: Target) -> Response<Body> {
+    async fn target(&self, target: Target) -> Response<Body> {
         match target {
             Target::DirRedirect => self.dir_redirect(),
-            Target::DirIndex { cid, index, size } => serve_file(
-                self.blocks,
-                self.headers,
-                self.method,
-                cid,
-                index,
-                size,
-                "text/html; charset=utf-8".into(),
-                None,
-            ),
+            Target::DirIndex { cid, index, size } => {
+                serve_file(
+                    self.blocks,
+                    self.headers,
+                    self.method,
+                    cid,
+                    index,
+                    size,
+                    "text/html; charset=utf-8".into(),
+                    None,
+                )
+                .await
+            }
             Target::DirListing { cid, entries } => self.listing(&cid, &entries),
             Target::Symlink { cid, target } => {
                 let r = Response::builder()
@@ -455,7 +461,7 @@ impl Served<'_> {
                 };
                 r.body(body).expect("symlink response")
             }
-            Target::File { cid, size, head } => self.file(cid, size, &head),
+            Target::File { cid, size, head } => self.file(cid, size, &head).await,
         }
     }
 
@@ -486,7 +492,7 @@ impl Served<'_> {
 
     /// A file: its type from `?filename=`, the path's last name or its first bytes (as
     /// kubo types it; on the path origin, active types are sandboxed by [`respond`]).
-    fn file(&self, cid: Cid, size: u64, head: &[u8]) -> Response<Body> {
+    async fn file(&self, cid: Cid, size: u64, head: &[u8]) -> Response<Body> {
         let filename = query_param(self.query, "filename");
         let name_for_type = filename.clone().or_else(|| self.path.names.last().cloned());
         let content_type = name_for_type
@@ -512,11 +518,12 @@ impl Served<'_> {
             content_type,
             disposition,
         )
+        .await
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn serve_file(
+async fn serve_file(
     blocks: &Arc<Blockstore>,
     headers: &HeaderMap,
     method: &Method,
@@ -581,10 +588,14 @@ fn serve_file(
             } else {
                 vec![Part::Range(file, 0, size)]
             };
+            let body = match stream_body(blocks.clone(), parts).await {
+                Ok(body) => body,
+                Err(e) => return unreadable(&e),
+            };
             b.status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, &content_type)
                 .header(header::CONTENT_LENGTH, size)
-                .body(stream_body(blocks.clone(), parts))
+                .body(body)
                 .expect("file response")
         }
         Ok(Some(r)) if r.len() == 1 => {
@@ -594,6 +605,10 @@ fn serve_file(
             } else {
                 vec![Part::Range(file, start, end)]
             };
+            let body = match stream_body(blocks.clone(), parts).await {
+                Ok(body) => body,
+                Err(e) => return unreadable(&e),
+            };
             b.status(StatusCode::PARTIAL_CONTENT)
                 .header(header::CONTENT_TYPE, &content_type)
                 .header(
@@ -601,7 +616,7 @@ fn serve_file(
                     format!("bytes {start}-{}/{size}", end - 1),
                 )
                 .header(header::CONTENT_LENGTH, end - start)
-                .body(stream_body(blocks.clone(), parts))
+                .body(body)
                 .expect("range response")
         }
         Ok(Some(r)) => {
@@ -624,13 +639,17 @@ fn serve_file(
             if head {
                 parts.clear();
             }
+            let body = match stream_body(blocks.clone(), parts).await {
+                Ok(body) => body,
+                Err(e) => return unreadable(&e),
+            };
             b.status(StatusCode::PARTIAL_CONTENT)
                 .header(
                     header::CONTENT_TYPE,
                     format!("multipart/byteranges; boundary={boundary}"),
                 )
                 .header(header::CONTENT_LENGTH, len)
-                .body(stream_body(blocks.clone(), parts))
+                .body(body)
                 .expect("multipart response")
         }
     }
@@ -751,63 +770,99 @@ impl Drop for Lent {
     }
 }
 
+/// A file whose first block cannot be read (a filestore file changed or gone, a block
+/// missing): the error, naming the file, instead of headers promising bytes.
+fn unreadable(e: &std::io::Error) -> Response<Body> {
+    text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// One item of a streamed body, and whether it holds file bytes (not a multipart
+/// boundary).
+type Item = (bool, std::io::Result<Bytes>);
+
 /// The body: parts in order. File ranges are read one block per blocking task, a few
 /// blocks ahead of the client (the channel bounds it); a slow client holds no thread.
-fn stream_body(blocks: Arc<Blockstore>, parts: Vec<Part>) -> Body {
+///
+/// The first block is read before the response is made, so a file that cannot be read
+/// where the response starts gets an error status naming it ([`unreadable`]). A block
+/// that fails later, after the headers went out, ends the body early: the client sees
+/// a short response (its Content-Length unmet), never wrong bytes.
+async fn stream_body(blocks: Arc<Blockstore>, parts: Vec<Part>) -> std::io::Result<Body> {
     if parts.is_empty() {
-        return Body::empty();
+        return Ok(Body::empty());
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    tokio::spawn(async move {
-        let pool: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
-        for part in parts {
-            let (cid, start, end) = match part {
-                Part::Bytes(b) => {
-                    if tx.send(Ok(b)).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                Part::Range(cid, start, end) => (cid, start, end),
-            };
-            let mut next = Some(RangeReader::new(cid, start, end));
-            while let Some(mut reader) = next.take() {
-                let buf = pool
-                    .lock()
-                    .ok()
-                    .and_then(|mut p| p.pop())
-                    .unwrap_or_default();
-                let b = blocks.clone();
-                let step = tokio::task::spawn_blocking(move || {
-                    let mut buf = buf;
-                    let r = reader.next_into(&Dag { blocks: &b }, &mut buf);
-                    (reader, buf, r)
-                })
-                .await;
-                let item = match step {
-                    Ok((r, buf, Ok(Some(range)))) => {
-                        next = Some(r);
-                        Ok(Bytes::from_owner(Lent {
-                            buf,
-                            range,
-                            pool: pool.clone(),
-                        }))
-                    }
-                    Ok((_, _, Ok(None))) => break,
-                    Ok((_, _, Err(e))) => Err(std::io::Error::other(e.to_string())),
-                    Err(e) => Err(std::io::Error::other(e.to_string())),
-                };
-                let failed = item.is_err();
-                // A closed channel means the client went away.
-                if tx.send(item).await.is_err() || failed {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(4);
+    tokio::spawn(send_parts(blocks, parts, tx));
+    // Items up to the first one of file bytes (or the end): at most a boundary before it.
+    let mut first = Vec::new();
+    while let Some((data, item)) = rx.recv().await {
+        let bytes = item?;
+        first.push(Ok(bytes));
+        if data {
+            break;
+        }
+    }
+    let rest = futures_lite::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|(_, item)| (item, rx))
+    });
+    Ok(Body::from_stream(futures_lite::StreamExt::chain(
+        futures_lite::stream::iter(first),
+        rest,
+    )))
+}
+
+/// Reads `parts` into `tx` in order; stops at the first error (sent on) or when the
+/// client goes away (the channel closes).
+async fn send_parts(
+    blocks: Arc<Blockstore>,
+    parts: Vec<Part>,
+    tx: tokio::sync::mpsc::Sender<Item>,
+) {
+    let pool: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
+    for part in parts {
+        let (cid, start, end) = match part {
+            Part::Bytes(b) => {
+                if tx.send((false, Ok(b))).await.is_err() {
                     return;
                 }
+                continue;
+            }
+            Part::Range(cid, start, end) => (cid, start, end),
+        };
+        let mut next = Some(RangeReader::new(cid, start, end));
+        while let Some(mut reader) = next.take() {
+            let buf = pool
+                .lock()
+                .ok()
+                .and_then(|mut p| p.pop())
+                .unwrap_or_default();
+            let b = blocks.clone();
+            let step = tokio::task::spawn_blocking(move || {
+                let mut buf = buf;
+                let r = reader.next_into(&Dag { blocks: &b }, &mut buf);
+                (reader, buf, r)
+            })
+            .await;
+            let item = match step {
+                Ok((r, buf, Ok(Some(range)))) => {
+                    next = Some(r);
+                    Ok(Bytes::from_owner(Lent {
+                        buf,
+                        range,
+                        pool: pool.clone(),
+                    }))
+                }
+                Ok((_, _, Ok(None))) => break,
+                Ok((_, _, Err(e))) => Err(std::io::Error::other(e.to_string())),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            let failed = item.is_err();
+            // A closed channel means the client went away.
+            if tx.send((true, item)).await.is_err() || failed {
+                return;
             }
         }
-    });
-    Body::from_stream(futures_lite::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    }))
+    }
 }
 
 fn content_disposition(kind: &str, name: &str) -> String {

@@ -299,7 +299,7 @@ impl ImportOptions {
         progress: &mut dyn FnMut(u64),
     ) -> io::Result<(Node, Vec<Leaf>)> {
         // Chunk-sized reads go straight into the chunk buffers; no BufReader copy.
-        let mut f = std::fs::File::open(path)?;
+        let mut f = open_regular(path)?;
         let len = f.metadata()?.len();
         let mut found = None;
         if len <= self.chunk_size as u64 {
@@ -316,7 +316,7 @@ impl ImportOptions {
                 });
             } else {
                 // It grew while being read: import it the general way from the start.
-                f = std::fs::File::open(path)?;
+                f = open_regular(path)?;
             }
         }
         let found = match found {
@@ -335,6 +335,23 @@ impl ImportOptions {
         let root = self.file_root(found, nodes)?;
         Ok((root, placed))
     }
+}
+
+/// Opens a file to import: never through a final link, never blocking on a FIFO swapped
+/// in after the caller looked, and a regular file only.
+pub fn open_regular(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a regular file", path.display()),
+        ));
+    }
+    Ok(f)
 }
 
 /// Fills `buf` with up to `chunk` bytes (fewer only at the end of the stream).

@@ -134,15 +134,13 @@ impl RefLookup for DbRefs {
     }
 }
 
-/// Files under a folder given to [`Repo::release_files`], and whether pinned content
-/// still needs them.
+/// What [`Repo::release_files`] did.
 #[derive(Debug, Default)]
 pub struct Released {
     /// References dropped.
     pub dropped: u64,
-    /// Files kept: pinned content reads blocks from them that no other file or block
-    /// holds.
-    pub needed: Vec<PathBuf>,
+    /// Leaves other pinned content needed, stored as blocks before their files go.
+    pub stored: u64,
 }
 
 impl Repo {
@@ -301,10 +299,11 @@ impl Repo {
     }
 
     /// Unpins `root` (when given), then drops the references into `paths` (files, or
-    /// folders and everything below them), except those of files that pinned content
-    /// still needs (a block no other file and no block file holds): those files are
-    /// returned, and must not be deleted. Call before deleting the files, so that a crash
-    /// never leaves a pin or a reference naming a deleted file.
+    /// folders and everything below them, about to be deleted). A leaf that pinned
+    /// content still needs and that no other file and no block file holds is first
+    /// stored as a block (read through its reference, so hash-checked, and synced), so
+    /// that content stays whole. Call before deleting the files: a crash never leaves a
+    /// pin or a reference naming a deleted file.
     pub fn release_files(
         &self,
         root: Option<&Cid>,
@@ -319,31 +318,45 @@ impl Repo {
                 .as_ref()
                 .is_some_and(|f| paths.iter().any(|p| f.path.starts_with(p)))
         };
-        if !all.iter().any(under) {
+        let doomed: Vec<&RefEntry> = all.iter().filter(|e| under(e)).collect();
+        if doomed.is_empty() {
             return Ok(Released::default());
         }
-        let live = self.live_set()?;
-        // Digests still held elsewhere: by a reference outside `paths`, or a block file.
+        // A pinned DAG that cannot be walked (incomplete, damaged) keeps nothing here.
+        let live = self.live_set().unwrap_or_default();
+        // Digests still held by a reference outside `paths`.
         let elsewhere: HashSet<[u8; 32]> = all
             .iter()
             .filter(|e| !under(e) && e.file.is_some())
             .map(|e| e.digest)
             .collect();
-        let needed: HashSet<PathBuf> = all
-            .iter()
-            .filter(|e| under(e) && live.contains(&e.digest) && !elsewhere.contains(&e.digest))
-            .filter(|e| !self.blocks.has_file(&Blockstore::cid_of_digest(e.digest)))
-            .filter_map(|e| e.file.as_ref().map(|f| f.path.clone()))
-            .collect();
-        let doomed: Vec<&RefEntry> = all
-            .iter()
-            .filter(|e| under(e))
-            .filter(|e| e.file.as_ref().is_none_or(|f| !needed.contains(&f.path)))
-            .collect();
-        Ok(Released {
-            dropped: self.remove_entries(&doomed)?,
-            needed: needed.into_iter().collect(),
-        })
+        let mut released = Released::default();
+        let mut buf = Vec::new();
+        let mut kept: HashSet<[u8; 32]> = HashSet::new();
+        for e in &doomed {
+            let cid = Blockstore::cid_of_digest(e.digest);
+            if !live.contains(&e.digest)
+                || elsewhere.contains(&e.digest)
+                || kept.contains(&e.digest)
+                || self.blocks.has_file(&cid)
+            {
+                continue;
+            }
+            // Its bytes gone already: nothing to keep.
+            let Some(Ok(())) = e.file.as_ref().map(|f| f.read_block(&cid, &mut buf)) else {
+                continue;
+            };
+            self.blocks
+                .put(&cid, &buf)
+                .map_err(io_err(self.blocks.root()))?;
+            kept.insert(e.digest);
+            released.stored += 1;
+        }
+        if released.stored > 0 {
+            self.sync()?;
+        }
+        released.dropped = self.remove_entries(&doomed)?;
+        Ok(released)
     }
 
     /// Whether the files holding filestore leaves among `blocks` are all there with the

@@ -761,8 +761,7 @@ impl Jobs {
             if others.same_torrent {
                 kept = Some("another job has the same torrent: its data stays".to_string());
             } else {
-                let (errors, note) = self.delete_data(&rec, &others.paths);
-                kept = note;
+                let errors = self.delete_data(&rec, &others.paths);
                 if !errors.is_empty() {
                     let mut jobs = self.lock();
                     if let Some(job) = jobs.iter_mut().find(|j| j.rec.id == id) {
@@ -826,10 +825,10 @@ impl Jobs {
 
     /// Deletes a removed job's data, skipping `keep` (paths below its `-o` folder that
     /// other jobs list). The pin and the filestore's references into the files go first,
-    /// in the repo, so a crash never leaves them naming deleted files; a file that other
-    /// pinned content still reads blocks from stays (named in the second value). Every
-    /// other step is tried; the first value lists what failed.
-    fn delete_data(&self, rec: &Record, keep: &HashSet<String>) -> (Vec<String>, Option<String>) {
+    /// in the repo, so a crash never leaves them naming deleted files (a leaf other
+    /// pinned content shares is stored as a block first, see `Repo::release_files`).
+    /// Every other step is tried. What failed.
+    fn delete_data(&self, rec: &Record, keep: &HashSet<String>) -> Vec<String> {
         let mut errors = Vec::new();
         let bt = self.program.btfs_path.join("bittorrent");
         let ih = rec
@@ -870,17 +869,11 @@ impl Jobs {
             .and_then(|c| c.parse::<store::Cid>().ok());
         let released = store::Repo::open(&self.program.btfs_path, store::LockMode::Shared)
             .and_then(|(repo, _)| repo.release_files(cid.as_ref(), &doomed));
-        let needed = match released {
-            Ok(r) => r.needed,
-            Err(e) => {
-                errors.push(format!("releasing the content in the store: {e}"));
-                return (errors, None);
-            }
-        };
-        let is_needed = |p: &std::path::Path| {
-            p.canonicalize()
-                .is_ok_and(|c| needed.iter().any(|n| n.starts_with(&c)))
-        };
+        if let Err(e) = released {
+            // Nothing deleted: the pin or references may still name the files.
+            errors.push(format!("releasing the content in the store: {e}"));
+            return errors;
+        }
         let mut gone = |p: &std::path::Path, r: std::io::Result<()>| match r {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 errors.push(format!("removing {}: {e}", p.display()))
@@ -892,26 +885,16 @@ impl Jobs {
             gone(&resume, std::fs::remove_file(&resume));
         }
         for folder in working.iter().chain(&own) {
-            if !is_needed(folder) {
-                gone(folder, std::fs::remove_dir_all(folder));
-            }
+            gone(folder, std::fs::remove_dir_all(folder));
         }
         if let (Some(ih), Some(_)) = (ih, &working) {
             let lock = bt.join("downloads").join(format!("{ih}.lock"));
             gone(&lock, std::fs::remove_file(&lock));
         }
         if let Some(o) = &rec.output {
-            let names = listed.iter().copied().filter(|n| !is_needed(&o.join(n)));
-            errors.extend(super::delete::remove_files(o, names));
+            errors.extend(super::delete::remove_files(o, listed.iter().copied()));
         }
-        let kept = (!needed.is_empty()).then(|| {
-            let names: Vec<String> = needed.iter().map(|p| p.display().to_string()).collect();
-            format!(
-                "kept {}: other pinned content reads from them",
-                names.join(", ")
-            )
-        });
-        (errors, kept)
+        errors
     }
 
     /// Stops every job's process for a daemon shutdown; their states stay as they were
@@ -1548,20 +1531,24 @@ mod tests {
         a.state = State::Paused;
         let b = record("b", &t.path().join("other"), &[], None);
         let (jobs, repo) = jobs_with(t.path(), &[a, b]);
-        // The unpin, the last step of the deletion, waits while the repo's database is
-        // open here: the removal is held inside its window.
+        // The unpin, the first step of the deletion, waits while the repo's database is
+        // open here: the removal is held inside its window, the file not deleted yet.
         let db = redb::Database::create(repo.join("datastore.redb")).unwrap();
         let removal = {
             let jobs = jobs.clone();
             std::thread::spawn(move || block_on(jobs.remove("a", true)))
         };
         for waited in 0.. {
-            if !out.join("set/a.bin").exists() {
+            if jobs.lock().iter().any(|j| j.rec.id == "a" && j.removing) {
                 break;
             }
-            assert!(waited < 2000, "the removal did not delete the file");
+            assert!(waited < 2000, "the removal did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
+        assert!(
+            out.join("set/a.bin").exists(),
+            "the file went before the pin"
+        );
         let saved = || std::fs::read_to_string(repo.join("bittorrent/jobs/jobs.json")).unwrap();
         // Another change saves the list meanwhile.
         assert_eq!(jobs.stop("b", Stop::Pause), Ok(false));
@@ -1584,6 +1571,7 @@ mod tests {
 
         drop(db);
         assert_eq!(removal.join().unwrap().unwrap(), None);
+        assert!(!out.join("set/a.bin").exists(), "the file stayed");
         assert!(jobs.summary("a").is_none());
         assert!(!saved().contains("\"Id\": \"a\""), "{}", saved());
         assert!(!pinned(&repo), "the pin stayed");

@@ -952,6 +952,9 @@ fn upload_dir(d: &Daemon) -> std::io::Result<TempDir> {
     Ok(TempDir(dir))
 }
 
+/// Most bytes of a refused upload read before the refusal is sent.
+const MAX_REFUSED_UPLOAD: usize = 16 << 20;
+
 /// `POST /api/v1/add?nocopy=true&arg=/abs/path…`: the files are read where they are, on
 /// the daemon's machine (as `serve` reads its paths), and their leaves recorded as
 /// filestore references. Paths must be absolute; an upload is refused (its bytes would
@@ -974,6 +977,9 @@ async fn add_nocopy(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/"));
     if paths.is_empty() || upload {
+        // Read what was sent (bounded) before answering: a client still sending when the
+        // answer comes would see the connection reset instead of the message.
+        let _ = axum::body::to_bytes(req.into_body(), MAX_REFUSED_UPLOAD).await;
         return error(
             StatusCode::BAD_REQUEST,
             2,
@@ -987,6 +993,22 @@ async fn add_nocopy(
             StatusCode::BAD_REQUEST,
             2,
             format!("add --nocopy: {p:?} is not an absolute path"),
+        );
+    }
+    // The repo's own files (config, API token, blocks) are never referenced.
+    let repo = d
+        .btfs_path
+        .canonicalize()
+        .unwrap_or_else(|_| d.btfs_path.clone());
+    if let Some(p) = paths.iter().find(|p| {
+        Path::new(p.as_str())
+            .canonicalize()
+            .is_ok_and(|c| c.starts_with(&repo))
+    }) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            2,
+            format!("add --nocopy: {p:?} is inside the repo"),
         );
     }
     let argv = match checked_argv(&["add"], query) {

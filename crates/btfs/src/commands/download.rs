@@ -190,7 +190,12 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     opts.verified = Some(verified_tx);
     opts.sequential = args.sequential;
     opts.seed = args.seed;
-    opts.recheck = args.recheck;
+    // A torrent imported before is hashed again (a seeding run excepted, so that seeding
+    // jobs restart at once): the import must come from bytes verified in this run, and
+    // a change that kept a file's size and time (bit rot, a tool restoring the time)
+    // passes the resume data's check and would be imported as another root CID.
+    let known = repo.torrent(&meta.wire_info_hash().0)?.is_some();
+    opts.recheck = args.recheck || (known && !args.seed);
     opts.use_trackers = !args.no_trackers;
     opts.use_webseeds = !args.no_webseeds;
     opts.max_peers = settings.max_peers.max(1);

@@ -270,8 +270,9 @@ fn verify(repo: &Repo, args: &FilestoreArgs, enc: Encoding) -> anyhow::Result<()
     }
     if bad > 0 {
         bail!(
-            "{bad} of {total} filestore blocks are not ok (add changed files again with \
-             `btfs add --nocopy`, or unpin them and run `btfs repo gc`)"
+            "{bad} of {total} filestore references are not ok (a changed download: download \
+             the torrent again, which repairs it; an added file: `btfs add --nocopy` it \
+             again, then `btfs pin rm` the old CID and `btfs repo gc`)"
         );
     }
     Ok(())

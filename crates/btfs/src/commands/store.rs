@@ -182,8 +182,17 @@ impl Refs<'_> {
         Ok(root)
     }
 
-    /// Commits the pending references with the pins of `roots` (after a sync).
+    /// Commits the pending references with the pins of `roots`, after syncing the files
+    /// they name (and the inner blocks): a power cut never leaves a reference to bytes
+    /// that were not on disk.
     fn commit(&mut self, roots: &[Cid]) -> anyhow::Result<()> {
+        let files: std::collections::BTreeSet<&Path> =
+            self.pending.iter().map(|(_, r)| r.path.as_path()).collect();
+        for f in files {
+            std::fs::File::open(f)
+                .and_then(|h| h.sync_data())
+                .with_context(|| format!("syncing {}", f.display()))?;
+        }
         self.repo.commit_refs(&self.pending, roots)?;
         self.pending.clear();
         Ok(())
