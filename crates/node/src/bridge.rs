@@ -49,6 +49,10 @@ pub enum BridgeError {
     Task(String),
     #[error("the torrent declares {0} bytes; imports are limited to 4 TiB")]
     TooLarge(u64),
+    #[error(
+        "the files no longer match the torrent's import (root {now}, recorded {known}): a file changed after it was verified; run the download again with --recheck"
+    )]
+    Changed { known: String, now: String },
 }
 
 /// The outcome of an import.
@@ -339,6 +343,16 @@ impl Bridge {
             root: root.cid.to_string(),
         };
         let info_hash = self.meta.wire_info_hash().0;
+        // The same torrent always gives the same root: another one means bytes this run
+        // did not verify (a file changed behind trusted resume data) — never recorded.
+        if let Some(known) = self.repo.torrent(&info_hash)? {
+            if self.whole_torrent && known.root != record.root {
+                return Err(BridgeError::Changed {
+                    known: known.root,
+                    now: record.root,
+                });
+            }
+        }
         let torrent = self.whole_torrent.then_some((&info_hash, &record));
         match self.mode {
             ImportMode::Filestore => self.repo.commit_import(&refs, Some(&root.cid), torrent)?,

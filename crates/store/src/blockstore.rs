@@ -242,11 +242,12 @@ impl Blockstore {
         let legacy = self.root.join(LEGACY_TEMP_DIR);
         match fs::read_dir(&legacy) {
             Ok(rd) => {
-                for e in rd {
-                    remove_if_there(&e?.path())?;
-                    n += 1;
+                n += rd.count();
+                // Whatever it holds (only temporary files were ever written there).
+                match fs::remove_dir_all(&legacy) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
                 }
-                fs::remove_dir(&legacy)?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),

@@ -237,15 +237,40 @@ impl Filestore {
         }
     }
 
+    /// The cache, emptied first when the references changed since it was filled.
+    fn current(&self, version: u64) -> std::sync::MutexGuard<'_, Cache> {
+        let mut cache = self.cache.lock().expect("filestore cache");
+        if cache.version != version {
+            cache.refs.clear();
+            cache.version = version;
+        }
+        cache
+    }
+
+    /// Keeps lookup results, unless the references changed meanwhile (another thread saw
+    /// a newer version, or a writer committed during the lookup): then they may be stale
+    /// and are used once but not kept.
+    fn keep(&self, version: u64, found: impl IntoIterator<Item = ([u8; 32], Vec<FileRef>)>) {
+        if self.lookup.version() != version {
+            return;
+        }
+        let mut cache = self.cache.lock().expect("filestore cache");
+        if cache.version != version {
+            return;
+        }
+        for (d, r) in found {
+            if cache.refs.len() >= MAX_CACHED_REFS {
+                cache.refs.clear();
+            }
+            cache.refs.insert(d, r);
+        }
+    }
+
     /// Looks up every digest not cached yet in one go (a file node's children).
     pub fn prefetch(&self, digests: &[[u8; 32]]) -> io::Result<()> {
         let version = self.lookup.version();
         let missing: Vec<[u8; 32]> = {
-            let mut cache = self.cache.lock().expect("filestore cache");
-            if cache.version != version {
-                cache.refs.clear();
-                cache.version = version;
-            }
+            let cache = self.current(version);
             digests
                 .iter()
                 .filter(|d| !cache.refs.contains_key(*d))
@@ -256,21 +281,23 @@ impl Filestore {
             return Ok(());
         }
         let found = self.lookup.lookup(&missing)?;
-        let mut cache = self.cache.lock().expect("filestore cache");
-        if cache.refs.len() + missing.len() > MAX_CACHED_REFS {
-            cache.refs.clear();
-        }
-        for (d, r) in missing.into_iter().zip(found) {
-            cache.refs.insert(d, r);
-        }
+        self.keep(version, missing.into_iter().zip(found));
         Ok(())
     }
 
     /// The references for `cid` (empty when the filestore does not hold it).
     pub fn get(&self, cid: &Cid) -> io::Result<Vec<FileRef>> {
-        self.prefetch(std::slice::from_ref(cid.digest()))?;
-        let cache = self.cache.lock().expect("filestore cache");
-        Ok(cache.refs.get(cid.digest()).cloned().unwrap_or_default())
+        let version = self.lookup.version();
+        if let Some(r) = self.current(version).refs.get(cid.digest()) {
+            return Ok(r.clone());
+        }
+        let found = self
+            .lookup
+            .lookup(std::slice::from_ref(cid.digest()))?
+            .pop()
+            .unwrap_or_default();
+        self.keep(version, [(*cid.digest(), found.clone())]);
+        Ok(found)
     }
 
     /// Forgets everything cached (after this process changed the references).

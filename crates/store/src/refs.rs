@@ -19,8 +19,8 @@ use crate::blockstore::Blockstore;
 use crate::cid::Cid;
 use crate::filestore::{FileRef, Filestore, RefLookup};
 use crate::repo::{
-    db_err, io_err, pin_in, with_db_at, GcReport, PinKind, Repo, RepoError, TorrentRecord,
-    VerifyReport, DB_FILE, DOWNLOADS_DIR, TORRENTS,
+    contain, damaged_at, db_err, io_err, pin_in, with_db_at, GcReport, PinKind, Repo, RepoError,
+    TorrentRecord, VerifyReport, DB_FILE, DOWNLOADS_DIR, TORRENTS,
 };
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use sha2::Digest;
@@ -80,24 +80,29 @@ impl DbRefs {
         f: impl Fn(&redb::ReadTransaction) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
         let deadline = Instant::now() + MAX_LOOKUP_WAIT;
-        loop {
+        // redb panics on some damaged pages: contained, as every other use of the file.
+        let r = contain(|| loop {
             match redb::ReadOnlyDatabase::open(&self.db) {
-                Ok(db) => return f(&db.begin_read().map_err(db_err)?),
+                Ok(db) => return Ok(Some(f(&db.begin_read().map_err(db_err)?)?)),
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20))
                 }
-                Err(redb::DatabaseError::RepairAborted) => {
-                    return with_db_at(&self.db, |db| f(&db.begin_read().map_err(db_err)?))
-                }
+                Err(redb::DatabaseError::RepairAborted) => return Ok(None),
                 Err(e) => return Err(db_err(e)),
             }
+        });
+        match damaged_at(&self.db, r)? {
+            Some(v) => Ok(v),
+            // Not closed cleanly: opening it for writing repairs it.
+            None => with_db_at(&self.db, |db| f(&db.begin_read().map_err(db_err)?)),
         }
     }
 }
 
 impl RefLookup for DbRefs {
     fn lookup(&self, digests: &[[u8; 32]]) -> io::Result<Vec<Vec<FileRef>>> {
-        if !self.db.exists() {
+        // Missing, or being created by another process's first use: nothing in it yet.
+        if fs::metadata(&self.db).map_or(true, |m| m.len() == 0) {
             return Ok(vec![Vec::new(); digests.len()]);
         }
         let r = self.read(|tx| {
@@ -125,12 +130,24 @@ impl RefLookup for DbRefs {
     }
 
     fn version(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
         use std::os::unix::fs::MetadataExt;
-        fs::metadata(&self.generation).map_or(0, |m| {
-            m.ino()
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                .wrapping_add(crate::filestore::mtime_ns(&m))
-        })
+        // The generation file's content (a nonce each change writes) and the database
+        // file's identity and times: a change is seen even if a bump was lost.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        fs::read(&self.generation).unwrap_or_default().hash(&mut h);
+        if let Ok(m) = fs::metadata(&self.db) {
+            (
+                m.ino(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            )
+                .hash(&mut h);
+        }
+        h.finish()
     }
 }
 
@@ -141,6 +158,9 @@ pub struct Released {
     pub dropped: u64,
     /// Leaves other pinned content needed, stored as blocks before their files go.
     pub stored: u64,
+    /// Leaves other pinned content needs that could not be read to keep them (their
+    /// files had changed already).
+    pub lost: u64,
 }
 
 impl Repo {
@@ -162,7 +182,14 @@ impl Repo {
     fn bump_generation(&self) {
         let file = self.path.join(GENERATION_FILE);
         let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-        let stamp = format!("{:?}\n", std::time::SystemTime::now());
+        static BUMPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = BUMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stamp = format!(
+            "{} {} {:?}\n",
+            std::process::id(),
+            n,
+            std::time::SystemTime::now()
+        );
         if fs::write(&tmp, stamp)
             .and_then(|()| fs::rename(&tmp, &file))
             .is_err()
@@ -313,22 +340,32 @@ impl Repo {
             self.unpin(root)?;
         }
         let all = self.file_refs()?;
-        let under = |e: &RefEntry| {
-            e.file
-                .as_ref()
-                .is_some_and(|f| paths.iter().any(|p| f.path.starts_with(p)))
-        };
-        let doomed: Vec<&RefEntry> = all.iter().filter(|e| under(e)).collect();
+        let paths: HashSet<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let doomed_flags: Vec<bool> = all
+            .iter()
+            .map(|e| {
+                e.file
+                    .as_ref()
+                    .is_some_and(|f| f.path.ancestors().any(|a| paths.contains(a)))
+            })
+            .collect();
+        let doomed: Vec<&RefEntry> = all
+            .iter()
+            .zip(&doomed_flags)
+            .filter_map(|(e, &d)| d.then_some(e))
+            .collect();
         if doomed.is_empty() {
             return Ok(Released::default());
         }
-        // A pinned DAG that cannot be walked (incomplete, damaged) keeps nothing here.
-        let live = self.live_set().unwrap_or_default();
-        // Digests still held by a reference outside `paths`.
+        // What pinned content needs; a pin that cannot be walked is an error, and
+        // nothing is dropped (its leaves may be among these).
+        let live = self.live_set()?;
+        // Digests still held by an intact file outside `paths`.
         let elsewhere: HashSet<[u8; 32]> = all
             .iter()
-            .filter(|e| !under(e) && e.file.is_some())
-            .map(|e| e.digest)
+            .zip(&doomed_flags)
+            .filter(|(e, &d)| !d && e.file.as_ref().is_some_and(FileRef::file_unchanged))
+            .map(|(e, _)| e.digest)
             .collect();
         let mut released = Released::default();
         let mut buf = Vec::new();
@@ -342,8 +379,10 @@ impl Repo {
             {
                 continue;
             }
-            // Its bytes gone already: nothing to keep.
+            // Its bytes gone already: nothing to keep, and the pin that needs it is
+            // incomplete (counted, for the caller to say).
             let Some(Ok(())) = e.file.as_ref().map(|f| f.read_block(&cid, &mut buf)) else {
+                released.lost += 1;
                 continue;
             };
             self.blocks
@@ -395,43 +434,53 @@ impl Repo {
         let (dead, kept): (Vec<&RefEntry>, Vec<&RefEntry>) =
             all.iter().partition(|e| !live.contains(&e.digest));
         report.refs_kept = kept.len() as u64;
-        report.refs_removed = self.remove_entries(&dead)?;
+        // The folders go before the references that name them: a crash in between
+        // leaves references to missing files (the next gc drops them), never a folder
+        // no reference names any more (which no gc would find again).
         let downloads = self.path.join(DOWNLOADS_DIR);
-        let Ok(canonical) = downloads.canonicalize() else {
-            return Ok(());
-        };
-        let folder = |e: &&RefEntry| {
-            let rest = e.file.as_ref()?.path.strip_prefix(&canonical).ok()?;
-            let mut parts = rest.components();
-            let name = match parts.next()? {
-                std::path::Component::Normal(n) => n.to_str()?.to_owned(),
-                _ => return None,
+        if let Ok(canonical) = downloads.canonicalize() {
+            let folder = |e: &&RefEntry| {
+                let rest = e.file.as_ref()?.path.strip_prefix(&canonical).ok()?;
+                let mut parts = rest.components();
+                let name = match parts.next()? {
+                    std::path::Component::Normal(n) => n.to_str()?.to_owned(),
+                    _ => return None,
+                };
+                // A file inside the folder (not the folder itself), named by an infohash.
+                parts.next()?;
+                (name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
             };
-            // A file inside the folder (not the folder itself), named by an infohash.
-            parts.next()?;
-            (name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
-        };
-        let used: HashSet<String> = kept.iter().filter_map(folder).collect();
-        let unused: HashSet<String> = dead
-            .iter()
-            .filter_map(folder)
-            .filter(|f| !used.contains(f))
-            .collect();
-        for name in unused {
-            let dir = downloads.join(&name);
-            // A real folder only: a link in its place is not the repo's download.
-            if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-                continue;
+            let used: HashSet<String> = kept.iter().filter_map(folder).collect();
+            let unused: HashSet<String> = dead
+                .iter()
+                .filter_map(folder)
+                .filter(|f| !used.contains(f))
+                .collect();
+            let mut failed = None;
+            for name in unused {
+                let dir = downloads.join(&name);
+                // A real folder only: a link in its place is not the repo's download.
+                if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                    continue;
+                }
+                if let Err(e) = fs::remove_dir_all(&dir) {
+                    failed.get_or_insert(io_err(&dir)(e));
+                    continue;
+                }
+                report.folders_removed.push(dir.display().to_string());
+                let _ = fs::remove_file(downloads.join(format!("{name}.lock")));
+                let resume = self
+                    .path
+                    .join("bittorrent/resume")
+                    .join(format!("{name}.resume"));
+                let _ = fs::remove_file(resume);
             }
-            fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
-            report.folders_removed.push(dir.display().to_string());
-            let _ = fs::remove_file(downloads.join(format!("{name}.lock")));
-            let resume = self
-                .path
-                .join("bittorrent/resume")
-                .join(format!("{name}.resume"));
-            let _ = fs::remove_file(resume);
+            if let Some(e) = failed {
+                // Its references stay, so the next gc finds the folder again.
+                return Err(e);
+            }
         }
+        report.refs_removed = self.remove_entries(&dead)?;
         Ok(())
     }
 

@@ -156,7 +156,7 @@ thread_local! {
 /// Runs `f`, turning a panic inside it into an error with the panic's message. The
 /// process's panic hook stays silent for such a panic (the error says what happened);
 /// any other panic is printed as before.
-fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+pub(crate) fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
@@ -664,6 +664,15 @@ pub(crate) fn with_db_at<T>(
             Err(e) => return Err(db_err(e)),
         }
     });
+    damaged_at(path, r)
+}
+
+/// The outcome of a database use under [`contain`]: a panic or a damage error names the
+/// file at `path`.
+pub(crate) fn damaged_at<T>(
+    path: &Path,
+    r: Result<Result<T, RepoError>, String>,
+) -> Result<T, RepoError> {
     match r {
         Err(detail) | Ok(Err(RepoError::Damaged { detail, .. })) => Err(RepoError::Damaged {
             path: path.to_path_buf(),

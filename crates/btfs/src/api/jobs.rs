@@ -863,16 +863,43 @@ impl Jobs {
         if let Some(o) = &rec.output {
             doomed.extend(listed.iter().filter_map(|n| o.join(n).canonicalize().ok()));
         }
+        // A download of this torrent into the repo's folder (one outside the daemon's
+        // jobs) holds its lock: then nothing goes. Held until the folder is gone.
+        let _working_lock = match (ih, &working) {
+            (Some(ih), Some(_)) => {
+                let p = bt.join("downloads").join(format!("{ih}.lock"));
+                match std::fs::OpenOptions::new().write(true).open(&p) {
+                    Ok(f) if f.try_lock().is_err() => {
+                        errors.push(format!(
+                            "{}: a download of this torrent is running; its data stays",
+                            p.display()
+                        ));
+                        return errors;
+                    }
+                    Ok(f) => Some(f),
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
         let cid = rec
             .cid
             .as_deref()
             .and_then(|c| c.parse::<store::Cid>().ok());
         let released = store::Repo::open(&self.program.btfs_path, store::LockMode::Shared)
             .and_then(|(repo, _)| repo.release_files(cid.as_ref(), &doomed));
-        if let Err(e) = released {
+        match released {
             // Nothing deleted: the pin or references may still name the files.
-            errors.push(format!("releasing the content in the store: {e}"));
-            return errors;
+            Err(e) => {
+                errors.push(format!("releasing the content in the store: {e}"));
+                return errors;
+            }
+            Ok(r) if r.lost > 0 => eprintln!(
+                "jobs rm {}: other pinned content needed {} block(s) whose files had \
+                 changed already; `btfs repo verify` names what is incomplete",
+                rec.id, r.lost
+            ),
+            Ok(_) => {}
         }
         let mut gone = |p: &std::path::Path, r: std::io::Result<()>| match r {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
