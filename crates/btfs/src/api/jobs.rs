@@ -1301,8 +1301,8 @@ pub async fn command(d: &Daemon, sub: &str, query: &[(String, String)]) -> Respo
                     StatusCode::INTERNAL_SERVER_ERROR,
                     1,
                     format!(
-                        "job {id} is kept: some of its data could not be deleted ({}); the \
-                         rest is gone and its pin removed; remove it again once fixed",
+                        "job {id} is kept: some of its data could not be deleted ({}); \
+                         remove it again once fixed",
                         super::delete::summary(&errors)
                     ),
                 ),

@@ -283,15 +283,17 @@ pub fn run(args: DownloadArgs, enc: Encoding) -> anyhow::Result<()> {
     // of the same torrent find and repair a file changed since); with `copy` the import
     // is durable (blocks synced, pin committed) and the working copy can go.
     let copied = settings.import_mode == store::config::ImportMode::Copy;
-    // An earlier import of this torrent in filestore mode may read from the same folder.
+    // An earlier import of this torrent in filestore mode may read from the same folder
+    // (only a torrent imported before can have one).
     let referenced = || {
-        repo.file_refs().map_or(true, |refs| {
-            refs.iter().any(|e| {
-                e.file
-                    .as_ref()
-                    .is_some_and(|f| f.path.starts_with(&save_path))
+        known
+            && repo.file_refs().map_or(true, |refs| {
+                refs.iter().any(|e| {
+                    e.file
+                        .as_ref()
+                        .is_some_and(|f| f.path.starts_with(&save_path))
+                })
             })
-        })
     };
     if working && copied && imported.is_some() && !referenced() {
         if let Err(e) = std::fs::remove_dir_all(&save_path) {
