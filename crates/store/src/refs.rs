@@ -64,6 +64,24 @@ fn range_of(digest: &[u8; 32]) -> (Vec<u8>, Vec<u8>) {
     (lo, hi)
 }
 
+/// Every reference of `digest` in the table.
+fn entries_of(
+    t: &redb::ReadOnlyTable<&[u8], &[u8]>,
+    digest: &[u8; 32],
+) -> Result<Vec<RefEntry>, RepoError> {
+    let (lo, hi) = range_of(digest);
+    let mut out = Vec::new();
+    for item in t.range(lo.as_slice()..=hi.as_slice()).map_err(db_err)? {
+        let (k, v) = item.map_err(db_err)?;
+        out.push(RefEntry {
+            key: k.value().to_vec(),
+            digest: *digest,
+            file: FileRef::decode(v.value()),
+        });
+    }
+    Ok(out)
+}
+
 /// The references in the repo's database, for [`Blockstore`] reads.
 #[derive(Debug)]
 struct DbRefs {
@@ -116,13 +134,10 @@ impl RefLookup for DbRefs {
             digests
                 .iter()
                 .map(|d| {
-                    let (lo, hi) = range_of(d);
-                    let mut refs = Vec::new();
-                    for item in t.range(lo.as_slice()..=hi.as_slice()).map_err(db_err)? {
-                        let (_, v) = item.map_err(db_err)?;
-                        refs.extend(FileRef::decode(v.value()));
-                    }
-                    Ok(refs)
+                    Ok(entries_of(&t, d)?
+                        .into_iter()
+                        .filter_map(|e| e.file)
+                        .collect())
                 })
                 .collect()
         });
@@ -280,22 +295,7 @@ impl Repo {
     /// The references of each of these digests, in order (empty: not in the filestore).
     pub fn file_refs_of(&self, digests: &[[u8; 32]]) -> Result<Vec<Vec<RefEntry>>, RepoError> {
         let found = self.read(FILESTORE, |t| {
-            digests
-                .iter()
-                .map(|d| {
-                    let (lo, hi) = range_of(d);
-                    let mut out = Vec::new();
-                    for item in t.range(lo.as_slice()..=hi.as_slice()).map_err(db_err)? {
-                        let (k, v) = item.map_err(db_err)?;
-                        out.push(RefEntry {
-                            key: k.value().to_vec(),
-                            digest: *d,
-                            file: FileRef::decode(v.value()),
-                        });
-                    }
-                    Ok(out)
-                })
-                .collect()
+            digests.iter().map(|d| entries_of(t, d)).collect()
         })?;
         Ok(found.unwrap_or_else(|| vec![Vec::new(); digests.len()]))
     }

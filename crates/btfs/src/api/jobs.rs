@@ -43,7 +43,7 @@ use bittorrent::engine::{Phase, Stats};
 use clap::CommandFactory;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -761,7 +761,10 @@ impl Jobs {
             if others.same_torrent {
                 kept = Some("another job has the same torrent: its data stays".to_string());
             } else {
-                let errors = self.delete_data(&rec, &others.paths);
+                let (path, r, keep) = (self.program.btfs_path.clone(), rec.clone(), others.paths);
+                let errors = tokio::task::spawn_blocking(move || delete_job_data(&path, &r, &keep))
+                    .await
+                    .unwrap_or_else(|e| vec![format!("deleting the data failed: {e}")]);
                 if !errors.is_empty() {
                     let mut jobs = self.lock();
                     if let Some(job) = jobs.iter_mut().find(|j| j.rec.id == id) {
@@ -821,107 +824,6 @@ impl Jobs {
             same_torrent,
             paths,
         }
-    }
-
-    /// Deletes a removed job's data, skipping `keep` (paths below its `-o` folder that
-    /// other jobs list). The pin and the filestore's references into the files go first,
-    /// in the repo, so a crash never leaves them naming deleted files (a leaf other
-    /// pinned content shares is stored as a block first, see `Repo::release_files`).
-    /// Every other step is tried. What failed.
-    fn delete_data(&self, rec: &Record, keep: &HashSet<String>) -> Vec<String> {
-        let mut errors = Vec::new();
-        let bt = self.program.btfs_path.join("bittorrent");
-        let ih = rec
-            .info_hash
-            .as_deref()
-            .filter(|ih| ih.len() == 40 && ih.bytes().all(|b| b.is_ascii_hexdigit()));
-        // The repo's own folder for the download is the job's only when it had no -o.
-        let working = ih
-            .filter(|_| rec.output.is_none())
-            .map(|ih| bt.join("downloads").join(ih));
-        let own = match (&rec.output, rec.own_output) {
-            (Some(o), true) => Some(o.parent().unwrap_or(o).to_path_buf()),
-            _ => None,
-        };
-        let listed: Vec<&str> = match (&rec.output, rec.own_output) {
-            (Some(_), false) => rec
-                .files
-                .iter()
-                .filter(|f| f.selected != Some(false) && !keep.contains(&f.added_name))
-                .map(|f| f.added_name.as_str())
-                .collect(),
-            _ => Vec::new(),
-        };
-        // What goes, as the filestore names it (canonical paths, known before deleting).
-        let mut doomed: Vec<PathBuf> = Vec::new();
-        doomed.extend(
-            working
-                .iter()
-                .chain(&own)
-                .filter_map(|p| p.canonicalize().ok()),
-        );
-        if let Some(o) = &rec.output {
-            doomed.extend(listed.iter().filter_map(|n| o.join(n).canonicalize().ok()));
-        }
-        // A download of this torrent into the repo's folder (one outside the daemon's
-        // jobs) holds its lock: then nothing goes. Held until the folder is gone.
-        let _working_lock = match (ih, &working) {
-            (Some(ih), Some(_)) => {
-                let p = bt.join("downloads").join(format!("{ih}.lock"));
-                match std::fs::OpenOptions::new().write(true).open(&p) {
-                    Ok(f) if f.try_lock().is_err() => {
-                        errors.push(format!(
-                            "{}: a download of this torrent is running; its data stays",
-                            p.display()
-                        ));
-                        return errors;
-                    }
-                    Ok(f) => Some(f),
-                    Err(_) => None,
-                }
-            }
-            _ => None,
-        };
-        let cid = rec
-            .cid
-            .as_deref()
-            .and_then(|c| c.parse::<store::Cid>().ok());
-        let released = store::Repo::open(&self.program.btfs_path, store::LockMode::Shared)
-            .and_then(|(repo, _)| repo.release_files(cid.as_ref(), &doomed));
-        match released {
-            // Nothing deleted: the pin or references may still name the files.
-            Err(e) => {
-                errors.push(format!("releasing the content in the store: {e}"));
-                return errors;
-            }
-            Ok(r) if r.lost > 0 => eprintln!(
-                "jobs rm {}: other pinned content needed {} block(s) whose files had \
-                 changed already; `btfs repo verify` names what is incomplete",
-                rec.id, r.lost
-            ),
-            Ok(_) => {}
-        }
-        let mut gone = |p: &std::path::Path, r: std::io::Result<()>| match r {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                errors.push(format!("removing {}: {e}", p.display()))
-            }
-            _ => {}
-        };
-        if let Some(ih) = ih {
-            let resume = bt.join("resume").join(format!("{ih}.resume"));
-            gone(&resume, std::fs::remove_file(&resume));
-        }
-        for folder in working.iter().chain(&own) {
-            gone(folder, std::fs::remove_dir_all(folder));
-        }
-        if let (Some(ih), Some(_)) = (ih, &working) {
-            let lock = bt.join("downloads").join(format!("{ih}.lock"));
-            gone(&lock, std::fs::remove_file(&lock));
-        }
-        if let Some(o) = &rec.output {
-            errors.extend(super::delete::remove_files(o, listed.iter().copied()));
-        }
-        errors
     }
 
     /// Stops every job's process for a daemon shutdown; their states stay as they were
@@ -1412,6 +1314,108 @@ pub fn events(d: Arc<Daemon>, query: &[(String, String)]) -> Response<Body> {
 pub fn reparse_saved(bytes: &[u8]) -> serde_json::Result<Vec<u8>> {
     let records: Vec<Record> = serde_json::from_slice(bytes)?;
     serde_json::to_vec_pretty(&records)
+}
+
+/// Deletes a removed job's data, skipping `keep` (paths below its `-o` folder that
+/// other jobs list). The pin and the filestore's references into the files go first,
+/// in the repo, so a crash never leaves them naming deleted files (a leaf other
+/// pinned content shares is stored as a block first, see `Repo::release_files`).
+/// Every other step is tried. What failed. Blocking (file system and database work):
+/// run on a blocking thread.
+fn delete_job_data(btfs_path: &Path, rec: &Record, keep: &HashSet<String>) -> Vec<String> {
+    let mut errors = Vec::new();
+    let bt = btfs_path.join("bittorrent");
+    let ih = rec
+        .info_hash
+        .as_deref()
+        .filter(|ih| ih.len() == 40 && ih.bytes().all(|b| b.is_ascii_hexdigit()));
+    // The repo's own folder for the download is the job's only when it had no -o.
+    let working = ih
+        .filter(|_| rec.output.is_none())
+        .map(|ih| bt.join("downloads").join(ih));
+    let own = match (&rec.output, rec.own_output) {
+        (Some(o), true) => Some(o.parent().unwrap_or(o).to_path_buf()),
+        _ => None,
+    };
+    let listed: Vec<&str> = match (&rec.output, rec.own_output) {
+        (Some(_), false) => rec
+            .files
+            .iter()
+            .filter(|f| f.selected != Some(false) && !keep.contains(&f.added_name))
+            .map(|f| f.added_name.as_str())
+            .collect(),
+        _ => Vec::new(),
+    };
+    // What goes, as the filestore names it (canonical paths, known before deleting).
+    let mut doomed: Vec<PathBuf> = Vec::new();
+    doomed.extend(
+        working
+            .iter()
+            .chain(&own)
+            .filter_map(|p| p.canonicalize().ok()),
+    );
+    if let Some(o) = &rec.output {
+        doomed.extend(listed.iter().filter_map(|n| o.join(n).canonicalize().ok()));
+    }
+    // A download of this torrent into the repo's folder (one outside the daemon's
+    // jobs) holds its lock: then nothing goes. Held until the folder is gone.
+    let _working_lock = match (ih, &working) {
+        (Some(ih), Some(_)) => {
+            let p = bt.join("downloads").join(format!("{ih}.lock"));
+            match std::fs::OpenOptions::new().write(true).open(&p) {
+                Ok(f) if f.try_lock().is_err() => {
+                    errors.push(format!(
+                        "{}: a download of this torrent is running; its data stays",
+                        p.display()
+                    ));
+                    return errors;
+                }
+                Ok(f) => Some(f),
+                Err(_) => None,
+            }
+        }
+        _ => None,
+    };
+    let cid = rec
+        .cid
+        .as_deref()
+        .and_then(|c| c.parse::<store::Cid>().ok());
+    let released = store::Repo::open(btfs_path, store::LockMode::Shared)
+        .and_then(|(repo, _)| repo.release_files(cid.as_ref(), &doomed));
+    match released {
+        // Nothing deleted: the pin or references may still name the files.
+        Err(e) => {
+            errors.push(format!("releasing the content in the store: {e}"));
+            return errors;
+        }
+        Ok(r) if r.lost > 0 => eprintln!(
+            "jobs rm {}: other pinned content needed {} block(s) whose files had \
+             changed already; `btfs repo verify` names what is incomplete",
+            rec.id, r.lost
+        ),
+        Ok(_) => {}
+    }
+    let mut gone = |p: &std::path::Path, r: std::io::Result<()>| match r {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            errors.push(format!("removing {}: {e}", p.display()))
+        }
+        _ => {}
+    };
+    if let Some(ih) = ih {
+        let resume = bt.join("resume").join(format!("{ih}.resume"));
+        gone(&resume, std::fs::remove_file(&resume));
+    }
+    for folder in working.iter().chain(&own) {
+        gone(folder, std::fs::remove_dir_all(folder));
+    }
+    if let (Some(ih), Some(_)) = (ih, &working) {
+        let lock = bt.join("downloads").join(format!("{ih}.lock"));
+        gone(&lock, std::fs::remove_file(&lock));
+    }
+    if let Some(o) = &rec.output {
+        errors.extend(super::delete::remove_files(o, listed.iter().copied()));
+    }
+    errors
 }
 
 #[cfg(test)]
